@@ -1,0 +1,31 @@
+# Two entry points (see README): `make demo` and `make test`. Everything installs from uv.lock.
+PYTHON ?= python3
+VENV   := .venv
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+STAMP  := $(VENV)/.synced
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: demo test bench install clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+
+$(STAMP): $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --quiet --python $(PYTHON)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vigila demo --warehouse warehouse
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) warehouse
