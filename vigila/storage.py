@@ -1,0 +1,232 @@
+"""One small storage interface over a local directory or an ``s3://bucket/prefix`` warehouse root.
+
+In: a root path or URL and '/'-separated keys relative to it. Out: bytes, JSON, Parquet files and
+absolute URIs (+ polars ``storage_options``) that polars, DuckDB, pandas and pyarrow can read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import io
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import polars as pl
+import pyarrow.fs as pafs
+
+TMP_MARKER = ".tmp-"
+"""Temporary files are named ``.<final name>.tmp-<uuid>``; a name containing this is a leftover."""
+
+
+def is_temp_key(key: str) -> bool:
+    """True for a key written by an interrupted local atomic write."""
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(".") and TMP_MARKER in name
+
+
+S3_SETTINGS = {
+    "endpoint": "AWS_ENDPOINT_URL",
+    "access_key": "AWS_ACCESS_KEY_ID",
+    "secret_key": "AWS_SECRET_ACCESS_KEY",
+    "region": "AWS_REGION",
+}
+"""S3 settings Storage understands, and the environment variable each is read from by default."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    """A warehouse root. Writes are atomic: a reader sees the old object or the new one, never a
+    part of one. Locally that is temp file + fsync + ``os.replace``; on S3 one PUT of the whole object.
+    """
+
+    def __init__(self, root: str, fs: pafs.FileSystem, base: str, s3: dict[str, str] | None = None):
+        self.root = root  # as given, normalised: absolute path or s3://bucket/prefix
+        self.fs = fs
+        self._base = base.rstrip("/")  # root as a path of ``fs``
+        self._s3 = s3  # None for a local root
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path, *, s3: Mapping[str, str] | None = None) -> Storage:
+        """``root``: a local folder (created if missing) or ``s3://bucket/prefix``. ``s3``: settings
+        (keys of ``S3_SETTINGS``) that replace the ``AWS_*`` environment variables."""
+        root = str(root)
+        if root.startswith("s3://"):
+            if s3 is None:
+                s3 = {k: os.environ[v] for k, v in S3_SETTINGS.items() if os.environ.get(v)}
+            if unknown := set(s3) - set(S3_SETTINGS):
+                raise ValueError(f"unknown S3 settings {sorted(unknown)}; known: {sorted(S3_SETTINGS)}")
+            settings = {k: v for k, v in s3.items() if v}
+            kwargs: dict[str, Any] = {
+                k: settings[k] for k in ("access_key", "secret_key", "region") if k in settings
+            }
+            if "endpoint" in settings:
+                url = urlsplit(settings["endpoint"])
+                kwargs["endpoint_override"] = url.netloc or url.path
+                kwargs["scheme"] = url.scheme or "https"
+            fs = pafs.S3FileSystem(**kwargs)
+            return cls(root.rstrip("/"), fs, root[len("s3://") :], settings)
+        path = Path(root).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(str(path), pafs.LocalFileSystem(), str(path))
+
+    @property
+    def is_local(self) -> bool:
+        return self._s3 is None
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root!r})"
+
+    # -- addressing -------------------------------------------------------------------------
+    def path(self, key: str = "") -> str:
+        """``key`` as a path of ``self.fs`` (for pyarrow / pandas ``filesystem=`` arguments)."""
+        key = key.strip("/")
+        return f"{self._base}/{key}" if key else self._base
+
+    def uri(self, key: str = "") -> str:
+        """Absolute local path or s3:// URL of ``key``, for polars / DuckDB / pandas / pyarrow."""
+        return ("s3://" if self._s3 is not None else "") + self.path(key)
+
+    def storage_options(self) -> dict[str, str] | None:
+        """polars ``storage_options=`` for this root (None locally: no options needed)."""
+        if self._s3 is None:
+            return None
+        opts = {S3_SETTINGS[k].lower(): v for k, v in self._s3.items()}
+        if opts.get("aws_endpoint_url", "").startswith("http://"):
+            opts["aws_allow_http"] = "true"
+        return opts
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        """Whole object; FileNotFoundError when it does not exist."""
+        with self.fs.open_input_stream(self.path(key)) as f:
+            return f.read()
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def exists(self, key: str) -> bool:
+        return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every file under ``prefix`` (recursive), as sorted keys relative to the root."""
+        sel = pafs.FileSelector(self.path(prefix), recursive=True, allow_not_found=True)
+        cut = len(self._base) + 1
+        return sorted(
+            info.path[cut:] for info in self.fs.get_file_info(sel) if info.type == pafs.FileType.File
+        )
+
+    def children(self, prefix: str = "") -> list[str]:
+        """Names of the immediate children (files and folders) of ``prefix``, sorted."""
+        sel = pafs.FileSelector(self.path(prefix), recursive=False, allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(sel))
+
+    # -- writing ----------------------------------------------------------------------------
+    def _atomic_write(self, key: str, write: Callable[[IO[bytes]], object]) -> int:
+        """Run ``write(file)`` and publish the result at ``key`` in one step; return its size."""
+        if self._s3 is not None:
+            buf = io.BytesIO()
+            write(buf)
+            data = buf.getvalue()
+            with self.fs.open_output_stream(self.path(key)) as out:  # a single PUT
+                out.write(data)
+            return len(data)
+        final = Path(self.path(key))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}{TMP_MARKER}{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return size
+
+    def write_bytes(self, key: str, data: bytes) -> int:
+        return self._atomic_write(key, lambda f: f.write(data))
+
+    def write_json(self, key: str, obj: Any) -> int:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode() + b"\n"
+        return self.write_bytes(key, data)
+
+    def write_parquet(self, key: str, df: pl.DataFrame) -> int:
+        """Write ``df`` as one zstd Parquet file at ``key``; return its size in bytes."""
+        return self._atomic_write(key, lambda f: df.write_parquet(f, compression="zstd"))
+
+    def put_file(self, key: str, local: str | Path) -> int:
+        """Upload a local file to ``key`` in chunks (atomic like every write); return its size."""
+        if self._s3 is not None:  # a multipart upload only becomes visible when it completes
+            with open(local, "rb") as src, self.fs.open_output_stream(self._path(key)) as out:
+                shutil.copyfileobj(src, out, 1 << 22)
+            return Path(local).stat().st_size
+        with open(local, "rb") as src:
+            return self._atomic_write(key, lambda out: shutil.copyfileobj(src, out, 1 << 22))
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy a file (local: a hard link when possible; s3: a server-side copy)."""
+        if self._s3 is not None:
+            self.fs.copy_file(self.path(src), self.path(dst))
+            return
+        source, target = Path(self.path(src)), Path(self.path(dst))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}{TMP_MARKER}{uuid.uuid4().hex}")
+        try:
+            os.link(source, tmp)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            with open(source, "rb") as f:
+                self._atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
+            return
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+
+    def delete(self, key: str) -> None:
+        """Delete one file; a missing file is not an error."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self.path(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete everything under ``prefix`` (a folder); missing is not an error."""
+        if not prefix.strip("/"):
+            raise ValueError("refusing to delete the whole warehouse root")
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_dir(self.path(prefix))
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Exclusive lock held for the ``with`` block (local: ``fcntl.flock`` on the file ``key``,
+        released by the kernel if the process dies). On S3 this is a no-op: S3 has no lock, so
+        writers there must be serialised by the orchestrator.
+        """
+        if self._s3 is not None:
+            yield
+            return
+        path = Path(self.path(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
