@@ -1,0 +1,101 @@
+"""Parsing real-world files: encodings, delimiters, decimal commas, XLSX/JSON/Parquet, broken files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import polars as pl
+import pytest
+
+from vigila import pipeline
+from vigila.config import source_from_dict
+from vigila.readers import ReadError, read_raw
+
+CSV = "departamento;semana;año;casos\nApurímac;1;2023;1.234,0\nLoreto;1;2023;12\nSan Martín;2;2023;7\n"
+
+
+def src(**over):
+    base = {"id": "t_src", "country": "PER", "reporter": {"institution": "x"}, "diseases": ["dengue"],
+            "geo_level": "admin1",
+            "columns": {"place": "departamento", "epi_year": "año", "epi_week": "semana", "cases": "casos"}}
+    for k, v in over.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return source_from_dict(base)
+
+
+def check(tmp_path, data: bytes, name="r.csv", **over):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return pipeline.check(src(**over), p)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1", "cp1252"])
+def test_any_common_encoding_gives_the_same_rows(tmp_path, encoding):
+    report, q = check(tmp_path, CSV.encode(encoding), csv={"decimal": ",", "thousands": "."})
+    assert report["rows_read"] == 3 and report["rows_quarantined"] == 0
+    assert report["cases_published"] == 1234 + 12 + 7
+
+
+def test_declared_utf8_but_latin1_is_a_clear_error(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_bytes(CSV.encode("latin-1"))
+    with pytest.raises(ReadError, match=r"not valid UTF-8 \(byte \d+, line 1\); set csv.encoding"):
+        read_raw(p, src(csv={"encoding": "utf-8"}))
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t", "|"])
+def test_delimiter_is_sniffed(tmp_path, sep):
+    text = CSV.replace("1.234,0", "1234").replace(";", sep)
+    report, _ = check(tmp_path, text.encode())
+    assert report["file"]["delimiter"] == sep and report["cases_published"] == 1253
+
+
+def test_decimal_comma_with_fraction_is_not_an_integer(tmp_path):
+    report, q = check(tmp_path, CSV.replace("12\n", "12,5\n").encode(), csv={"decimal": ",", "thousands": "."})
+    assert q.select("row", "column", "check", "value").rows() == [(2, "casos", "type:int64", "12,5")]
+    assert report["cases_published"] == 1234 + 7   # the other rows are published
+
+
+def test_xlsx_json_parquet_and_gzip_read_like_csv(tmp_path):
+    df = pl.read_csv(CSV.replace("1.234,0", "1234").encode(), separator=";")
+    df.write_excel(tmp_path / "r.xlsx")
+    (tmp_path / "r.json").write_text(json.dumps({"data": {"rows": df.to_dicts()}}))
+    df.write_parquet(tmp_path / "r.parquet")
+    (tmp_path / "r.csv.gz").write_bytes(gzip.compress(CSV.replace("1.234,0", "1234").encode()))
+    for name, over in [("r.xlsx", {}), ("r.json", {"csv": {"json_records_path": "data.rows"}}), ("r.parquet", {}),
+                       ("r.csv.gz", {})]:
+        report, q = pipeline.check(src(**over), tmp_path / name)
+        assert (name, report["rows_read"], report["cases_published"], q.height) == (name, 3, 1253, 0)
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "the file is empty"),
+    (b"departamento;semana;a\xc3\xb1o;casos\n", "header only, no data rows"),
+    (bytes(range(256)) * 64, "binary content"),
+    (b"departamento;semana;a\xc3\xb1o;casos;casos\n", "duplicate column name 'casos'"),
+    (b"departamento;semana;casos\nLoreto;1;2\n", "column 'año' (columns.epi_year) is not in the file"),
+    (b"[1, 2", "malformed JSON"),
+])
+def test_unreadable_files_give_one_clear_line(tmp_path, data, words):
+    name = "r.json" if data.startswith(b"[") else "r.csv"
+    with pytest.raises(ReadError) as e:
+        check(tmp_path, data, name=name)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_2gb_file_claimed_as_csv_is_refused_before_reading(tmp_path):
+    p = tmp_path / "huge.csv"
+    with p.open("wb") as f:  # sparse: 2 GiB on paper, nothing on disk
+        f.truncate(2 * 2**30)
+    with pytest.raises(ReadError, match=r"2.0 GiB is over the source limit of 1.0 GiB"):
+        read_raw(p, src(limits={"max_bytes": 2**30}))
+    with pytest.raises(ReadError, match="binary content"):  # and under the limit, NULs are not CSV
+        read_raw(p, src())
+
+
+def test_short_and_long_rows_are_quarantined_not_padded(tmp_path):
+    text = "departamento;semana;año;casos\nLoreto;1;2023;12\nLoreto;2;2023\nLoreto;3;2023;5;99\nLoreto;4;2023;6\n"
+    report, q = check(tmp_path, text.encode())
+    assert q.filter(pl.col("check") == "field_count")["row"].to_list() == [2, 3]
+    assert report["cases_published"] == 18    # rows 1 and 4

@@ -1,0 +1,83 @@
+"""Map file columns to canonical fields and cast text to types, one reason per bad value.
+
+Input: a batch of text columns (`vigila.readers`) and the source config; output: the typed
+batch (bad values become null) and error records (_row, field, check, value).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from vigila.config import SourceConfig
+from vigila.readers import ROW, ReadError
+
+FIELD_TYPES: dict[str, str] = {
+    "country": "text", "place": "text", "disease": "text", "classification": "text", "sex": "text",
+    "age_group": "text", "resolution": "text",
+    "date": "date", "week_start": "date", "issue_date": "date",
+    "epi_year": "int32", "epi_week": "int32", "cases": "int64", "deaths": "int64", "age": "number",
+}
+AUTO_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d")
+ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "check": pl.Utf8, "value": pl.Utf8}
+
+
+def select_fields(frame: pl.LazyFrame, columns: list[str], source: SourceConfig) -> pl.LazyFrame:
+    """Keep the mapped columns under their canonical names; `ReadError` naming any missing one."""
+    missing = {f: c for f, c in source.mapped.items() if c not in columns}
+    if missing:
+        field, col = next(iter(missing.items()))
+        raise ReadError(f"column {col!r} (columns.{field}) is not in the file; the file has: {', '.join(columns)}")
+    return frame.select(pl.col(ROW), *(pl.col(c).alias(f) for f, c in source.mapped.items()))
+
+
+def _number(expr: pl.Expr, source: SourceConfig) -> pl.Expr:
+    s = expr.str.strip_chars().str.replace_all(r"\s", "")
+    if source.csv.thousands:
+        s = s.str.replace_all(source.csv.thousands, "", literal=True)
+    if source.csv.decimal == ",":
+        s = s.str.replace_all(",", ".", literal=True)
+    return s.cast(pl.Float64, strict=False)
+
+
+def _integer(expr: pl.Expr, source: SourceConfig, dtype: pl.DataType) -> pl.Expr:
+    f = _number(expr, source)
+    ok = f.is_finite() & (f == f.round(0)) & (f.abs() < 2**53)
+    return pl.when(ok).then(f).otherwise(None).cast(dtype)
+
+
+def _date(expr: pl.Expr, source: SourceConfig) -> pl.Expr:
+    s = expr.str.strip_chars()
+    fmt = source.csv.date_format
+    if fmt != "auto":
+        return s.str.strptime(pl.Date, fmt, strict=False)
+    iso_prefix = s.str.extract(r"^(\d{4}-\d{2}-\d{2})(?:[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?)?$")
+    return pl.coalesce(iso_prefix.str.strptime(pl.Date, "%Y-%m-%d", strict=False),
+                       *(s.str.strptime(pl.Date, f, strict=False) for f in AUTO_DATE_FORMATS[1:]))
+
+
+def typed_expr(field: str, source: SourceConfig) -> pl.Expr:
+    kind, col = FIELD_TYPES[field], pl.col(field)
+    if kind == "text":
+        return col.str.strip_chars()
+    if kind == "date":
+        return _date(col, source)
+    if kind == "number":
+        return _number(col, source).pipe(lambda f: pl.when(f.is_finite()).then(f).otherwise(None))
+    return _integer(col, source, pl.Int32 if kind == "int32" else pl.Int64)
+
+
+def cast_batch(batch: pl.DataFrame, source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Typed batch + one error record per value that is present but does not parse."""
+    fields = [f for f in batch.columns if f != ROW]
+    typed = batch.with_columns(typed_expr(f, source).alias(f) for f in fields)
+    failed = [
+        batch.filter(batch[f].is_not_null() & batch[f].str.strip_chars().ne("") & typed[f].is_null())
+        .select(pl.col(ROW), pl.lit(f).alias("field"), pl.lit(f"type:{FIELD_TYPES[f]}").alias("check"),
+                pl.col(f).alias("value"))
+        for f in fields if FIELD_TYPES[f] != "text"
+    ]
+    errors = pl.concat(failed) if failed else pl.DataFrame(schema=ERROR_SCHEMA)
+    # blank text counts as missing
+    typed = typed.with_columns(pl.when(pl.col(f).str.len_chars() > 0).then(pl.col(f)).alias(f)
+                               for f in fields if FIELD_TYPES[f] == "text")
+    return typed, errors

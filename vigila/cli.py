@@ -1,0 +1,185 @@
+"""`vigila` command line: ingest, check, demo, dictionary, catalog.
+
+Input: source YAMLs, report files, a warehouse root; output: rich tables on the terminal, exit
+status 0 (ok), 1 (rows failed a check), 2 (a user error: one line, no traceback).
+`check` never starts Prefect; `ingest` and `demo` run the Prefect flow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vigila import pipeline
+from vigila.config import ConfigError, load_source
+from vigila.readers import ReadError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Vigila: regional epidemiological surveillance pipeline.")
+out = Console()
+err = Console(stderr=True)
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SOURCES = ["paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml"]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors():
+    from connectors.base import FetchError
+
+    try:
+        yield
+    except (ConfigError, ReadError, FetchError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@contextmanager
+def _row_progress(label: str):
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:,} rows"), TimeElapsedColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n: bar.advance(task, n)
+
+
+def print_report(report: dict, *, title: str | None = None) -> None:
+    if report.get("status") == "unchanged":
+        out.print(f"[yellow]{report['source_id']}[/]: {report['notes'][0]} (sha256 {report['file']['sha256'][:12]})")
+        return
+    t = Table(title=title or f"{report['source_id']} — data-quality report", title_justify="left", show_edge=False)
+    t.add_column("rows", justify="right")
+    t.add_column("", style="bold")
+    t.add_row(f"{report['rows_read']:,}", "read")
+    t.add_row(f"{report['rows_quarantined']:,}", "quarantined (not published)")
+    t.add_row(f"{report['rows_set_aside']:,}", "set aside (out of scope, e.g. yearly totals)")
+    t.add_row(f"{report['harmonised_rows']:,}", f"harmonised weekly rows ({report['cases_published']:,} cases)")
+    if "revisions_added" in report:
+        t.add_row(f"{report['revisions_added']:,}", "new revisions published")
+    out.print(t)
+    if report["by_check"]:
+        c = Table(show_edge=False, title="by check", title_justify="left")
+        for col in ("severity", "check", "column", "rows", "first row", "example value"):
+            c.add_column(col, justify="right" if col in ("rows", "first row") else "left")
+        for r in report["by_check"]:
+            color = {"error": "red", "warning": "yellow"}.get(r["severity"], "cyan")
+            c.add_row(f"[{color}]{r['severity']}[/]", r["check"], r["column"] or "", f"{r['rows']:,}",
+                      str(r["first_row"]), str(r["example"])[:60])
+        out.print(c)
+    for note in report.get("notes", []):
+        out.print(f"[dim]note: {note}[/]")
+
+
+def print_failures(quarantine: pl.DataFrame, limit: int) -> None:
+    rows = quarantine.filter(pl.col("severity") != "set_aside").sort("row")
+    if rows.height == 0:
+        return
+    t = Table(title=f"failures (first {min(limit, rows.height)} of {rows.height:,})", title_justify="left", show_edge=False)
+    for col in ("row", "column", "check", "value", "severity"):
+        t.add_column(col, justify="right" if col == "row" else "left")
+    for r in rows.head(limit).iter_rows(named=True):
+        t.add_row(str(r["row"]), r["column"] or "", r["check"], str(r["value"])[:60], r["severity"])
+    out.print(t)
+
+
+@app.command()
+def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
+          file: Annotated[Path, typer.Argument(help="the report file to validate")],
+          limit: Annotated[int, typer.Option(help="failure rows to list")] = 50,
+          json_out: Annotated[Path | None, typer.Option("--json", help="also save the report as JSON here")] = None) -> None:
+    """Validate FILE against SOURCE without publishing; exit 1 when any row fails."""
+    with _user_errors():
+        cfg = load_source(source)
+        with _row_progress(f"checking {file.name}") as progress:
+            report, quarantine = pipeline.check(cfg, file, progress=progress)
+    print_report(report)
+    print_failures(quarantine, limit)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2, default=str))
+    raise typer.Exit(1 if report["rows_quarantined"] else 0)
+
+
+def _run_flow(source: Path, warehouse: str, location: str | None, issue_date: dt.date | None, force: bool) -> list[dict]:
+    from flows.ingest import ingest_source  # imports Prefect only for commands that orchestrate
+
+    load_source(source)  # fail fast, with one line, before Prefect starts
+    return ingest_source(str(source), warehouse, location, issue_date, force)
+
+
+@app.command()
+def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
+           warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
+           file: Annotated[str | None, typer.Option(help="a file, glob or folder instead of the config's location")] = None,
+           issue_date: Annotated[str | None, typer.Option(help="issue date YYYY-MM-DD (default: config, else today)")] = None,
+           force: Annotated[bool, typer.Option(help="re-process bytes that were already ingested")] = False) -> None:
+    """Fetch, validate, harmonise and publish SOURCE's reports (runs the Prefect flow)."""
+    with _user_errors():
+        try:
+            when = dt.date.fromisoformat(issue_date) if issue_date else None
+        except ValueError:
+            _fail(f"--issue-date {issue_date!r} is not a YYYY-MM-DD date")
+        reports = _run_flow(source, warehouse, file, when, force)
+    for r in reports:
+        print_report(r)
+    out.print(f"warehouse: [bold]{warehouse}[/]")
+
+
+@app.command()
+def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse") -> None:
+    """Ingest the bundled real reports (PAHO national dengue, Peru's line list) and summarise."""
+    with _user_errors():
+        for name in DEMO_SOURCES:
+            for r in _run_flow(ROOT / "sources" / name, warehouse, None, None, False):
+                print_report(r)
+    summarise(warehouse)
+
+
+def summarise(warehouse: str) -> None:
+    from vigila import publish
+    from vigila.storage import Storage
+
+    storage = Storage.open(warehouse)
+    weekly = publish.scan(storage, "cases_weekly")
+    by = (weekly.group_by("source_id", "geo_level").agg(pl.len().alias("rows"), pl.col("geo_code").n_unique().alias("places"),
+                                                       pl.col("cases").sum(), pl.col("week_start").min().alias("from"),
+                                                       pl.col("week_start").max().alias("to")).sort("source_id").collect())
+    t = Table(title="cases_weekly", title_justify="left", show_edge=False)
+    for c in by.columns:
+        t.add_column(c, justify="right" if by[c].dtype.is_numeric() else "left")
+    for row in by.iter_rows():
+        t.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    out.print(t)
+    catalog = storage.read_json("catalog.json")
+    out.print(f"catalog: {storage.uri('catalog.json')}")
+    for ds in catalog.get("datasets", []):
+        out.print(f"  {ds['name']:<16} {ds.get('rows', ds.get('row_count', '?')):>9,} rows  {publish.current_uri(storage, ds['name'])}")
+
+
+@app.command()
+def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write")] = ROOT / "docs" / "data_dictionary.md") -> None:
+    """Write the data dictionary generated from the schemas."""
+    from vigila import dictionary as dd
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(dd.markdown())
+    out.print(f"wrote {output}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,283 @@
+"""Source configuration: a source YAML layered over `defaults.yaml` -> a validated `SourceConfig`.
+
+Errors a user can make (typo, unknown key, bad value) raise `ConfigError` with one line naming
+the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+import pycountry
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+
+Shape = Literal["weekly_counts", "cumulative_counts", "line_list"]
+Format = Literal["auto", "csv", "xlsx", "json", "parquet"]
+
+
+class ConfigError(ValueError):
+    """A source config problem, already phrased as one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Reporter(_Strict):
+    institution: str = Field(description="who publishes the report, e.g. 'MINSA Peru - CDC'")
+    type: Literal["ministry", "social_security", "other"] = "other"
+
+
+class ParseOptions(_Strict):
+    encoding: str = "auto"
+    delimiter: str = "auto"
+    decimal: Literal[".", ","] = "."
+    thousands: str | None = None
+    date_format: str = "auto"
+    na_values: list[str] = Field(default_factory=list)
+    sheet: str | None = None
+    json_records_path: str | None = None
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        if v != "auto":
+            import codecs
+
+            try:
+                codecs.lookup(v)
+            except LookupError:
+                raise ValueError(f"unknown encoding {v!r}") from None
+        return v
+
+
+class Limits(_Strict):
+    max_bytes: int = Field(gt=0)
+
+
+class IssueDate(_Strict):
+    column: str | None = None
+    fixed: dt.date | None = None
+
+
+class Schedule(_Strict):
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except Exception:
+            raise ValueError(f"unknown IANA timezone {v!r}") from None
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) != 5:
+            raise ValueError(f"cron {v!r} must have 5 fields (minute hour day month weekday)")
+        return v
+
+
+class Columns(_Strict):
+    """Canonical field -> column name in the file. Unset fields are absent from the file."""
+
+    country: str | None = None          # country name or ISO code (multi-country files)
+    place: str | None = None            # place name or code at `geo_level`
+    date: str | None = None             # any date inside the week (onset, notification, report)
+    week_start: str | None = None       # first day of the epi week
+    epi_year: str | None = None         # epidemiological year (with epi_week)
+    epi_week: str | None = None         # epidemiological week 1..53 (with epi_year)
+    cases: str | None = None            # count (weekly or cumulative by shape); absent for line lists
+    deaths: str | None = None           # count of deaths, optional
+    disease: str | None = None          # disease name when a file holds several
+    classification: str | None = None   # case classification
+    sex: str | None = None
+    age: str | None = None              # age in years (line lists)
+    age_group: str | None = None        # an already-banded age group
+    resolution: str | None = None       # temporal resolution of the row (Week, Year, ...)
+    issue_date: str | None = None       # report issue date per row, optional
+
+
+class ValueMaps(_Strict):
+    """Raw value -> controlled value; compared case- and accent-insensitively."""
+
+    classification: dict[str, str] = Field(default_factory=dict)
+    sex: dict[str, str] = Field(default_factory=dict)
+    age_group: dict[str, str] = Field(default_factory=dict)
+    disease: dict[str, str] = Field(default_factory=dict)
+    place: dict[str, str] = Field(default_factory=dict)      # place name -> geo code
+    country: dict[str, str] = Field(default_factory=dict)    # country name -> ISO3
+
+
+class Constants(_Strict):
+    """Values of harmonised fields that the file does not carry."""
+
+    classification: str = "total"
+    sex: str = "all"
+    age_group: str = "all"
+
+
+class SourceConfig(_Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
+    description: str = ""
+    location: str | None = None        # where reports arrive: path, glob or drop folder (relative to the YAML)
+    country: str | None = None
+    reporter: Reporter
+    diseases: list[str] = Field(min_length=1)
+    format: Format = "auto"
+    shape: Shape = "weekly_counts"
+    epiweek: Literal["mmwr", "iso"] = "mmwr"
+    geo_level: Literal["admin0", "admin1", "admin2", "admin3"] = "admin0"
+    columns: Columns
+    value_maps: ValueMaps = Field(default_factory=ValueMaps)
+    constants: Constants = Field(default_factory=Constants)
+    csv: ParseOptions = Field(default_factory=ParseOptions)
+    limits: Limits
+    weekly_resolution_values: list[str] = Field(default_factory=list)
+    issue_date: IssueDate = Field(default_factory=IssueDate)
+    schedule: Schedule = Field(default_factory=Schedule)
+    licence: str = ""                  # licence / attribution of the data, shown in the catalog
+
+    @field_validator("country")
+    @classmethod
+    def _iso3(cls, v: str | None) -> str | None:
+        if v is not None and pycountry.countries.get(alpha_3=v.upper()) is None:
+            raise ValueError(f"{v!r} is not an ISO 3166-1 alpha-3 country code")
+        return v.upper() if v else v
+
+    @field_validator("diseases")
+    @classmethod
+    def _known_diseases(cls, v: list[str]) -> list[str]:
+        from vigila.vocab import DISEASES
+
+        bad = [d for d in v if d not in DISEASES]
+        if bad:
+            raise ValueError(f"unknown disease {bad[0]!r}; known: {', '.join(sorted(DISEASES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SourceConfig:
+        c = self.columns
+        if self.country is None and c.country is None:
+            raise ValueError("set `country` (ISO3) or map `columns.country`")
+        if not (c.date or c.week_start or (c.epi_year and c.epi_week)):
+            raise ValueError("map a time column: columns.date, columns.week_start, or columns.epi_year + columns.epi_week")
+        if bool(c.epi_year) != bool(c.epi_week):
+            raise ValueError("columns.epi_year and columns.epi_week go together")
+        if self.shape == "line_list" and c.cases:
+            raise ValueError("a line_list has one row per case: remove columns.cases")
+        if self.shape != "line_list" and not c.cases:
+            raise ValueError(f"shape {self.shape} needs columns.cases")
+        if self.geo_level != "admin0" and not c.place:
+            raise ValueError(f"geo_level {self.geo_level} needs columns.place")
+        if len(self.diseases) > 1 and not c.disease:
+            raise ValueError("several diseases need columns.disease to tell rows apart")
+        return self
+
+    @property
+    def mapped(self) -> dict[str, str]:
+        """Canonical field -> file column, for the fields this source maps."""
+        return {k: v for k, v in self.columns.model_dump().items() if v}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _defaults() -> dict:
+    return yaml.safe_load(DEFAULTS_PATH.read_text())
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the YAML node at `loc` (keys/indices), or of its nearest parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                return line
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _describe(err: dict[str, Any]) -> tuple[tuple, str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent, name = loc[:-1], loc[-1]
+        allowed = _allowed_keys(parent)
+        hint = difflib.get_close_matches(str(name), allowed, n=1)
+        msg = f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else f"; allowed: {', '.join(allowed)}")
+    elif err["type"] == "missing":
+        msg = f"missing key {key!r}"
+    else:
+        text = re.sub(r"^Value error, ", "", err["msg"])
+        msg = f"{key}: {text}" if loc else text
+    return loc, msg
+
+
+def _allowed_keys(parent: tuple) -> list[str]:
+    model: Any = SourceConfig
+    for p in parent:
+        field = model.model_fields.get(p) if isinstance(p, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def load_source(path: str | Path) -> SourceConfig:
+    """Read a source YAML, layer it over the defaults, validate; `ConfigError` on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such source config") from None
+    except (UnicodeDecodeError, IsADirectoryError) as e:
+        raise ConfigError(f"{path}: cannot read as a UTF-8 YAML file ({e.__class__.__name__})") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a source config must be a YAML mapping of keys")
+    loc = data.get("location")
+    if isinstance(loc, str) and "://" not in loc and not Path(loc).expanduser().is_absolute():
+        data["location"] = str((path.parent / loc).resolve())
+    try:
+        return SourceConfig.model_validate(deep_merge(_defaults(), data))
+    except ValidationError as e:
+        loc, msg = _describe(e.errors()[0])
+        line = _line_of(node, loc)
+        more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{path}:{line or 1}: {msg}{more}") from None
+
+
+def source_from_dict(data: dict) -> SourceConfig:
+    """Validate an in-memory config (tests, benchmarks) over the defaults."""
+    return SourceConfig.model_validate(deep_merge(_defaults(), data))

@@ -1,0 +1,346 @@
+"""The ingest pipeline as plain functions: land -> process (parse, validate, harmonise) -> publish.
+
+Inputs: a source config, a local file, a warehouse (`Storage`); outputs: landed raw bytes with
+provenance, staged Parquet (harmonised rows, quarantine records), published datasets and a
+data-quality report (dict, also saved as JSON). Prefect flows call these steps as tasks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from schemas.harmonised import KEY, SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord, polars_schema
+from schemas.raw import RAW_MODELS
+from vigila import harmonise as hz
+from vigila import dictionary, publish
+from vigila.cast import cast_batch, select_fields
+from vigila.config import SourceConfig
+from vigila.readers import ROW, ReadError, read_raw
+from vigila.storage import Storage
+from vigila.validate import BATCH_ROWS, validate_batch, validate_frame
+
+PARTITION_BY = ["country_iso3", "disease"]
+Progress = Callable[[int], None]
+QUARANTINE_COLUMNS = list(QuarantineRecord.to_schema().columns)
+
+
+@dataclass(frozen=True)
+class Landed:
+    source_id: str
+    sha256: str
+    size: int
+    key: str                 # raw object key in the warehouse
+    original_name: str
+    fetched_at: str
+    already_ingested: bool   # the same bytes were published by an earlier run
+
+
+@dataclass(frozen=True)
+class Processed:
+    harmonised: Path         # staged Parquet, CasesWeekly contract
+    quarantine: Path         # staged Parquet, QuarantineRecord contract
+    report: dict
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- land
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: str | None = None) -> Landed:
+    """Copy the raw bytes to `raw/<source>/<sha256>` (once: content-addressed, immutable) with a
+    provenance record per arrival."""
+    path = Path(path)
+    digest = sha256_file(path)
+    ext = "".join(s for s in path.suffixes[-2:] if len(s) <= 8) or ".bin"
+    key = f"raw/{source.id}/{digest}{ext.lower()}"
+    if not storage.exists(key):
+        storage.put_file(key, path)
+    fetched_at = _now()
+    provenance = {"source_id": source.id, "sha256": digest, "size": path.stat().st_size, "key": key,
+                  "original_name": path.name, "origin": origin or str(path.resolve()), "fetched_at": fetched_at}
+    if not storage.exists(f"raw/{source.id}/{digest}.json"):
+        storage.write_json(f"raw/{source.id}/{digest}.json", provenance)
+    done = storage.exists(f"raw/{source.id}/ingested/{digest}.json")
+    return Landed(source.id, digest, provenance["size"], key, path.name, fetched_at, done)
+
+
+# --------------------------------------------------------------------------- process
+
+
+def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha: str, stage: str) -> pl.DataFrame:
+    mapped = source.mapped
+    return errors.select(
+        pl.lit(source.id).alias("source_id"), pl.lit(run_id).alias("run_id"), pl.lit(sha).alias("file_sha256"),
+        pl.col(ROW).cast(pl.Int64).alias("row"),
+        pl.col("field").replace_strict(mapped, default=pl.col("field")).alias("column") if "field" in errors.columns
+        else pl.lit(None, pl.Utf8).alias("column"),
+        pl.col("check"), pl.col("value").cast(pl.Utf8),
+        (pl.col("severity") if "severity" in errors.columns else pl.lit("error")).alias("severity"),
+        pl.lit(stage).alias("stage"),
+    )
+
+
+def _first_per_value(errors: pl.DataFrame) -> pl.DataFrame:
+    """One record per (row, column): a value that failed to parse is not reported again as missing."""
+    return errors.unique([ROW, "field"], keep="first", maintain_order=True) if errors.height else errors
+
+
+def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256: str, issue_date: dt.date,
+            workdir: Path, progress: Progress | None = None) -> Processed:
+    """Parse, validate and harmonise one file into staged Parquet under `workdir`."""
+    started = _now()
+    workdir.mkdir(parents=True, exist_ok=True)
+    table = read_raw(path, source, workdir)
+    try:
+        lf = select_fields(table.frame, table.columns, source)
+        ctx = hz.Context.build(source)
+        model = RAW_MODELS[source.shape]
+        qparts: list[pl.DataFrame] = []
+        good: list[pl.DataFrame] = []
+        rows_read = 0
+        if table.bad_rows is not None and table.bad_rows.height:
+            qparts.append(_error_records(table.bad_rows.with_columns(pl.lit(None, pl.Utf8).alias("field")),
+                                         source, run_id, file_sha256, "parse"))
+        parse_bad = table.bad_rows[ROW] if table.bad_rows is not None else pl.Series(ROW, [], pl.Int64)
+        for batch in lf.collect_batches(chunk_size=BATCH_ROWS):
+            rows_read += batch.height
+            typed, cast_errs = cast_batch(batch, source)
+            raw_errs = _first_per_value(pl.concat([cast_errs, validate_batch(typed, model)]))
+            typed, raw_errs = _soften(typed, raw_errs, source)
+            harm, h_errs = hz.harmonise_batch(typed, ctx)
+            h_errs = h_errs.join(raw_errs.select(ROW, "field"), on=[ROW, "field"], how="anti")
+            bad = pl.concat([raw_errs.filter(pl.col("severity") == "error")[ROW], h_errs.filter(pl.col("severity") == "error")[ROW], parse_bad])
+            harm = harm.filter(~pl.col(ROW).is_in(bad.implode()))
+            good.append(hz.aggregate_line_list(harm) if source.shape == "line_list" else harm)
+            qparts += [_error_records(raw_errs, source, run_id, file_sha256, "raw"),
+                       _error_records(h_errs, source, run_id, file_sha256, "harmonise")]
+            if progress:
+                progress(batch.height)
+        if rows_read == 0:
+            raise ReadError(f"{Path(path).name}: header only, no data rows")
+        rows, shape_errs = _finish_shape(good, source)
+        qparts.append(_error_records(shape_errs, source, run_id, file_sha256, "harmonise"))
+        rows = _stamp(rows, source, run_id, issue_date)
+        final_errs = validate_frame(rows.select(ROW, *CasesWeekly.to_schema().columns), CasesWeekly)
+        qparts.append(_error_records(final_errs, source, run_id, file_sha256, "harmonised"))
+        rows = rows.filter(~pl.col(ROW).is_in(final_errs[ROW].implode()))
+    finally:
+        table.close()
+    quarantine = pl.concat([pl.DataFrame(schema=polars_schema(QuarantineRecord)),
+                            *(q.select(QUARANTINE_COLUMNS) for q in qparts)])
+    harmonised = rows.select(list(CasesWeekly.to_schema().columns))
+    report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, issue_date, started)
+    paths = workdir / "harmonised.parquet", workdir / "quarantine.parquet"
+    harmonised.write_parquet(paths[0])
+    quarantine.write_parquet(paths[1])
+    (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return Processed(paths[0], paths[1], report)
+
+
+def _soften(typed: pl.DataFrame, errors: pl.DataFrame, source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """In a line list a bad age or sex does not void the case: the value becomes unknown and the
+    failure is kept as a warning. Every other failure is an error that holds the row back."""
+    soft = hz.SOFT_FIELDS.get(source.shape, set())
+    errors = errors.with_columns(
+        pl.when(pl.col("field").is_in(list(soft))).then(pl.lit("warning")).otherwise(pl.lit("error")).alias("severity"))
+    for f in soft & set(typed.columns):
+        rows = errors.filter(pl.col("field") == f)[ROW]
+        if rows.len():
+            typed = typed.with_columns(pl.when(pl.col(ROW).is_in(rows.implode())).then(None).otherwise(pl.col(f)).alias(f))
+    return typed, errors
+
+
+def _finish_shape(parts: list[pl.DataFrame], source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    empty = pl.DataFrame(schema=hz.HARMONISE_ERROR_SCHEMA)
+    if source.shape == "line_list":
+        rows = hz.sum_partials(parts)
+        return (rows, empty) if rows.width else (_empty_rows(), empty)
+    rows = pl.concat(parts, how="diagonal_relaxed") if parts else _empty_rows()
+    if "deaths" not in rows.columns:
+        rows = rows.with_columns(pl.lit(None, pl.Int64).alias("deaths"))
+    rows, dup_errs = hz.split_duplicates(rows)
+    if source.shape == "cumulative_counts":
+        rows, cum_errs = hz.difference_cumulative(rows)
+        return rows, pl.concat([dup_errs, cum_errs])
+    return rows, dup_errs
+
+
+def _empty_rows() -> pl.DataFrame:
+    return pl.DataFrame(schema={ROW: pl.Int64, **{d: pl.Utf8 for d in hz.DIMS}, "cases": pl.Int64,
+                                "deaths": pl.Int64}).with_columns(
+        pl.col("epi_year", "epi_week").cast(pl.Int32), pl.col("week_start").cast(pl.Date))
+
+
+def _stamp(rows: pl.DataFrame, source: SourceConfig, run_id: str, issue_date: dt.date) -> pl.DataFrame:
+    issue = pl.lit(issue_date, pl.Date)
+    if "issue_date" in rows.columns:
+        issue = pl.col("issue_date").fill_null(issue)
+    return rows.with_columns(
+        pl.lit(source.id).alias("source_id"), pl.lit(source.reporter.type).alias("reporter_type"),
+        issue.alias("issue_date"), pl.lit(run_id).alias("run_id"),
+        pl.col("epi_year", "epi_week").cast(pl.Int32), pl.col("cases", "deaths").cast(pl.Int64),
+    )
+
+
+def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, issue_date, started) -> dict:
+    errors = quarantine.filter(pl.col("severity") == "error")
+    by_check = (quarantine.group_by("severity", "stage", "check", "column")
+                .agg(pl.col("row").n_unique().alias("rows"), pl.col("row").min().alias("first_row"),
+                     pl.col("value").first().alias("example"))
+                .sort("severity", "rows", "check", descending=[False, True, False]))
+    return {
+        "source_id": source.id, "run_id": run_id, "status": "processed",
+        "file": {"sha256": sha, "format": table.format, "encoding": table.encoding, "delimiter": table.delimiter},
+        "issue_date": str(issue_date), "started_at": started, "finished_at": _now(),
+        "rows_read": rows_read,
+        "rows_quarantined": errors.filter(pl.col("row") > 0)["row"].n_unique(),
+        "rows_set_aside": quarantine.filter(pl.col("severity") == "set_aside")["row"].n_unique(),
+        "harmonised_rows": harmonised.height,
+        "cases_published": int(harmonised["cases"].sum() or 0),
+        "by_check": by_check.to_dicts(),
+        "notes": table.notes,
+    }
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, records: pl.DataFrame, common: dict) -> dict:
+    """Replace this file's earlier quarantine records (a re-run reports the same rows once)."""
+    current = publish.current_manifest(storage, "quarantine")
+    old = (publish.scan(storage, "quarantine").filter(pl.col("source_id") == source.id).collect()
+           if current else pl.DataFrame(schema=polars_schema(QuarantineRecord)))
+    old_same = old.filter(pl.col("file_sha256") == sha)
+    if records.height == 0 and old_same.height == 0:
+        return {}
+    merged = pl.concat([old.filter(pl.col("file_sha256") != sha).select(QUARANTINE_COLUMNS), records.select(QUARANTINE_COLUMNS)])
+    return {"quarantine": publish.commit(storage, "quarantine", partition_by=["source_id"],
+                                         replace={(source.id,): merged}, **common).version}
+
+
+def _latest(revisions: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """Latest issue per key: the `cases_weekly` view of a revisions frame."""
+    lf = revisions.lazy().sort("issue_date", "ingested_at")
+    return lf.group_by(KEY).agg(pl.all().last()).collect()
+
+
+def _new_revisions(staged: pl.DataFrame, existing: pl.DataFrame) -> pl.DataFrame:
+    """Staged rows that change what is known as of their issue date (the rest add nothing)."""
+    if existing.height == 0:
+        return staged
+    prior = existing.sort("issue_date", "ingested_at").group_by([*KEY, "issue_date"]).agg(
+        pl.col("cases", "deaths").last()).sort("issue_date")
+    joined = staged.sort("issue_date").join_asof(prior.rename({"cases": "__c", "deaths": "__d"}),
+                                                  on="issue_date", by=KEY, strategy="backward", check_sortedness=False)
+    same = (pl.col("__c") == pl.col("cases")) & pl.col("__d").eq_missing(pl.col("deaths"))
+    return joined.filter(~same.fill_null(False)).drop("__c", "__d")
+
+
+def _partition_frames(df: pl.DataFrame) -> dict[tuple[str, ...], pl.DataFrame]:
+    return {tuple(k): part for k, part in df.partition_by(PARTITION_BY, as_dict=True).items()}
+
+
+def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
+    """Publish staged rows: append new revisions, rebuild touched `cases_weekly` partitions as the
+    latest issue per key, append quarantine records, save the report, refresh the catalog."""
+    staged = pl.read_parquet(processed.harmonised)
+    quarantine = pl.read_parquet(processed.quarantine)
+    ingested_at = dt.datetime.now(dt.UTC)
+    revisions_cols = list(CasesRevision.to_schema().columns)
+    new_parts: dict[tuple[str, ...], pl.DataFrame] = {}
+    weekly_parts: dict[tuple[str, ...], pl.DataFrame] = {}
+    empty = pl.DataFrame(schema=polars_schema(CasesRevision))
+    existing_all = publish.scan(storage, "cases_revisions") if publish.current_manifest(storage, "cases_revisions") else None
+    for key, part in _partition_frames(staged).items():
+        existing = empty if existing_all is None else pl.concat([empty, existing_all.filter(
+            pl.col("country_iso3") == key[0], pl.col("disease") == key[1]).select(revisions_cols).collect()])
+        new = _new_revisions(part, existing).with_columns(pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
+        if new.height:
+            new_parts[key] = new.select(revisions_cols)
+            weekly_parts[key] = _latest(pl.concat([existing, new.select(revisions_cols)])).select(
+                list(CasesWeekly.to_schema().columns)).sort("geo_code", "epi_year", "epi_week", "classification", "sex", "age_group")
+    common = {"schema_version": SCHEMA_VERSION, "run_id": run_id}
+    versions = {}
+    if new_parts:
+        versions["cases_revisions"] = publish.commit(storage, "cases_revisions", partition_by=PARTITION_BY,
+                                                     append=new_parts, **common).version
+        versions["cases_weekly"] = publish.commit(storage, "cases_weekly", partition_by=PARTITION_BY,
+                                                  replace=weekly_parts, **common).version
+    versions.update(_publish_quarantine(storage, source, landed.sha256, quarantine, common))
+    report = dict(processed.report)
+    report.update(status="published", revisions_added=sum(p.height for p in new_parts.values()),
+                  versions=versions, published_at=_now(),
+                  file={**report["file"], "key": landed.key, "size": landed.size, "original_name": landed.original_name})
+    storage.write_bytes("docs/data_dictionary.md", dictionary.markdown().encode())
+    storage.write_json("docs/data_dictionary.json", dictionary.as_dict())
+    storage.write_json(f"reports/{source.id}/{run_id}.json", report)
+    storage.write_json(f"reports/{source.id}/latest.json", report)
+    storage.write_json(f"raw/{source.id}/ingested/{landed.sha256}.json", {"run_id": run_id, "at": _now()})
+    publish.write_catalog(storage)
+    return report
+
+
+# --------------------------------------------------------------------------- all steps
+
+
+def resolve_issue_date(source: SourceConfig, override: dt.date | None = None) -> dt.date:
+    return override or source.issue_date.fixed or dt.datetime.now(dt.UTC).date()
+
+
+def ingest(source: SourceConfig, path: str | Path, warehouse: str | Path | Storage, *, run_id: str | None = None,
+           issue_date: dt.date | None = None, force: bool = False, progress: Progress | None = None) -> dict:
+    """Land, process and publish one file without orchestration (the flow runs the same steps)."""
+    storage = warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
+    run_id = run_id or new_run_id()
+    landed = land(storage, source, path)
+    if landed.already_ingested and not force:
+        return unchanged_report(source, landed, run_id)
+    with tempfile.TemporaryDirectory(prefix="vigila-run-") as tmp:
+        processed = process(path, source, run_id=run_id, file_sha256=landed.sha256,
+                            issue_date=resolve_issue_date(source, issue_date), workdir=Path(tmp), progress=progress)
+        return publish_run(storage, source, landed, processed, run_id)
+
+
+def unchanged_report(source: SourceConfig, landed: Landed, run_id: str) -> dict:
+    return {"source_id": source.id, "run_id": run_id, "status": "unchanged",
+            "file": {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name},
+            "notes": ["the same bytes were already ingested; nothing to publish"]}
+
+
+def check(source: SourceConfig, path: str | Path, *, progress: Progress | None = None) -> tuple[dict, pl.DataFrame]:
+    """Validate only: the report and the quarantine records, nothing written to a warehouse."""
+    with tempfile.TemporaryDirectory(prefix="vigila-check-") as tmp:
+        processed = process(path, source, run_id="check", file_sha256=sha256_file(Path(path)),
+                            issue_date=resolve_issue_date(source), workdir=Path(tmp), progress=progress)
+        return processed.report, pl.read_parquet(processed.quarantine)
+
+
+def copy_to(path: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dest)
+    return dest
