@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from vigila.config import ConfigError, load_source
 from vigila.readers import ReadError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Vigila: regional epidemiological surveillance pipeline.")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SOURCES = ["paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml"]
@@ -112,6 +113,8 @@ def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
 
 
 def _run_flow(source: Path, warehouse: str, location: str | None, issue_date: dt.date | None, force: bool) -> list[dict]:
+    # Without PREFECT_API_URL Prefect starts a temporary server: 11-24 s here, more on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.ingest import ingest_source  # imports Prefect only for commands that orchestrate
 
     load_source(source)  # fail fast, with one line, before Prefect starts
@@ -162,9 +165,12 @@ def summarise(warehouse: str) -> None:
         t.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
     out.print(t)
     catalog = storage.read_json("catalog.json")
-    out.print(f"catalog: {storage.uri('catalog.json')}")
+    c = Table(title=f"catalog: {storage.uri('catalog.json')}", title_justify="left", show_edge=False)
+    for col in ("dataset", "rows", "version", "read it from"):
+        c.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
     for ds in catalog.get("datasets", []):
-        out.print(f"  {ds['name']:<16} {ds.get('rows', ds.get('row_count', '?')):>9,} rows  {publish.current_uri(storage, ds['name'])}")
+        c.add_row(ds["name"], f"{ds['rows']:,}", ds["version"], publish.current_uri(storage, ds["name"]))
+    out.print(c)
 
 
 @app.command()

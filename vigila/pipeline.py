@@ -334,6 +334,8 @@ def unchanged_report(source: SourceConfig, landed: Landed, run_id: str) -> dict:
 
 def check(source: SourceConfig, path: str | Path, *, progress: Progress | None = None) -> tuple[dict, pl.DataFrame]:
     """Validate only: the report and the quarantine records, nothing written to a warehouse."""
+    if not Path(path).is_file():
+        raise ReadError(f"{path}: no such file")
     with tempfile.TemporaryDirectory(prefix="vigila-check-") as tmp:
         processed = process(path, source, run_id="check", file_sha256=sha256_file(Path(path)),
                             issue_date=resolve_issue_date(source), workdir=Path(tmp), progress=progress)

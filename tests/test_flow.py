@@ -1,0 +1,113 @@
+"""The Prefect flow and the CLI on a real (temporary, SQLite) Prefect API, one per test session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import connectors
+from connectors.file import FileConnector
+from vigila import read
+from vigila.cli import app
+
+from conftest import ROOT
+
+SOURCE = """\
+id: gtm_mspas_weekly
+country: GTM
+reporter: {{institution: MSPAS Guatemala, type: ministry}}
+diseases: [dengue]
+geo_level: admin1
+location: {location}
+columns: {{place: departamento, epi_year: anio, epi_week: semana, cases: casos}}
+"""
+GOOD = "departamento,anio,semana,casos\nEscuintla,2024,10,41\nPetén,2024,10,12\nEscuintla,2024,11,38\n"
+
+
+class FlakyConnector(FileConnector):
+    """A drop folder that is unreachable on the first try (like a share mounted late)."""
+
+    kind = "flaky"
+    calls = 0
+
+    def fetch(self, location: str):
+        type(self).calls += 1
+        if type(self).calls == 1:
+            raise connectors.FetchError(f"{location}: share not mounted yet")
+        return super().fetch(location.removeprefix("flaky://"))
+
+
+@pytest.fixture()
+def source(tmp_path):
+    (tmp_path / "drop").mkdir()
+    (tmp_path / "drop" / "semana10.csv").write_text(GOOD)
+    p = tmp_path / "gtm.yaml"
+    p.write_text(SOURCE.format(location="drop"))
+    return p
+
+
+def test_flow_ingests_a_drop_folder(prefect_harness, source, tmp_path):
+    from flows.ingest import ingest_source
+
+    wh = str(tmp_path / "wh")
+    [report] = ingest_source(str(source), wh)
+    assert report["status"] == "published" and report["cases_published"] == 91
+    got = read.cases_weekly(wh).select("geo_code", "epi_week", "cases").sort("geo_code", "epi_week").collect().rows()
+    assert got == [("GT-05", 10, 41), ("GT-05", 11, 38), ("GT-17", 10, 12)]
+    assert ingest_source(str(source), wh)[0]["status"] == "unchanged"
+
+
+def test_fetch_is_retried(prefect_harness, source, tmp_path, monkeypatch):
+    from flows.ingest import ingest_source
+
+    monkeypatch.setitem(connectors.REGISTRY, "flaky", FlakyConnector)
+    FlakyConnector.calls = 0
+    [report] = ingest_source(str(source), str(tmp_path / "wh"), location=f"flaky://{tmp_path / 'drop'}")
+    assert FlakyConnector.calls == 2 and report["status"] == "published"
+
+
+def test_cli_ingest_and_demo_commands(prefect_harness, source, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(source), "--warehouse", str(tmp_path / "wh"), "--issue-date", "2024-03-20"])
+    assert res.exit_code == 0, res.output
+    assert "91 cases" in res.output
+    assert read.cases_weekly(tmp_path / "wh").collect()["issue_date"].unique().to_list()[0].isoformat() == "2024-03-20"
+    res = runner.invoke(app, ["demo", "--warehouse", str(tmp_path / "demo")])
+    assert res.exit_code == 0, res.output
+    assert "per_minsa_dengue_linelist" in res.output and "cases_weekly" in res.output
+
+
+def run_cli(*args, cwd=ROOT):
+    code = ("import sys; from vigila.cli import app\n"
+            "try:\n    app(sys.argv[1:])\nfinally:\n    print('PREFECT_IMPORTED=' + str('prefect' in sys.modules), file=sys.stderr)")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_cli_check_exit_codes_and_no_prefect(source, tmp_path):
+    ok = run_cli("check", str(source), str(tmp_path / "drop" / "semana10.csv"))
+    assert ok.returncode == 0 and "PREFECT_IMPORTED=False" in ok.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text(GOOD + "Atlantis,2024,10,3\nPetén,2024,54,1\n")
+    out_json = tmp_path / "report.json"
+    res = run_cli("check", str(source), str(bad), "--json", str(out_json))
+    assert res.returncode == 1
+    assert "unknown_place" in res.stdout and "Atlantis" in res.stdout and "less_than_or_equal_to(53)" in res.stdout
+    assert json.loads(out_json.read_text())["rows_quarantined"] == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["check", "missing.yaml", "x.csv"], "no such source config"),
+    (["check", "{source}", "{tmp}/nope.csv"], "no such file"),
+    (["ingest", "{tmp}/typo.yaml"], "unknown key 'columns.casos'"),
+])
+def test_user_errors_are_one_line_without_traceback(source, tmp_path, args, words):
+    (tmp_path / "typo.yaml").write_text(source.read_text().replace("cases: casos", "casos: casos"))
+    res = run_cli(*[a.format(source=source, tmp=tmp_path) for a in args])
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line and not line.startswith("PREFECT_IMPORTED")]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in res.stderr
