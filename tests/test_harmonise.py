@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from epiweeks import Week
 
-from vigila import epiweek
+from vigila import epiweek, plan
 from vigila import harmonise as hz
 from vigila.config import source_from_dict
 from vigila.readers import ROW
@@ -47,35 +47,61 @@ def test_week_53_only_exists_in_53_week_years():
     assert out["week_start"].to_list() == [dt.date(2020, 12, 27), None, None, None]
 
 
-def rows(**cols):
+def raw(**cols):
+    """A batch of text rows as the reader yields them (canonical names, `_row`)."""
     n = len(next(iter(cols.values())))
-    return pl.DataFrame({ROW: list(range(1, n + 1)), **cols})
+    return pl.DataFrame({ROW: list(range(1, n + 1)), **{k: [None if v is None else str(v) for v in vs] for k, vs in cols.items()}},
+                        schema_overrides={ROW: pl.Int64})
 
 
-def test_harmonise_reports_week_not_in_year_and_keeps_the_rest():
-    ctx = hz.Context.build(src())
-    df = rows(epi_year=[2021, 2021, 2020], epi_week=[53, 10, 53], cases=[1, 2, 3]).with_columns(
-        pl.col("epi_year", "epi_week").cast(pl.Int32))
-    good, errs = hz.harmonise_batch(df, ctx)
-    assert good[ROW].to_list() == [2, 3]
-    assert errs.select(ROW, "check", "value").rows() == [(1, "week_not_in_year", "2021-W53")]
+def harmonise(source, **cols):
+    return plan.harmonise_batch(raw(**cols), source, hz.Context.build(source))
+
+
+def test_week_not_in_year_and_week_54_are_reported_and_the_rest_kept():
+    good, errs = harmonise(src(), epi_year=[2021, 2021, 2020, 2021], epi_week=[53, 10, 53, 54], cases=[1, 2, 3, 4])
+    assert sorted(good[ROW].to_list()) == [2, 3]
+    assert sorted(errs.select(ROW, "check", "value").rows()) == [
+        (1, "week_not_in_year", "2021-W53"), (4, "less_than_or_equal_to(53)", "54")]
 
 
 def test_place_names_are_case_and_accent_insensitive_and_unknown_is_reported():
     s = src(geo_level="admin1", columns={"epi_year": "y", "epi_week": "w", "cases": "c", "place": "p"})
-    df = rows(epi_year=[2023] * 4, epi_week=[1] * 4, cases=[1] * 4,
-              place=["Apurímac", "san martin", "LORETO", "Atlantis"]).with_columns(pl.col("epi_year", "epi_week").cast(pl.Int32))
-    good, errs = hz.harmonise_batch(df, hz.Context.build(s))
-    assert good["geo_code"].to_list() == ["PE-APU", "PE-SAM", "PE-LOR"]
+    good, errs = harmonise(s, epi_year=[2023] * 4, epi_week=[1] * 4, cases=[1] * 4,
+                           place=["Apurímac", "san martin", "LORETO", "Atlantis"])
+    assert good.sort(ROW)["geo_code"].to_list() == ["PE-APU", "PE-SAM", "PE-LOR"]
     assert errs.select(ROW, "check", "value").rows() == [(4, "unknown_place", "Atlantis")]
 
 
 def test_country_names_to_iso3_and_unknown_country():
     s = src(country=None, columns={"week_start": "d", "cases": "c", "country": "n"})
-    df = rows(week_start=[dt.date(2023, 1, 1)] * 3, cases=[5, 6, 7], country=["BOLIVIA", "VIRGIN ISLANDS (US)", "ATLANTIS"])
-    good, errs = hz.harmonise_batch(df, hz.Context.build(s))
-    assert good.select("country_iso3", "geo_code").rows() == [("BOL", "BOL"), ("VIR", "VIR")]
+    good, errs = harmonise(s, week_start=["2023-01-01"] * 3, cases=[5, 6, 7], country=["BOLIVIA", "VIRGIN ISLANDS (US)", "ATLANTIS"])
+    assert good.sort(ROW).select("country_iso3", "geo_code").rows() == [("BOL", "BOL"), ("VIR", "VIR")]
     assert errs["check"].to_list() == ["unknown_country"]
+
+
+def test_multi_country_admin1_places_resolve_per_country():
+    s = src(country=None, geo_level="admin1",
+            columns={"epi_year": "y", "epi_week": "w", "cases": "c", "country": "n", "place": "p"})
+    good, errs = harmonise(s, epi_year=[2024] * 3, epi_week=[5] * 3, cases=[1, 2, 3],
+                           country=["Peru", "Mexico", "Peru"], place=["Loreto", "Jalisco", "Jalisco"])
+    assert good.sort(ROW)["geo_code"].to_list() == ["PE-LOR", "MX-JAL"]
+    assert errs.select(ROW, "check").rows() == [(3, "unknown_place")]
+
+
+def test_line_list_counts_are_summed_across_batches():
+    s = src(shape="line_list", geo_level="admin1",
+            columns={"epi_year": "y", "epi_week": "w", "place": "p", "sex": "s", "age": "a"})
+    text = raw(epi_year=[2024] * 5, epi_week=[1, 1, 1, 2, 1], place=["Loreto", "LORETO", "Piura", "Loreto", "Loreto"],
+               sex=["F", "F", "M", "F", "X"], age=[30, 34, "abc", 3, 31])
+    good, errs, n = plan.run(text.lazy(), s, hz.Context.build(s), batch_rows=2)
+    assert n == 5
+    counts = {(r["geo_code"], r["epi_week"], r["sex"], r["age_group"]): r["cases"] for r in good.to_dicts()}
+    assert counts == {("PE-LOR", 1, "female", "30-34"): 2, ("PE-PIU", 1, "male", "unknown"): 1,
+                      ("PE-LOR", 2, "female", "00-04"): 1, ("PE-LOR", 1, "unknown", "30-34"): 1}
+    # the odd age and sex are warnings: the cases still count, as 'unknown'
+    assert sorted(errs.select(ROW, "check", "severity").rows()) == [(3, "type:number", "warning"),
+                                                                     (5, "unmapped_sex", "warning")]
 
 
 def weekly(values, weeks, year=2023):
@@ -105,12 +131,6 @@ def test_duplicate_weeks_exact_repeat_kept_once_conflict_set_aside():
     assert out.select(ROW, "epi_week").rows() == [(1, 1), (5, 3)]
     assert sorted(errs.select(ROW, "check").rows()) == [
         (2, "duplicate_week_repeat"), (3, "duplicate_week_conflict"), (4, "duplicate_week_conflict")]
-
-
-def test_line_list_counts_by_dimension_across_batches():
-    part = pl.DataFrame({ROW: [1, 2, 3], **{d: ["x", "x", "y"] for d in hz.DIMS}})
-    total = hz.sum_partials([hz.aggregate_line_list(part), hz.aggregate_line_list(part.head(1))])
-    assert sorted(total.select("country_iso3", "cases").rows()) == [("x", 3), ("y", 1)]
 
 
 def test_value_maps_must_use_controlled_values():

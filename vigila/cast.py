@@ -1,7 +1,7 @@
-"""Map file columns to canonical fields and cast text to types, one reason per bad value.
+"""Map file columns to canonical fields and cast text to types.
 
-Input: a batch of text columns (`vigila.readers`) and the source config; output: the typed
-batch (bad values become null) and error records (_row, field, check, value).
+Input: text columns (`vigila.readers`) and the source config; output: canonical column names
+(`select_fields`) and polars expressions that type each field (`typed_expr`), bad values -> null.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def select_fields(frame: pl.LazyFrame, columns: list[str], source: SourceConfig)
     if missing:
         field, col = next(iter(missing.items()))
         raise ReadError(f"column {col!r} (columns.{field}) is not in the file; the file has: {', '.join(columns)}")
-    return frame.select(pl.col(ROW), *(pl.col(c).alias(f) for f, c in source.mapped.items()))
+    return frame.select(*(pl.col(c).alias(f) for f, c in source.mapped.items())).with_row_index(ROW, offset=1).with_columns(
+        pl.col(ROW).cast(pl.Int64))
 
 
 def _number(expr: pl.Expr, source: SourceConfig) -> pl.Expr:
@@ -55,8 +56,8 @@ def _date(expr: pl.Expr, source: SourceConfig) -> pl.Expr:
                        *(s.str.strptime(pl.Date, f, strict=False) for f in AUTO_DATE_FORMATS[1:]))
 
 
-def typed_expr(field: str, source: SourceConfig) -> pl.Expr:
-    kind, col = FIELD_TYPES[field], pl.col(field)
+def typed_expr(field: str, source: SourceConfig, expr: pl.Expr | None = None) -> pl.Expr:
+    kind, col = FIELD_TYPES[field], pl.col(field) if expr is None else expr
     if kind == "text":
         return col.str.strip_chars()
     if kind == "date":
@@ -64,20 +65,3 @@ def typed_expr(field: str, source: SourceConfig) -> pl.Expr:
     if kind == "number":
         return _number(col, source).pipe(lambda f: pl.when(f.is_finite()).then(f).otherwise(None))
     return _integer(col, source, pl.Int32 if kind == "int32" else pl.Int64)
-
-
-def cast_batch(batch: pl.DataFrame, source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Typed batch + one error record per value that is present but does not parse."""
-    fields = [f for f in batch.columns if f != ROW]
-    typed = batch.with_columns(typed_expr(f, source).alias(f) for f in fields)
-    failed = [
-        batch.filter(batch[f].is_not_null() & batch[f].str.strip_chars().ne("") & typed[f].is_null())
-        .select(pl.col(ROW), pl.lit(f).alias("field"), pl.lit(f"type:{FIELD_TYPES[f]}").alias("check"),
-                pl.col(f).alias("value"))
-        for f in fields if FIELD_TYPES[f] != "text"
-    ]
-    errors = pl.concat(failed) if failed else pl.DataFrame(schema=ERROR_SCHEMA)
-    # blank text counts as missing
-    typed = typed.with_columns(pl.when(pl.col(f).str.len_chars() > 0).then(pl.col(f)).alias(f)
-                               for f in fields if FIELD_TYPES[f] == "text")
-    return typed, errors

@@ -20,14 +20,13 @@ from pathlib import Path
 import polars as pl
 
 from schemas.harmonised import KEY, SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord, polars_schema
-from schemas.raw import RAW_MODELS
 from vigila import harmonise as hz
-from vigila import dictionary, publish
-from vigila.cast import cast_batch, select_fields
+from vigila import dictionary, plan, publish
+from vigila.cast import select_fields
 from vigila.config import SourceConfig
 from vigila.readers import ROW, ReadError, read_raw
 from vigila.storage import Storage
-from vigila.validate import BATCH_ROWS, validate_batch, validate_frame
+from vigila.validate import validate_frame
 
 PARTITION_BY = ["country_iso3", "disease"]
 Progress = Callable[[int], None]
@@ -105,11 +104,6 @@ def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha:
     )
 
 
-def _first_per_value(errors: pl.DataFrame) -> pl.DataFrame:
-    """One record per (row, column): a value that failed to parse is not reported again as missing."""
-    return errors.unique([ROW, "field"], keep="first", maintain_order=True) if errors.height else errors
-
-
 def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256: str, issue_date: dt.date,
             workdir: Path, progress: Progress | None = None) -> Processed:
     """Parse, validate and harmonise one file into staged Parquet under `workdir`."""
@@ -118,32 +112,15 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
     table = read_raw(path, source, workdir)
     try:
         lf = select_fields(table.frame, table.columns, source)
-        ctx = hz.Context.build(source)
-        model = RAW_MODELS[source.shape]
-        qparts: list[pl.DataFrame] = []
-        good: list[pl.DataFrame] = []
-        rows_read = 0
-        if table.bad_rows is not None and table.bad_rows.height:
-            qparts.append(_error_records(table.bad_rows.with_columns(pl.lit(None, pl.Utf8).alias("field")),
-                                         source, run_id, file_sha256, "parse"))
-        parse_bad = table.bad_rows[ROW] if table.bad_rows is not None else pl.Series(ROW, [], pl.Int64)
-        for batch in lf.collect_batches(chunk_size=BATCH_ROWS):
-            rows_read += batch.height
-            typed, cast_errs = cast_batch(batch, source)
-            raw_errs = _first_per_value(pl.concat([cast_errs, validate_batch(typed, model)]))
-            typed, raw_errs = _soften(typed, raw_errs, source)
-            harm, h_errs = hz.harmonise_batch(typed, ctx)
-            h_errs = h_errs.join(raw_errs.select(ROW, "field"), on=[ROW, "field"], how="anti")
-            bad = pl.concat([raw_errs.filter(pl.col("severity") == "error")[ROW], h_errs.filter(pl.col("severity") == "error")[ROW], parse_bad])
-            harm = harm.filter(~pl.col(ROW).is_in(bad.implode()))
-            good.append(hz.aggregate_line_list(harm) if source.shape == "line_list" else harm)
-            qparts += [_error_records(raw_errs, source, run_id, file_sha256, "raw"),
-                       _error_records(h_errs, source, run_id, file_sha256, "harmonise")]
-            if progress:
-                progress(batch.height)
+        parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
+        rows, errors, rows_read = plan.run(lf, source, hz.Context.build(source), exclude=parse_errs[ROW])
         if rows_read == 0:
             raise ReadError(f"{Path(path).name}: header only, no data rows")
-        rows, shape_errs = _finish_shape(good, source)
+        if progress:
+            progress(rows_read)
+        qparts = [_error_records(parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field")), source, run_id, file_sha256, "parse"),
+                  _error_records(errors, source, run_id, file_sha256, "raw")]
+        rows, shape_errs = _finish_shape(rows, source)
         qparts.append(_error_records(shape_errs, source, run_id, file_sha256, "harmonise"))
         rows = _stamp(rows, source, run_id, issue_date)
         final_errs = validate_frame(rows.select(ROW, *CasesWeekly.to_schema().columns), CasesWeekly)
@@ -162,27 +139,11 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
     return Processed(paths[0], paths[1], report)
 
 
-def _soften(typed: pl.DataFrame, errors: pl.DataFrame, source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """In a line list a bad age or sex does not void the case: the value becomes unknown and the
-    failure is kept as a warning. Every other failure is an error that holds the row back."""
-    soft = hz.SOFT_FIELDS.get(source.shape, set())
-    errors = errors.with_columns(
-        pl.when(pl.col("field").is_in(list(soft))).then(pl.lit("warning")).otherwise(pl.lit("error")).alias("severity"))
-    for f in soft & set(typed.columns):
-        rows = errors.filter(pl.col("field") == f)[ROW]
-        if rows.len():
-            typed = typed.with_columns(pl.when(pl.col(ROW).is_in(rows.implode())).then(None).otherwise(pl.col(f)).alias(f))
-    return typed, errors
-
-
-def _finish_shape(parts: list[pl.DataFrame], source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    empty = pl.DataFrame(schema=hz.HARMONISE_ERROR_SCHEMA)
-    if source.shape == "line_list":
-        rows = hz.sum_partials(parts)
-        return (rows, empty) if rows.width else (_empty_rows(), empty)
-    rows = pl.concat(parts, how="diagonal_relaxed") if parts else _empty_rows()
+def _finish_shape(rows: pl.DataFrame, source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     if "deaths" not in rows.columns:
         rows = rows.with_columns(pl.lit(None, pl.Int64).alias("deaths"))
+    if source.shape == "line_list":
+        return rows, pl.DataFrame(schema=hz.HARMONISE_ERROR_SCHEMA)
     rows, dup_errs = hz.split_duplicates(rows)
     if source.shape == "cumulative_counts":
         rows, cum_errs = hz.difference_cumulative(rows)

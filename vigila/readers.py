@@ -161,16 +161,21 @@ def _sniff_delimiter(header: str, declared: str) -> str:
 def _field_counts(path: Path, delimiter: str, n_columns: int) -> pl.DataFrame:
     """Rows whose field count differs from the header's (polars would pad or fail on them).
 
-    One pass over the lines: quoted sections are removed before counting delimiters.
-    Rows are numbered like polars numbers data rows (blank lines skipped)."""
+    One pass over the lines counting delimiters; only lines with a quote get the slower count
+    that ignores quoted delimiters. Rows are numbered like polars numbers data rows (blank
+    lines skipped)."""
     lines = (
         pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False,
                     new_columns=["line"], empty_string_is_null=False, truncate_ragged_lines=True)
         .filter(pl.col("line").str.strip_chars("\r").str.len_bytes() > 0)
         .with_row_index(ROW, offset=0)
         .filter(pl.col(ROW) > 0)
-        .with_columns(n=pl.col("line").str.replace_all(r'"[^"]*"', "").str.count_matches(delimiter, literal=True) + 1,
-                      odd_quotes=pl.col("line").str.count_matches('"', literal=True) % 2 == 1)
+        .with_columns(n=pl.col("line").str.count_matches(delimiter, literal=True) + 1,
+                      quoted=pl.col("line").str.contains('"', literal=True))
+        .filter((pl.col("n") != n_columns) | pl.col("quoted"))
+        .with_columns(n=pl.when(pl.col("quoted")).then(
+            pl.col("line").str.replace_all(r'"[^"]*"', "").str.count_matches(delimiter, literal=True) + 1).otherwise("n"),
+            odd_quotes=pl.col("line").str.count_matches('"', literal=True) % 2 == 1)
         .filter((pl.col("n") != n_columns) | pl.col("odd_quotes"))
         .select(pl.col(ROW).cast(pl.Int64), "n", "odd_quotes", pl.col("line").str.slice(0, 200).alias("value"))
     )
@@ -202,8 +207,8 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
         bad = bad.clear()
     frame = pl.scan_csv(
         text_path, separator=delimiter, infer_schema=False, null_values=opts.na_values or None,
-        truncate_ragged_lines=True, row_index_name=ROW, row_index_offset=1, encoding="utf8",
-    ).with_columns(pl.col(ROW).cast(pl.Int64))
+        truncate_ragged_lines=True, encoding="utf8",
+    )
     bad_rows = None
     if bad.height:
         bad_rows = bad.select(ROW, pl.lit("field_count").alias("check"),
@@ -227,7 +232,7 @@ def _as_text(df: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
             casts.append(pl.col(name).map_elements(json.dumps, return_dtype=pl.Utf8))
         else:
             casts.append(pl.col(name).cast(pl.Utf8))
-    return lf.select(casts).with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    return lf.select(casts)
 
 
 def _null_strings(lf: pl.LazyFrame, na_values: list[str]) -> pl.LazyFrame:

@@ -1,0 +1,282 @@
+"""The two-pass ingest plan: raw text rows -> harmonised rows + one error record per failed check.
+
+Input: a LazyFrame of text columns named by canonical field (plus `_row`) and the source config.
+Output: harmonised rows (line lists already counted) and error records (_row, field, check,
+value, severity). Pass 1 collects the distinct raw values of every mapped field (surveillance
+columns repeat a few hundred values over millions of rows); each distinct value is cast,
+validated against the raw pandera contract and harmonised once, into a small *domain table*.
+Pass 2 streams the rows once, joins the domain tables and splits rows into good and bad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+
+from schemas.raw import RAW_MODELS
+from vigila import epiweek, places
+from vigila import harmonise as hz
+from vigila.cast import FIELD_TYPES, typed_expr
+from vigila.config import SourceConfig
+from vigila.readers import ROW
+from vigila.vocab import age_band_expr
+
+ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "check": pl.Utf8, "value": pl.Utf8, "severity": pl.Utf8}
+
+
+@dataclass
+class Domain:
+    """Distinct raw values of `on` -> harmonised `outputs`, with the failed check (or null)."""
+
+    id: str
+    field: str              # reported in error records (mapped back to the file's column)
+    on: list[str]           # raw canonical columns joined on
+    table: pl.DataFrame     # on + outputs + chk + sev
+
+    @property
+    def chk(self) -> str:
+        return f"__chk_{self.id}"
+
+    @property
+    def sev(self) -> str:
+        return f"__sev_{self.id}"
+
+
+def _finish(df: pl.DataFrame, id_: str, field: str, on: list[str], check: pl.Expr, severity: str = "error") -> Domain:
+    d = Domain(id_, field, on, df)
+    d.table = df.with_columns(check.cast(pl.Utf8).alias(d.chk)).with_columns(
+        pl.when(pl.col(d.chk).is_not_null()).then(pl.lit(severity)).alias(d.sev))
+    return d
+
+
+def _contract_failures(values: pl.Series, field: str, model: type[pa.DataFrameModel]) -> pl.Series:
+    """Name of the first raw-contract check each typed value fails (null when it passes)."""
+    schema = model.to_schema()
+    out = pl.Series(field, [None] * values.len(), pl.Utf8)
+    if field not in schema.columns:
+        return out
+    try:
+        pa.DataFrameSchema({field: schema.columns[field]}).validate(values.to_frame(field), lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        fc = exc.failure_cases.filter(pl.col("index").is_not_null()).unique("index", keep="first", maintain_order=True)
+        return out.scatter(fc["index"].cast(pl.UInt32), fc["check"])
+    return out
+
+
+def _typed_domain(field: str, raw: pl.DataFrame, source: SourceConfig, model) -> tuple[pl.DataFrame, pl.Expr]:
+    """Distinct raw values with their typed value `__t` and the failed check expression."""
+    df = raw.with_columns(typed_expr(field, source, pl.col(field)).alias("__t"))
+    df = df.with_columns(_contract_failures(df["__t"], field, model).alias("__contract"))
+    kind = FIELD_TYPES[field]
+    bad_cast = pl.col(field).is_not_null() & (pl.col(field).str.strip_chars() != "") & pl.col("__t").is_null()
+    return df, pl.when(bad_cast).then(pl.lit(f"type:{kind}")).otherwise(pl.col("__contract"))
+
+
+def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: hz.Context) -> list[Domain]:
+    """One domain table per mapped field (and per dependent pair of fields)."""
+    model = RAW_MODELS[source.shape]
+    soft = hz.SOFT_FIELDS.get(source.shape, set())
+    mapped = source.mapped
+    out: list[Domain] = []
+    for f, raw in distinct.items():
+        if "+" in f:
+            continue
+        if FIELD_TYPES[f] != "text":
+            df, check = _typed_domain(f, raw, source, model)
+            if f in ("date", "week_start"):
+                weeks = epiweek.weeks_of_dates(df["__t"], source.epiweek)
+                df = df.join(weeks.rename({"date": "__t", **{c: f"__d_{c}" for c in epiweek.WEEK_SCHEMA}}), on="__t", how="left")
+                check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit(f"missing_{f}")))
+                out.append(_finish(df.select(f, *(f"__d_{c}" for c in epiweek.WEEK_SCHEMA), check.alias("c")), f, f, [f], pl.col("c")))
+            elif f == "age":
+                band = pl.when(check.is_null()).then(age_band_expr(pl.col("__t"))).otherwise(pl.lit("unknown"))
+                out.append(_finish(df.select(f, band.alias("age_group"), check.alias("c")), f, f, [f], pl.col("c"),
+                                   "warning" if f in soft else "error"))
+            elif f in ("epi_year", "epi_week"):
+                check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit("missing_epi_week")))
+                out.append(_finish(df.select(f, check.alias("c")), f, f, [f], pl.col("c")))
+            else:
+                out.append(_finish(df.select(f, pl.col("__t").alias(f"__v_{f}"), check.alias("c")), f, f, [f], pl.col("c")))
+        elif f == "resolution":
+            weekly = [places.normalise(v) for v in source.weekly_resolution_values]
+            off = pl.col(f).is_not_null() & ~places.normalise_expr(pl.col(f)).is_in(weekly)
+            out.append(_finish(raw, f, f, [f], pl.when(off).then(pl.lit("temporal_resolution")), "set_aside"))
+        elif f == "country":
+            df = _lookup(raw, f, ctx.tables["country"], {"iso3": "country_iso3"})
+            if source.geo_level == "admin0":
+                df = df.with_columns(pl.col("country_iso3").alias("geo_code")).join(_country_names(), on="country_iso3", how="left")
+            out.append(_finish(df, f, f, [f], pl.when(pl.col("country_iso3").is_null()).then(pl.lit("unknown_country"))))
+        elif f == "place" and source.country:
+            df = _lookup(raw, f, ctx.place_table(source.country), {"geo_code": "geo_code", "geo_name": "geo_name"})
+            out.append(_finish(df, f, f, [f], pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
+        elif f in ("classification", "sex", "age_group", "disease"):
+            table, col = (ctx.tables["disease"], "disease") if f == "disease" else (ctx.tables[f], "value")
+            df = _lookup(raw, f, table, {col: f"__v_{f}"})
+            missing = pl.col(f"__v_{f}").is_null()
+            if f == "disease":
+                missing = missing | ~pl.col(f"__v_{f}").is_in(source.diseases)
+                out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit("unknown_disease"))))
+            elif f in soft:  # a line-list case with an odd sex still counts, as 'unknown'
+                df = df.with_columns(pl.when(missing & pl.col(f).is_not_null()).then(pl.lit(f"unmapped_{f}")).alias("c"),
+                                     pl.col(f"__v_{f}").fill_null("unknown"))
+                out.append(_finish(df.drop("c"), f, f, [f], df["c"], "warning"))
+            else:
+                out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
+    if "epi_year+epi_week" in distinct:
+        out.append(_week_pairs(distinct["epi_year+epi_week"], source, model))
+    if "country+place" in distinct:
+        out.append(_country_places(distinct["country+place"], ctx))
+    return out
+
+
+def _week_pairs(raw: pl.DataFrame, source: SourceConfig, model) -> Domain:
+    df = raw.with_columns(*(typed_expr(f, source, pl.col(f)).alias(f"__t_{f}") for f in ("epi_year", "epi_week")))
+    typed = df.select(pl.col("__t_epi_year").alias("epi_year"), pl.col("__t_epi_week").alias("epi_week"))
+    df = df.with_columns(epiweek.add_week_start(typed, source.epiweek)["week_start"].alias("week_start"),
+                         typed["epi_year"], typed["epi_week"])
+    both = pl.col("__t_epi_year").is_not_null() & pl.col("__t_epi_week").is_not_null()
+    ok_range = pl.col("epi_week").is_between(1, 53) & pl.col("epi_year").is_between(1900, 2100)
+    check = pl.when(both & ok_range & pl.col("week_start").is_null()).then(pl.lit("week_not_in_year"))
+    return _finish(df.select(pl.col("epi_year_raw").alias("epi_year_key"), pl.col("epi_week_raw").alias("epi_week_key"),
+                             *(pl.col(c).alias(f"__w_{c}") for c in ("epi_year", "epi_week", "week_start")),
+                             check.alias("c")),
+                   "week_pair", "epi_week", ["epi_year_key", "epi_week_key"], pl.col("c"))
+
+
+def _country_places(raw: pl.DataFrame, ctx: hz.Context) -> Domain:
+    df = _lookup(raw, "country", ctx.tables["country"], {"iso3": "__iso3"})
+    parts = []
+    for iso3 in df["__iso3"].drop_nulls().unique().sort().to_list():
+        part = df.filter(pl.col("__iso3") == iso3)
+        parts.append(_lookup(part, "place", ctx.place_table(iso3), {"geo_code": "geo_code", "geo_name": "geo_name"}))
+    rest = df.filter(pl.col("__iso3").is_null()).with_columns(pl.lit(None, pl.Utf8).alias("geo_code"),
+                                                               pl.lit(None, pl.Utf8).alias("geo_name"))
+    df = pl.concat([*parts, rest]).drop("__iso3").rename({"country": "country_key", "place": "place_key"})
+    return _finish(df, "country_place", "place", ["country_key", "place_key"],
+                   pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place")))
+
+
+def _lookup(df: pl.DataFrame, raw: str, table: pl.DataFrame, outputs: dict[str, str]) -> pl.DataFrame:
+    keyed = df.with_columns(places.normalise_expr(pl.col(raw)).alias("__k"))
+    right = table.select(pl.col("key").alias("__k"), *(pl.col(t).alias(o) for t, o in outputs.items())).unique("__k")
+    return keyed.join(right, on="__k", how="left", maintain_order="left").drop("__k")
+
+
+def _country_names() -> pl.DataFrame:
+    return places.country_table().unique("iso3", keep="first", maintain_order=True).select(
+        pl.col("iso3").alias("country_iso3"), pl.col("name").alias("geo_name"))
+
+
+# --------------------------------------------------------------------------- pass 1 and 2
+
+
+def distinct_values(batch: pl.DataFrame, source: SourceConfig) -> dict[str, pl.DataFrame]:
+    """Distinct raw values of each mapped field (and of dependent pairs) in one batch."""
+    fields = [f for f in source.mapped if f in batch.columns]
+    groups = {f: [f] for f in fields}
+    if {"epi_year", "epi_week"} <= set(fields):
+        groups["epi_year+epi_week"] = ["epi_year", "epi_week"]
+    if {"country", "place"} <= set(fields) and source.geo_level != "admin0":
+        groups["country+place"] = ["country", "place"]
+    distinct = {name: batch.select(cols).unique() for name, cols in groups.items()}
+    if "epi_year+epi_week" in distinct:
+        distinct["epi_year+epi_week"] = distinct["epi_year+epi_week"].with_columns(
+            pl.col("epi_year").alias("epi_year_raw"), pl.col("epi_week").alias("epi_week_raw"))
+    return distinct
+
+
+def join_domains(lf: pl.LazyFrame, domains: list[Domain]) -> pl.LazyFrame:
+    for d in domains:
+        if d.id == "week_pair":
+            lf = lf.with_columns(pl.col("epi_year").alias("epi_year_key"), pl.col("epi_week").alias("epi_week_key"))
+        elif d.id == "country_place":
+            lf = lf.with_columns(pl.col("country").alias("country_key"), pl.col("place").alias("place_key"))
+        lf = lf.join(d.table.lazy(), on=d.on, how="left", nulls_equal=True, suffix=f"__{d.id}")
+    return lf
+
+
+def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) -> list[pl.Expr]:
+    """Expressions for the harmonised dimensions, from domain outputs or the config's constants."""
+    ids = {d.id for d in domains}
+    have = set(columns)
+    exprs = [pl.lit(source.geo_level).alias("geo_level")]
+    if source.country:
+        exprs.append(pl.lit(source.country).alias("country_iso3"))
+        if source.geo_level == "admin0":
+            name = _country_names().filter(pl.col("country_iso3") == source.country)["geo_name"]
+            exprs += [pl.lit(source.country).alias("geo_code"), pl.lit(name[0] if name.len() else source.country).alias("geo_name")]
+    exprs.append(pl.col("__v_disease").alias("disease") if "disease" in ids else pl.lit(source.diseases[0]).alias("disease"))
+    for name in ("classification", "sex"):
+        exprs.append(pl.col(f"__v_{name}").alias(name) if name in ids else pl.lit(getattr(source.constants, name)).alias(name))
+    if "age_group" in ids:
+        exprs.append(pl.col("__v_age_group").alias("age_group"))
+    elif "age" not in ids:
+        exprs.append(pl.lit(source.constants.age_group).alias("age_group"))
+    week = "__w_" if "week_pair" in ids else "__d_"  # reported epi weeks win over dates
+    exprs += [pl.col(f"{week}{c}").alias(c) for c in ("epi_year", "epi_week", "week_start")]
+    for value in ("cases", "deaths", "issue_date"):
+        if f"__v_{value}" in have:
+            exprs.append(pl.col(f"__v_{value}").alias(value))
+    return exprs
+
+
+BATCH_ROWS = 2_000_000
+
+
+def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Series | None = None,
+        batch_rows: int = BATCH_ROWS) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(harmonised rows — counted for line lists —, error records, rows read), in eager batches
+    of `batch_rows` so memory stays bounded whatever the file size."""
+    goods, errors, n_rows = [], [], 0
+    for batch in lf.collect_batches(chunk_size=batch_rows):
+        n_rows += batch.height
+        good, bad = harmonise_batch(batch, source, ctx, exclude)
+        goods.append(good)
+        errors.append(bad)
+    if not goods:
+        return pl.DataFrame(), pl.DataFrame(schema=ERROR_SCHEMA), 0
+    good = pl.concat(goods)
+    if source.shape == "line_list" and len(goods) > 1:
+        good = good.group_by(hz.DIMS).agg(pl.col("cases").sum(), pl.col(ROW).min())
+    return good, pl.concat(errors), n_rows
+
+
+def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Series | None = None
+                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One batch of text rows -> (harmonised rows, error records)."""
+    domains = build_domains(distinct_values(batch, source), source, ctx)
+    joined = join_domains(batch.lazy(), domains)
+    names = joined.collect_schema().names()
+    flagged = pl.any_horizontal(pl.col(d.chk).is_not_null() for d in domains) if domains else pl.lit(False)
+    held = pl.any_horizontal((pl.col(d.sev).is_in(["error", "set_aside"])) for d in domains) if domains else pl.lit(False)
+    if exclude is not None and exclude.len():
+        held = held | pl.col(ROW).is_in(exclude.implode())
+    good = joined.filter(~held.fill_null(False)).with_columns(dimensions(source, domains, names))
+    if source.shape == "line_list":
+        good = good.group_by(hz.DIMS).agg(pl.len().cast(pl.Int64).alias("cases"), pl.col(ROW).min().alias(ROW))
+    else:
+        good = good.select(ROW, *hz.DIMS, *[c for c in ("cases", "deaths", "issue_date") if f"__v_{c}" in names])
+    report_cols = list(dict.fromkeys([ROW, *[c for d in domains for c in d.on], *[c for d in domains for c in (d.chk, d.sev)]]))
+    bad = joined.filter(flagged.fill_null(False)).select([c for c in report_cols if c in names])
+    good_df, bad_df = pl.collect_all([good, bad], engine="in-memory")
+    return good_df, error_records(bad_df, domains)
+
+
+def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
+    """Wide flagged rows -> one record per (row, failed check)."""
+    parts = []
+    for d in domains:
+        if d.chk not in bad.columns:
+            continue
+        rows = bad.filter(pl.col(d.chk).is_not_null())
+        parts.append(rows.select(pl.col(ROW), pl.lit(d.field).alias("field"), pl.col(d.chk).alias("check"),
+                                 _value(d, rows).alias("value"), pl.col(d.sev).alias("severity")))
+    return pl.concat([pl.DataFrame(schema=ERROR_SCHEMA), *(p.cast(ERROR_SCHEMA) for p in parts)])
+
+
+def _value(d: Domain, rows: pl.DataFrame) -> pl.Expr:
+    if d.id == "week_pair":
+        return pl.format("{}-W{}", "epi_year_key", "epi_week_key")
+    return pl.col(d.on[-1]).fill_null("<missing>")
