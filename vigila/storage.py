@@ -176,11 +176,22 @@ class Storage:
     def put_file(self, key: str, local: str | Path) -> int:
         """Upload a local file to ``key`` in chunks (atomic like every write); return its size."""
         if self._s3 is not None:  # a multipart upload only becomes visible when it completes
-            with open(local, "rb") as src, self.fs.open_output_stream(self._path(key)) as out:
+            with open(local, "rb") as src, self.fs.open_output_stream(self.path(key)) as out:
                 shutil.copyfileobj(src, out, 1 << 22)
             return Path(local).stat().st_size
-        with open(local, "rb") as src:
-            return self._atomic_write(key, lambda out: shutil.copyfileobj(src, out, 1 << 22))
+        final = Path(self.path(key))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}{TMP_MARKER}{uuid.uuid4().hex}")
+        try:
+            shutil.copyfile(local, tmp)  # copy_file_range/sendfile: 10x faster than a read/write loop
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return final.stat().st_size
 
     def copy(self, src: str, dst: str) -> None:
         """Copy a file (local: a hard link when possible; s3: a server-side copy)."""
