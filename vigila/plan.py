@@ -125,24 +125,20 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
             else:
                 out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
     if "epi_year+epi_week" in distinct:
-        out.append(_week_pairs(distinct["epi_year+epi_week"], source, model))
+        out.append(_week_pairs(distinct["epi_year+epi_week"], source))
     if "country+place" in distinct:
         out.append(_country_places(distinct["country+place"], ctx))
     return out
 
 
-def _week_pairs(raw: pl.DataFrame, source: SourceConfig, model) -> Domain:
-    df = raw.with_columns(*(typed_expr(f, source, pl.col(f)).alias(f"__t_{f}") for f in ("epi_year", "epi_week")))
-    typed = df.select(pl.col("__t_epi_year").alias("epi_year"), pl.col("__t_epi_week").alias("epi_week"))
-    df = df.with_columns(epiweek.add_week_start(typed, source.epiweek)["week_start"].alias("week_start"),
-                         typed["epi_year"], typed["epi_week"])
-    both = pl.col("__t_epi_year").is_not_null() & pl.col("__t_epi_week").is_not_null()
-    ok_range = pl.col("epi_week").is_between(1, 53) & pl.col("epi_year").is_between(1900, 2100)
-    check = pl.when(both & ok_range & pl.col("week_start").is_null()).then(pl.lit("week_not_in_year"))
-    return _finish(df.select(pl.col("epi_year_raw").alias("epi_year_key"), pl.col("epi_week_raw").alias("epi_week_key"),
-                             *(pl.col(c).alias(f"__w_{c}") for c in ("epi_year", "epi_week", "week_start")),
-                             check.alias("c")),
-                   "week_pair", "epi_week", ["epi_year_key", "epi_week_key"], pl.col("c"))
+def _week_pairs(raw: pl.DataFrame, source: SourceConfig) -> Domain:
+    """Distinct (epi_year, epi_week) text pairs -> typed week and its start; week 53 of a 52-week year fails."""
+    typed = raw.select(*(typed_expr(f, source, pl.col(f)).alias(f) for f in ("epi_year", "epi_week")))
+    weeks = epiweek.add_week_start(typed, source.epiweek)
+    df = raw.with_columns(*(weeks[c].alias(f"__w_{c}") for c in ("epi_year", "epi_week", "week_start")))
+    in_range = pl.col("__w_epi_week").is_between(1, 53) & pl.col("__w_epi_year").is_between(1900, 2100)
+    check = pl.when(in_range & pl.col("__w_week_start").is_null()).then(pl.lit("week_not_in_year"))
+    return _finish(df, "week_pair", "epi_week", ["epi_year", "epi_week"], check)
 
 
 def _country_places(raw: pl.DataFrame, ctx: hz.Context) -> Domain:
@@ -153,8 +149,8 @@ def _country_places(raw: pl.DataFrame, ctx: hz.Context) -> Domain:
         parts.append(_lookup(part, "place", ctx.place_table(iso3), {"geo_code": "geo_code", "geo_name": "geo_name"}))
     rest = df.filter(pl.col("__iso3").is_null()).with_columns(pl.lit(None, pl.Utf8).alias("geo_code"),
                                                                pl.lit(None, pl.Utf8).alias("geo_name"))
-    df = pl.concat([*parts, rest]).drop("__iso3").rename({"country": "country_key", "place": "place_key"})
-    return _finish(df, "country_place", "place", ["country_key", "place_key"],
+    df = pl.concat([*parts, rest]).drop("__iso3")
+    return _finish(df, "country_place", "place", ["country", "place"],
                    pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place")))
 
 
@@ -180,21 +176,40 @@ def distinct_values(batch: pl.DataFrame, source: SourceConfig) -> dict[str, pl.D
         groups["epi_year+epi_week"] = ["epi_year", "epi_week"]
     if {"country", "place"} <= set(fields) and source.geo_level != "admin0":
         groups["country+place"] = ["country", "place"]
-    distinct = {name: batch.select(cols).unique() for name, cols in groups.items()}
-    if "epi_year+epi_week" in distinct:
-        distinct["epi_year+epi_week"] = distinct["epi_year+epi_week"].with_columns(
-            pl.col("epi_year").alias("epi_year_raw"), pl.col("epi_week").alias("epi_week_raw"))
-    return distinct
+    return {name: batch.select(cols).unique() for name, cols in groups.items()}
 
 
-def join_domains(lf: pl.LazyFrame, domains: list[Domain]) -> pl.LazyFrame:
+_NULL_KEY = "\x00"  # stands for a missing raw value, so a domain can map it too
+
+
+def _key(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+    cols = [frame[c].fill_null(_NULL_KEY) for c in columns]
+    return cols[0] if len(cols) == 1 else pl.select(pl.concat_str(cols, separator="\x1f")).to_series()
+
+
+def domain_rows(batch: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
+    """For every row, the matching row of each domain table (one hash lookup per domain)."""
+    return pl.DataFrame({
+        d.id: _key(batch, d.on).replace_strict(_key(d.table, d.on), pl.int_range(d.table.height, eager=True),
+                                              default=None, return_dtype=pl.UInt32)
+        for d in domains})
+
+
+def gather_outputs(rows: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
+    """The domains' output columns for the given domain rows (gathers: no hashing)."""
+    out: dict[str, pl.Series] = {}
     for d in domains:
-        if d.id == "week_pair":
-            lf = lf.with_columns(pl.col("epi_year").alias("epi_year_key"), pl.col("epi_week").alias("epi_week_key"))
-        elif d.id == "country_place":
-            lf = lf.with_columns(pl.col("country").alias("country_key"), pl.col("place").alias("place_key"))
-        lf = lf.join(d.table.lazy(), on=d.on, how="left", nulls_equal=True, suffix=f"__{d.id}")
-    return lf
+        for name in d.table.columns:
+            if name not in d.on and name not in out:
+                out[name] = d.table[name].gather(rows[d.id]).alias(name)
+    return pl.DataFrame(list(out.values()), height=rows.height)
+
+
+def _any(rows: pl.DataFrame, domains: list[Domain], test) -> pl.Series:
+    mask = pl.Series([False] * rows.height)
+    for d in domains:
+        mask = mask | test(d).fill_null(False).gather(rows[d.id]).fill_null(False)
+    return mask
 
 
 def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) -> list[pl.Expr]:
@@ -245,23 +260,28 @@ def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Ser
 
 def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Series | None = None
                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One batch of text rows -> (harmonised rows, error records)."""
+    """One batch of text rows -> (harmonised rows, error records).
+
+    Rows are matched to domain rows once; line lists are counted by domain rows (integers)
+    before any harmonised text is materialised."""
     domains = build_domains(distinct_values(batch, source), source, ctx)
-    joined = join_domains(batch.lazy(), domains)
-    names = joined.collect_schema().names()
-    flagged = pl.any_horizontal(pl.col(d.chk).is_not_null() for d in domains) if domains else pl.lit(False)
-    held = pl.any_horizontal((pl.col(d.sev).is_in(["error", "set_aside"])) for d in domains) if domains else pl.lit(False)
+    rows = domain_rows(batch, domains)
+    flagged = _any(rows, domains, lambda d: d.table[d.chk].is_not_null())
+    held = _any(rows, domains, lambda d: d.table[d.sev].is_in(["error", "set_aside"]))
     if exclude is not None and exclude.len():
-        held = held | pl.col(ROW).is_in(exclude.implode())
-    good = joined.filter(~held.fill_null(False)).with_columns(dimensions(source, domains, names))
+        held = held | batch[ROW].is_in(exclude.implode())
+    bad = pl.concat([batch.filter(flagged), gather_outputs(rows.filter(flagged), domains)], how="horizontal")
+    good = rows.with_columns(batch[ROW]).filter(~held)
     if source.shape == "line_list":
-        good = good.group_by(hz.DIMS).agg(pl.len().cast(pl.Int64).alias("cases"), pl.col(ROW).min().alias(ROW))
+        good = good.group_by([d.id for d in domains]).agg(pl.len().cast(pl.Int64).alias("cases"), pl.col(ROW).min())
+    frame = pl.concat([good.select(ROW, *[c for c in ("cases",) if c in good.columns]), gather_outputs(good, domains)],
+                      how="horizontal")
+    frame = frame.with_columns(dimensions(source, domains, frame.columns))
+    if source.shape == "line_list":
+        frame = frame.group_by(hz.DIMS).agg(pl.col("cases").sum(), pl.col(ROW).min())
     else:
-        good = good.select(ROW, *hz.DIMS, *[c for c in ("cases", "deaths", "issue_date") if f"__v_{c}" in names])
-    report_cols = list(dict.fromkeys([ROW, *[c for d in domains for c in d.on], *[c for d in domains for c in (d.chk, d.sev)]]))
-    bad = joined.filter(flagged.fill_null(False)).select([c for c in report_cols if c in names])
-    good_df, bad_df = pl.collect_all([good, bad], engine="in-memory")
-    return good_df, error_records(bad_df, domains)
+        frame = frame.select(ROW, *hz.DIMS, *[c for c in ("cases", "deaths", "issue_date") if f"__v_{c}" in frame.columns])
+    return frame, error_records(bad, domains)
 
 
 def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
@@ -278,5 +298,5 @@ def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
 
 def _value(d: Domain, rows: pl.DataFrame) -> pl.Expr:
     if d.id == "week_pair":
-        return pl.format("{}-W{}", "epi_year_key", "epi_week_key")
+        return pl.format("{}-W{}", "epi_year", "epi_week")
     return pl.col(d.on[-1]).fill_null("<missing>")
