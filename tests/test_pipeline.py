@@ -18,6 +18,7 @@ from vigila.config import load_source, source_from_dict
 from vigila.storage import Storage
 
 from conftest import DEMO, SOURCES
+from test_storage import s3_settings, store  # noqa: F401  (fixtures: a folder and a real S3 server)
 
 PERU = SOURCES / "per_minsa_dengue_linelist.yaml"
 PAHO = SOURCES / "paho_opendengue_national.yaml"
@@ -204,3 +205,15 @@ def test_latin1_semicolon_decimal_comma_file_from_a_ministry(tmp_path, warehouse
     assert report["file"]["encoding"] == "cp1252" and report["notes"]
     got = read.cases_weekly(warehouse).select("geo_code", "cases").sort("geo_code").collect().rows()
     assert got == [("MX-MEX", 1204), ("MX-NLE", 35)]
+
+
+def test_ingest_into_an_s3_warehouse(store, tmp_path):
+    """The same run against a folder and against a real S3 server (SeaweedFS): same rows back."""
+    cfg = source_from_dict(weekly_source())
+    report = pipeline.ingest(cfg, write(tmp_path, "w.csv", HEADER + "Jalisco,2024,1,10,0\nNarnia,2024,1,3,0\n"), store,
+                             issue_date=dt.date(2024, 1, 20))
+    assert report["status"] == "published" and report["rows_quarantined"] == 1
+    assert read.cases_weekly(store).select("geo_code", "cases").collect().rows() == [("MX-JAL", 10)]
+    assert read.dataset(store, "quarantine").collect()["check"].to_list() == ["unknown_place"]
+    assert store.exists(f"raw/{cfg.id}/{report['file']['sha256']}.csv")
+    assert store.read_json("catalog.json")["datasets"]
