@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -91,7 +90,11 @@ def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: st
 # --------------------------------------------------------------------------- process
 
 
-def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha: str, stage: str) -> pl.DataFrame:
+HARMONISE_CHECKS = r"^(unknown_|unmapped_|temporal_resolution|week_not_in_year)"
+
+
+def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha: str, stage: str | None) -> pl.DataFrame:
+    """Error records -> quarantine records; `stage` None: raw-contract or harmonisation by check."""
     mapped = source.mapped
     return errors.select(
         pl.lit(source.id).alias("source_id"), pl.lit(run_id).alias("run_id"), pl.lit(sha).alias("file_sha256"),
@@ -100,7 +103,8 @@ def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha:
         else pl.lit(None, pl.Utf8).alias("column"),
         pl.col("check"), pl.col("value").cast(pl.Utf8),
         (pl.col("severity") if "severity" in errors.columns else pl.lit("error")).alias("severity"),
-        pl.lit(stage).alias("stage"),
+        (pl.lit(stage) if stage else pl.when(pl.col("check").str.contains(HARMONISE_CHECKS))
+         .then(pl.lit("harmonise")).otherwise(pl.lit("raw"))).alias("stage"),
     )
 
 
@@ -119,7 +123,7 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
         if progress:
             progress(rows_read)
         qparts = [_error_records(parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field")), source, run_id, file_sha256, "parse"),
-                  _error_records(errors, source, run_id, file_sha256, "raw")]
+                  _error_records(errors, source, run_id, file_sha256, None)]
         rows, shape_errs = _finish_shape(rows, source)
         qparts.append(_error_records(shape_errs, source, run_id, file_sha256, "harmonise"))
         rows = _stamp(rows, source, run_id, issue_date)
@@ -149,12 +153,6 @@ def _finish_shape(rows: pl.DataFrame, source: SourceConfig) -> tuple[pl.DataFram
         rows, cum_errs = hz.difference_cumulative(rows)
         return rows, pl.concat([dup_errs, cum_errs])
     return rows, dup_errs
-
-
-def _empty_rows() -> pl.DataFrame:
-    return pl.DataFrame(schema={ROW: pl.Int64, **{d: pl.Utf8 for d in hz.DIMS}, "cases": pl.Int64,
-                                "deaths": pl.Int64}).with_columns(
-        pl.col("epi_year", "epi_week").cast(pl.Int32), pl.col("week_start").cast(pl.Date))
 
 
 def _stamp(rows: pl.DataFrame, source: SourceConfig, run_id: str, issue_date: dt.date) -> pl.DataFrame:
@@ -301,9 +299,3 @@ def check(source: SourceConfig, path: str | Path, *, progress: Progress | None =
         processed = process(path, source, run_id="check", file_sha256=sha256_file(Path(path)),
                             issue_date=resolve_issue_date(source), workdir=Path(tmp), progress=progress)
         return processed.report, pl.read_parquet(processed.quarantine)
-
-
-def copy_to(path: Path, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, dest)
-    return dest

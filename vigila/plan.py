@@ -23,7 +23,7 @@ from vigila.config import SourceConfig
 from vigila.readers import ROW
 from vigila.vocab import age_band_expr
 
-ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "check": pl.Utf8, "value": pl.Utf8, "severity": pl.Utf8}
+ERROR_SCHEMA = hz.HARMONISE_ERROR_SCHEMA  # _row, field, check, value, severity
 
 
 @dataclass
