@@ -192,7 +192,7 @@ def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, issue
 def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, records: pl.DataFrame, common: dict) -> dict:
     """Replace this file's earlier quarantine records (a re-run reports the same rows once)."""
     current = publish.current_manifest(storage, "quarantine")
-    old = (publish.scan(storage, "quarantine").filter(pl.col("source_id") == source.id).collect()
+    old = (publish.scan(storage, "quarantine", partitions=[(source.id,)]).collect()
            if current else pl.DataFrame(schema=polars_schema(QuarantineRecord)))
     old_same = old.filter(pl.col("file_sha256") == sha)
     if records.height == 0 and old_same.height == 0:
@@ -234,10 +234,10 @@ def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processe
     new_parts: dict[tuple[str, ...], pl.DataFrame] = {}
     weekly_parts: dict[tuple[str, ...], pl.DataFrame] = {}
     empty = pl.DataFrame(schema=polars_schema(CasesRevision))
-    existing_all = publish.scan(storage, "cases_revisions") if publish.current_manifest(storage, "cases_revisions") else None
+    has_revisions = publish.current_manifest(storage, "cases_revisions") is not None
     for key, part in _partition_frames(staged).items():
-        existing = empty if existing_all is None else pl.concat([empty, existing_all.filter(
-            pl.col("country_iso3") == key[0], pl.col("disease") == key[1]).select(revisions_cols).collect()])
+        existing = empty if not has_revisions else pl.concat([empty, publish.scan(
+            storage, "cases_revisions", partitions=[key]).select(revisions_cols).collect()])
         new = _new_revisions(part, existing).with_columns(pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
         if new.height:
             new_parts[key] = new.select(revisions_cols)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -154,12 +154,16 @@ def list_versions(storage: Storage, name: str) -> list[str]:
     return sorted(done, key=lambda v: (_sequence(v), v))
 
 
-def scan(storage: Storage, name: str, version: str | None = None) -> pl.LazyFrame:
-    """Exactly the files of the current (or given) version; partition columns added as Utf8."""
+def scan(storage: Storage, name: str, version: str | None = None,
+         partitions: Iterable[tuple[str, ...]] | None = None) -> pl.LazyFrame:
+    """Exactly the files of the current (or given) version — only those of `partitions` (tuples of
+    partition values) when given; partition columns added as Utf8."""
     m = read_manifest(storage, name, version) if version else current_manifest(storage, name)
     if m is None:
         raise FileNotFoundError(f"dataset {name!r} has no committed version in {storage.root}")
-    if not m.files:
+    wanted = None if partitions is None else {tuple(p) for p in partitions}
+    files = m.files if wanted is None else [f for f in m.files if tuple(f.partition) in wanted]
+    if not files:
         empty = pl.from_arrow(m.schema().empty_table())
         assert isinstance(empty, pl.DataFrame)
         return empty.lazy().with_columns(pl.lit(None, pl.String).alias(c) for c in m.partition_by)
@@ -171,7 +175,7 @@ def scan(storage: Storage, name: str, version: str | None = None) -> pl.LazyFram
             ).with_columns(
                 pl.lit(v, pl.String).alias(c) for c, v in zip(m.partition_by, f.partition, strict=True)
             )
-            for f in m.files
+            for f in files
         ],
         how="vertical",
     )
