@@ -43,6 +43,16 @@ class Domain:
     def sev(self) -> str:
         return f"__sev_{self.id}"
 
+    def canonical(self) -> pl.Series:
+        """For each table row, the first row with the same outputs: raw values that harmonise
+        alike (dates of one week, ages of one band) share it, so counting groups by it."""
+        outputs = [c for c in self.table.columns if c not in (*self.on, self.chk, self.sev)]
+        if not outputs:
+            return pl.repeat(0, self.table.height, dtype=pl.UInt32, eager=True)
+        t = self.table.select(outputs).with_row_index("__i")
+        first = t.group_by(outputs, maintain_order=True).agg(pl.col("__i").first().alias("__f"))
+        return t.join(first, on=outputs, how="left", nulls_equal=True, maintain_order="left")["__f"]
+
 
 def _finish(df: pl.DataFrame, id_: str, field: str, on: list[str], check: pl.Expr, severity: str = "error") -> Domain:
     d = Domain(id_, field, on, df)
@@ -206,7 +216,7 @@ def gather_outputs(rows: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
 
 
 def _any(rows: pl.DataFrame, domains: list[Domain], test) -> pl.Series:
-    mask = pl.Series([False] * rows.height)
+    mask = pl.repeat(False, rows.height, eager=True)
     for d in domains:
         mask = mask | test(d).fill_null(False).gather(rows[d.id]).fill_null(False)
     return mask
@@ -272,7 +282,8 @@ def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, 
         held = held | batch[ROW].is_in(exclude.implode())
     bad = pl.concat([batch.filter(flagged), gather_outputs(rows.filter(flagged), domains)], how="horizontal")
     good = rows.with_columns(batch[ROW]).filter(~held)
-    if source.shape == "line_list":
+    if source.shape == "line_list":  # count by harmonised value (as integers) before any text is built
+        good = good.with_columns(d.canonical().gather(good[d.id]).alias(d.id) for d in domains)
         good = good.group_by([d.id for d in domains]).agg(pl.len().cast(pl.Int64).alias("cases"), pl.col(ROW).min())
     frame = pl.concat([good.select(ROW, *[c for c in ("cases",) if c in good.columns]), gather_outputs(good, domains)],
                       how="horizontal")
