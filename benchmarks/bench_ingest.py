@@ -7,8 +7,12 @@ config `benchmarks/source_brazil_sinan.yaml`.
 In one run, each job in its own fresh Python subprocess (so peak RSS is that job's alone, read
 with `os.wait4` = the child's `ru_maxrss`):
 
-  minimal        pl.scan_csv -> group_by(SG_UF_NOT, SEM_NOT).agg(len) -> sink_parquet (streaming)
-  pandera_eager  reference: eager read of the 5 used columns, one pandera validation, aggregate, write
+  minimal        pl.scan_csv -> group_by(SG_UF_NOT, SEM_NOT).agg(len) -> sink_parquet (streaming):
+                 the issue's "minimal read -> aggregate -> write" baseline
+  minimal_same   the same streaming job producing Vigila's aggregate (state x MMWR week from
+                 DT_NOTIFIC x sex x 5-year age band x classification), still no validation
+  pandera_eager  reference: eager typed read of 6 columns, one pandera validation of 5, the same
+                 aggregate as minimal, write (the issue's "pandera eagerly adds ~3.7 s" anchor)
   check          vigila.pipeline.check(source, csv)           (parse, validate, harmonise; no warehouse)
   ingest         vigila.pipeline.ingest(source, csv, fresh warehouse)  (land + sha256, validate,
                  quarantine, publish Parquet atomically)
@@ -17,7 +21,7 @@ Outputs: `benchmarks/results/ingest_<rows>.json` (every measurement, machine fac
 data-quality counts) and `benchmarks/results/ingest.md` (one table row per file size, rebuilt
 from all `ingest_*.json`). Targets from the issue: ingest <= 3x minimal seconds, peak < 2048 MB.
 
-CLI:  python benchmarks/bench_ingest.py [--rows 10000000] [--jobs minimal,check,ingest] [--repeat 1]
+CLI:  python benchmarks/bench_ingest.py [--rows 10000000] [--jobs minimal,check,ingest] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 SOURCE_YAML = HERE / "source_brazil_sinan.yaml"
 BENCH_DIR = Path("/tmp/vigila-bench")
-JOBS = ("minimal", "pandera_eager", "check", "ingest")
-DEFAULT_JOBS = ("minimal", "pandera_eager", "check", "ingest")
+JOBS = ("minimal", "minimal_same", "pandera_eager", "check", "ingest")
+DEFAULT_JOBS = ("minimal", "minimal_same", "pandera_eager", "check", "ingest")
 TARGET_RATIO, TARGET_PEAK_MB = 3.0, 2048.0
 ANCHOR = {"rows": 10_000_000, "csv_mb": 707, "minimal_s": 3.0, "minimal_peak_mb": 1200, "pandera_eager_extra_s": 3.7}
 
@@ -88,13 +92,35 @@ def job_minimal(csv: Path, out_dir: Path, rows: int) -> dict:
     import polars as pl
 
     out = out_dir / "minimal.parquet"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     (pl.scan_csv(csv, truncate_ragged_lines=True)     # one SINAN row has an extra field
      .group_by("SG_UF_NOT", "SEM_NOT").agg(pl.len().alias("cases"))
      .sink_parquet(out))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     agg = pl.read_parquet(out)
-    return {"seconds": seconds, "output_rows": agg.height, "cases": int(agg["cases"].sum())}
+    return {"seconds": seconds, "cpu_work_s": round(cpu, 2), "output_rows": agg.height, "cases": int(agg["cases"].sum())}
+
+
+def job_minimal_same(csv: Path, out_dir: Path, rows: int) -> dict:
+    """The minimal job producing what Vigila publishes: counts by state, MMWR epi week (from the
+    notification date), sex, 5-year age band and classification — hand-written, no validation."""
+    import polars as pl
+
+    out = out_dir / "minimal_same.parquet"
+    t0, c0 = time.perf_counter(), time.process_time()
+    date = pl.col("DT_NOTIFIC").str.to_date("%Y-%m-%d", strict=False)
+    start = date - pl.duration(days=date.dt.weekday() % 7)        # Sunday-Saturday weeks
+    middle = start + pl.duration(days=3)                            # the week's Wednesday names its year
+    age = pl.col("NU_IDADE_N").cast(pl.Float64, strict=False)
+    (pl.scan_csv(csv, infer_schema=False, truncate_ragged_lines=True)
+     .group_by(pl.col("SG_UF_NOT"), middle.dt.year().alias("epi_year"),
+               ((middle.dt.ordinal_day() - 1) // 7 + 1).alias("epi_week"), start.alias("week_start"),
+               pl.col("CS_SEXO"), (age // 5).clip(0, 16).alias("age_band"), pl.col("CLASSI_FIN"))
+     .agg(pl.len().alias("cases"))
+     .sink_parquet(out))
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    agg = pl.read_parquet(out)
+    return {"seconds": seconds, "cpu_work_s": round(cpu, 2), "output_rows": agg.height, "cases": int(agg["cases"].sum())}
 
 
 def job_pandera_eager(csv: Path, out_dir: Path, rows: int) -> dict:
@@ -114,8 +140,8 @@ def job_pandera_eager(csv: Path, out_dir: Path, rows: int) -> dict:
         "CLASSI_FIN": pa.Column(pl.Utf8, pa.Check.isin(["10", "11", "12", "5", "8"]), nullable=True),
     })
 
-    t0 = time.perf_counter()
-    df = pl.read_csv(csv, columns=["DT_NOTIFIC", "SG_UF_NOT", "NU_IDADE_N", "CS_SEXO", "CLASSI_FIN"],
+    t0, c0 = time.perf_counter(), time.process_time()
+    df = pl.read_csv(csv, columns=["DT_NOTIFIC", "SEM_NOT", "SG_UF_NOT", "NU_IDADE_N", "CS_SEXO", "CLASSI_FIN"],
                      infer_schema=False, truncate_ragged_lines=True).with_columns(
         pl.col("DT_NOTIFIC").str.to_date("%Y-%m-%d", strict=False),
         pl.col("NU_IDADE_N").cast(pl.Float64, strict=False))
@@ -126,11 +152,10 @@ def job_pandera_eager(csv: Path, out_dir: Path, rows: int) -> dict:
     except pa.errors.SchemaErrors as e:
         failures = e.failure_cases.height
     t_val = time.perf_counter()
-    agg = (df.filter(pl.col("DT_NOTIFIC").is_not_null())
-           .group_by("SG_UF_NOT", pl.col("DT_NOTIFIC").dt.truncate("1w").alias("week")).agg(pl.len().alias("cases")))
+    agg = df.group_by("SG_UF_NOT", "SEM_NOT").agg(pl.len().alias("cases"))   # as the minimal job
     agg.write_parquet(out_dir / "pandera_eager.parquet")
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "read_s": t_read - t0, "validate_s": t_val - t_read, "failure_cases": failures,
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_work_s": round(cpu, 2), "read_s": t_read - t0, "validate_s": t_val - t_read, "failure_cases": failures,
             "output_rows": agg.height, "cases": int(agg["cases"].sum())}
 
 
@@ -152,11 +177,11 @@ def job_check(csv: Path, out_dir: Path, rows: int) -> dict:
     from vigila.config import load_source
 
     source = load_source(SOURCE_YAML)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     marks, progress = _batch_clock(t0)
     report, quarantine = pipeline.check(source, csv, progress=progress)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "batches_done_at_s": [m[0] for m in marks], "quarantine_records": quarantine.height,
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_work_s": round(cpu, 2), "batches_done_at_s": [m[0] for m in marks], "quarantine_records": quarantine.height,
             "report": _summary(report)}
 
 
@@ -166,24 +191,26 @@ def job_ingest(csv: Path, out_dir: Path, rows: int) -> dict:
 
     source = load_source(SOURCE_YAML)
     warehouse = out_dir / "warehouse"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     marks, progress = _batch_clock(t0)
     report = pipeline.ingest(source, csv, warehouse, progress=progress)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     size = sum(p.stat().st_size for p in warehouse.rglob("*") if p.is_file())
-    return {"seconds": seconds, "batches_done_at_s": [m[0] for m in marks], "warehouse_mb": round(size / 1e6, 1),
+    return {"seconds": seconds, "cpu_work_s": round(cpu, 2), "batches_done_at_s": [m[0] for m in marks], "warehouse_mb": round(size / 1e6, 1),
             "report": _summary(report)}
 
 
 def run_child(job: str, csv: Path, out_dir: Path, rows: int, result_path: Path) -> None:
+    code = code_fingerprint()   # other engineers edit vigila/ concurrently: record what this job ran
     sampler = RssSampler()
     sampler.start()
     try:
-        res = {"ok": True, **globals()[f"job_{job}"](csv, out_dir, rows)}
+        res = {"ok": True, "vigila_code": code, **globals()[f"job_{job}"](csv, out_dir, rows)}
     except Exception as e:  # recorded, not raised: the other jobs still run
         import traceback
 
-        res = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        res = {"ok": False, "vigila_code": code, "error": f"{type(e).__name__}: {e}",
+               "traceback": traceback.format_exc()[-3000:]}
     res.update(sampler.result())
     result_path.write_text(json.dumps(res, default=str))
 
@@ -205,7 +232,7 @@ def measure(job: str, csv: Path, rows: int, work: Path) -> dict:
     wall = time.perf_counter() - t0
     res = json.loads(result_path.read_text()) if result_path.exists() else {
         "ok": False, "error": f"exit code {proc.returncode}", "traceback": stderr[-3000:]}
-    res.update(process_wall_s=round(wall, 2), peak_rss_mb=round(usage.ru_maxrss / 1024),
+    res.update(rows=rows, process_wall_s=round(wall, 2), peak_rss_mb=round(usage.ru_maxrss / 1024),
                cpu_s=round(usage.ru_utime + usage.ru_stime, 2), exit_code=proc.returncode)
     if res.get("seconds"):
         res["seconds"] = round(res["seconds"], 2)
@@ -258,30 +285,42 @@ def ensure_csv(csv: Path, rows: int, seed: int) -> dict:
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per job: the median-seconds run's numbers; peak = max over repeats."""
+    """Per job over the repeats: best and median seconds, median CPU seconds, max peak RSS.
+    The machine is shared (other jobs' load shows as wall time, not as CPU time), so the best
+    run is the least disturbed one and CPU seconds measure the work itself."""
     out = {}
     for job, rs in runs.items():
         ok = [r for r in rs if r.get("ok")]
         if not ok:
             out[job] = {"ok": False, "error": rs[-1].get("error")}
             continue
-        med = sorted(ok, key=lambda r: r["seconds"])[len(ok) // 2]
-        out[job] = {"ok": True, "seconds": med["seconds"], "rows_per_s": med["rows_per_s"],
-                    "peak_rss_mb": max(r["peak_rss_mb"] for r in ok), "process_wall_s": med["process_wall_s"],
-                    "cpu_utilisation": med["cpu_utilisation"],
-                    "seconds_all": [r["seconds"] for r in ok]}
+        secs = [r["seconds"] for r in ok]
+        cpus = [r["cpu_work_s"] for r in ok if "cpu_work_s" in r]
+        out[job] = {"ok": True, "seconds_best": min(secs), "seconds_median": round(statistics.median(secs), 2),
+                    "rows_per_s_best": round(ok[0]["rows"] / min(secs)) if "rows" in ok[0] else None,
+                    "cpu_work_s_median": round(statistics.median(cpus), 2) if cpus else None,
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in ok), "seconds_all": secs}
     return out
 
 
-def verdict(summary: dict) -> dict:
+def verdict(summary: dict, runs: dict[str, list[dict]]) -> dict:
+    """Targets on best-of-N seconds (median and within-repeat ratios alongside) and max peak."""
     m, i = summary.get("minimal", {}), summary.get("ingest", {})
     if not (m.get("ok") and i.get("ok")):
-        return {"ratio_ingest_over_minimal": None, "ratio_met": None, "peak_met": None, "met": None}
-    ratio = round(i["seconds"] / m["seconds"], 2)
-    v = {"ratio_ingest_over_minimal": ratio, "ratio_met": ratio <= TARGET_RATIO,
-         "peak_met": i["peak_rss_mb"] < TARGET_PEAK_MB}
+        return {"ratio_best": None, "ratio_met": None, "peak_met": None, "met": None}
+    ratio = round(i["seconds_best"] / m["seconds_best"], 2)
+    pairs = [round(b["seconds"] / a["seconds"], 2) for a, b in zip(runs["minimal"], runs["ingest"])
+             if a.get("ok") and b.get("ok")]
+    v = {"ratio_best": ratio, "ratio_median": round(i["seconds_median"] / m["seconds_median"], 2),
+         "ratio_per_repeat": pairs,
+         "ratio_cpu": round(i["cpu_work_s_median"] / m["cpu_work_s_median"], 2) if i.get("cpu_work_s_median") else None,
+         "ratio_met": ratio <= TARGET_RATIO, "peak_met": i["peak_rss_mb"] < TARGET_PEAK_MB}
     if summary.get("check", {}).get("ok"):
-        v["ratio_check_over_minimal"] = round(summary["check"]["seconds"] / m["seconds"], 2)
+        v["ratio_check_best"] = round(summary["check"]["seconds_best"] / m["seconds_best"], 2)
+    same = summary.get("minimal_same", {})
+    if same.get("ok"):  # against the hand-written job that produces the same aggregate as Vigila
+        v["ratio_same_output_best"] = round(i["seconds_best"] / same["seconds_best"], 2)
+        v["ratio_same_output_met"] = v["ratio_same_output_best"] <= TARGET_RATIO
     v["met"] = v["ratio_met"] and v["peak_met"]
     return v
 
@@ -291,24 +330,38 @@ def write_markdown() -> Path:
     lines = ["# Ingest benchmark results", "",
              "Written by `benchmarks/bench_ingest.py`; one section per file size, replaced on each run.",
              f"Targets: full ingest <= {TARGET_RATIO:g}x the minimal polars job's seconds, peak RSS < {TARGET_PEAK_MB:g} MB.",
-             "Seconds are the job's own work (imports excluded); peak RSS is the whole child process's `ru_maxrss`.", ""]
+             "Seconds are the job's own work (imports excluded), best of the repeats (median next to it);",
+             "CPU s = the job's CPU time (all threads), stable under other load; peak RSS = the child's `ru_maxrss`, max over repeats.", ""]
     for p in sorted(RESULTS.glob("ingest_*.json"), key=lambda p: json.loads(p.read_text())["csv"]["rows"]):
         r = json.loads(p.read_text())
         mach, v = r["machine"], r["verdict"]
+        if "ratio_best" not in v:   # an older result layout
+            continue
         lines += [f"## {r['csv']['rows']:,} rows ({r['csv']['mb']:.0f} MB CSV) - {r['date']}", "",
                   f"Machine: {mach['nproc']} cores ({mach['cpu']}), {mach['mem_gib']} GiB; polars {mach['polars']}, "
-                  f"pandera {mach['pandera']}, Python {mach['python']}; vigila code {r['vigila_code']}; repeats {r['repeat']}.", "",
-                  "| job | seconds | rows/s | peak RSS MB | x minimal | CPU util |", "|---|---:|---:|---:|---:|---:|"]
+                  f"pandera {mach['pandera']}, Python {mach['python']}; {r['repeat']} repeat(s); "
+                  + (f"vigila code {r['vigila_code']}." if isinstance(r["vigila_code"], str)
+                     else f"**vigila code changed during the run** ({', '.join(r['vigila_code'])})."), "",
+                  "| job | best s | median s | rows/s (best) | CPU s | peak RSS MB | x minimal (best) | x minimal (CPU) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         m = r["summary"].get("minimal", {})
         for job, s in r["summary"].items():
             if not s.get("ok"):
-                lines.append(f"| {job} | failed: {str(s.get('error'))[:80]} | | | | |")
+                lines.append(f"| {job} | failed: {str(s.get('error'))[:80]} | | | | | | |")
                 continue
-            x = f"{s['seconds'] / m['seconds']:.2f}" if m.get("ok") else ""
-            lines.append(f"| {job} | {s['seconds']:.2f} | {s['rows_per_s']:,} | {s['peak_rss_mb']:,} | {x} | {s['cpu_utilisation']:.2f} |")
+            x = f"{s['seconds_best'] / m['seconds_best']:.1f}" if m.get("ok") else ""
+            xc = f"{s['cpu_work_s_median'] / m['cpu_work_s_median']:.1f}" if m.get("ok") and s.get("cpu_work_s_median") else ""
+            lines.append(f"| {job} | {s['seconds_best']:.2f} | {s['seconds_median']:.2f} | {s['rows_per_s_best']:,} | "
+                         f"{s['cpu_work_s_median']:.1f} | {s['peak_rss_mb']:,} | {x} | {xc} |")
         ok = lambda b: "n/a" if b is None else ("met" if b else "MISSED")  # noqa: E731
-        lines += ["", f"Targets: ingest/minimal = {v['ratio_ingest_over_minimal']} ({ok(v['ratio_met'])}, <= {TARGET_RATIO:g}); "
-                  f"ingest peak {r['summary'].get('ingest', {}).get('peak_rss_mb')} MB ({ok(v['peak_met'])}, < {TARGET_PEAK_MB:g}).", ""]
+        if v.get("ratio_median") is None:  # a run without both minimal and ingest has no verdict
+            lines.append("")
+            continue
+        lines += ["", f"Targets: ingest/minimal = {v['ratio_best']} best-of-{r['repeat']} (median {v['ratio_median']}, "
+                  f"per repeat {v['ratio_per_repeat']}, CPU {v['ratio_cpu']}) -> {ok(v['ratio_met'])} (<= {TARGET_RATIO:g}); "
+                  f"ingest peak {r['summary'].get('ingest', {}).get('peak_rss_mb')} MB -> {ok(v['peak_met'])} (< {TARGET_PEAK_MB:g})."
+                  + (f" Against `minimal_same` (the same aggregate as Vigila's, hand-written): ingest/minimal_same = "
+                     f"{v['ratio_same_output_best']} -> {ok(v['ratio_same_output_met'])}." if "ratio_same_output_best" in v else ""), ""]
         q = r["jobs"].get("ingest", [{}])[-1].get("report") or r["jobs"].get("check", [{}])[-1].get("report")
         if q:
             lines += [f"Vigila: {q['rows_read']:,} rows read, {q['rows_quarantined']:,} quarantined, "
@@ -324,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--csv", type=Path, help="default: /tmp/vigila-bench/linelist_<rows>.csv")
     ap.add_argument("--seed", type=int, default=20240101)
     ap.add_argument("--jobs", default=",".join(DEFAULT_JOBS), help=f"comma-separated subset of {','.join(JOBS)}")
-    ap.add_argument("--repeat", type=int, default=1, help="run the job sequence N times (median seconds, max peak)")
+    ap.add_argument("--repeat", type=int, default=3, help="run the job sequence N times (best and median seconds, max peak)")
     ap.add_argument("--no-save", action="store_true", help="print, do not write benchmarks/results/")
     ap.add_argument("--_job", help=argparse.SUPPRESS)
     ap.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
@@ -347,16 +400,20 @@ def main(argv: list[str] | None = None) -> None:
             for job in jobs:
                 r = measure(job, csv, a.rows, work)
                 runs[job].append(r)
-                status = (f"{r['seconds']:7.2f} s  {r['rows_per_s']:>10,} rows/s  peak {r['peak_rss_mb']:>6,} MB"
+                status = (f"{r['seconds']:7.2f} s  {r['rows_per_s']:>10,} rows/s  cpu {r['cpu_work_s']:6.2f} s  "
+                          f"peak {r['peak_rss_mb']:>6,} MB  [code {r.get('vigila_code')}]"
                           if r.get("ok") else f"FAILED: {r.get('error')}")
                 print(f"[{rep + 1}/{a.repeat}] {job:14s} {status}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarise(runs)
+    codes = sorted({r["vigila_code"] for rs in runs.values() for r in rs if r.get("vigila_code")} | {code_fingerprint()})
+    if len(codes) > 1:
+        print(f"WARNING: vigila/ changed during the run ({', '.join(codes)}): jobs measured different code", file=sys.stderr)
     result = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "csv": csv_info, "repeat": a.repeat,
-              "machine": machine(), "vigila_code": code_fingerprint(), "anchor": ANCHOR,
+              "machine": machine(), "vigila_code": codes[0] if len(codes) == 1 else codes, "anchor": ANCHOR,
               "targets": {"ratio_max": TARGET_RATIO, "peak_mb_max": TARGET_PEAK_MB},
-              "summary": summary, "verdict": verdict(summary), "jobs": runs}
+              "summary": summary, "verdict": verdict(summary, runs), "jobs": runs}
     print(json.dumps({"summary": summary, "verdict": result["verdict"]}, indent=1))
     if not a.no_save:
         RESULTS.mkdir(exist_ok=True)

@@ -1,8 +1,9 @@
 """Deterministic generator of a synthetic national dengue line list shaped like Brazil's SINAN.
 
-Input: an output path, a row count, a seed (same seed + rows -> byte-identical file).
+Input: an output path, a row count, a seed.
 Output: a UTF-8, comma-separated CSV with a header and one row per notified case, written in
-chunks of `--chunk-rows` (bounded memory: ~100 MB per 1 M-row chunk whatever `--rows` is).
+chunks of `--chunk-rows` (bounded memory: ~400 MB peak RSS with the default 1 M-row chunks, whatever
+`--rows` is; the same seed, rows and chunk size give a byte-identical file).
 
 Columns (names and codes as in SINAN's DENGON exports; values are synthetic):
 
