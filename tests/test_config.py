@@ -81,3 +81,10 @@ def test_schedule_is_validated(tmp_path):
     assert ok.schedule.cron == "0 8 * * 2"
     with pytest.raises(ConfigError, match="unknown IANA timezone"):
         load_source(write(tmp_path, MINIMAL + "schedule:\n  timezone: Mars/Olympus\n"))
+
+
+def test_exclude_must_name_a_mapped_field(tmp_path):
+    ok = load_source(write(tmp_path, MINIMAL + "exclude:\n  cases: ['-1']\n"))
+    assert ok.exclude == {"cases": ["-1"]}
+    with pytest.raises(ConfigError, match="exclude.sex: the field is not mapped"):
+        load_source(write(tmp_path, MINIMAL + "exclude:\n  sex: ['I']\n"))

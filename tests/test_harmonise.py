@@ -136,3 +136,13 @@ def test_duplicate_weeks_exact_repeat_kept_once_conflict_set_aside():
 def test_value_maps_must_use_controlled_values():
     with pytest.raises(ValueError, match="not one of"):
         hz.value_table("sex", {"M": "hombre"})
+
+
+def test_excluded_values_are_set_aside_not_errors():
+    s = src(shape="line_list", geo_level="admin1", exclude={"classification": ["5"]},
+            columns={"epi_year": "y", "epi_week": "w", "place": "p", "classification": "c"},
+            value_maps={"classification": {"10": "without_warning_signs"}})
+    good, errs = harmonise(s, epi_year=[2024] * 3, epi_week=[1] * 3, place=["Loreto"] * 3, classification=["10", "5", "7"])
+    assert good["cases"].sum() == 1
+    assert sorted(errs.select(ROW, "check", "severity").rows()) == [
+        (2, "excluded_value", "set_aside"), (3, "unmapped_classification", "error")]

@@ -142,6 +142,7 @@ class SourceConfig(_Strict):
     columns: Columns
     value_maps: ValueMaps = Field(default_factory=ValueMaps)
     constants: Constants = Field(default_factory=Constants)
+    exclude: dict[str, list[str]] = Field(default_factory=dict)   # field -> raw values that are out of scope
     csv: ParseOptions = Field(default_factory=ParseOptions)
     limits: Limits
     weekly_resolution_values: list[str] = Field(default_factory=list)
@@ -181,6 +182,9 @@ class SourceConfig(_Strict):
             raise ValueError(f"shape {self.shape} needs columns.cases")
         if self.geo_level != "admin0" and not c.place:
             raise ValueError(f"geo_level {self.geo_level} needs columns.place")
+        unmapped = sorted(set(self.exclude) - set(self.mapped))
+        if unmapped:
+            raise ValueError(f"exclude.{unmapped[0]}: the field is not mapped in columns")
         if len(self.diseases) > 1 and not c.disease:
             raise ValueError("several diseases need columns.disease to tell rows apart")
         return self

@@ -90,7 +90,7 @@ def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: st
 # --------------------------------------------------------------------------- process
 
 
-HARMONISE_CHECKS = r"^(unknown_|unmapped_|temporal_resolution|week_not_in_year)"
+HARMONISE_CHECKS = r"^(unknown_|unmapped_|temporal_resolution|week_not_in_year|excluded_value)"
 
 
 def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha: str, stage: str | None) -> pl.DataFrame:

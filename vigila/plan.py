@@ -134,11 +134,21 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
                 out.append(_finish(df.drop("c"), f, f, [f], df["c"], "warning"))
             else:
                 out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
+    out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.on == [d.field] else d for d in out]
     if "epi_year+epi_week" in distinct:
         out.append(_week_pairs(distinct["epi_year+epi_week"], source))
     if "country+place" in distinct:
         out.append(_country_places(distinct["country+place"], ctx))
     return out
+
+
+def _excluding(d: Domain, values: list[str]) -> Domain:
+    """Raw values the source declares out of scope: set aside (reported), whatever else they are."""
+    keys = [places.normalise(v) for v in values]
+    hit = places.normalise_expr(pl.col(d.field)).is_in(keys).fill_null(False)
+    d.table = d.table.with_columns(pl.when(hit).then(pl.lit("excluded_value")).otherwise(pl.col(d.chk)).alias(d.chk),
+                                   pl.when(hit).then(pl.lit("set_aside")).otherwise(pl.col(d.sev)).alias(d.sev))
+    return d
 
 
 def _week_pairs(raw: pl.DataFrame, source: SourceConfig) -> Domain:
