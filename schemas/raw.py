@@ -1,8 +1,8 @@
 """Raw contracts: the canonical fields of a source file after column mapping and casting.
 
-Input: an eager polars frame of one batch (canonical column names, typed by `vigila.cast`);
-output: pandera failure cases, turned into quarantine records by `vigila.validate`.
-Optional fields are only checked when the source maps them.
+Input: the distinct typed values of a field (`vigila.plan` validates each distinct value once,
+with that field's column schema); output: pandera failure cases, which become quarantine
+records. Optional fields are only checked when the source maps them.
 """
 
 from __future__ import annotations

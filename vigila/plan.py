@@ -1,11 +1,11 @@
-"""The two-pass ingest plan: raw text rows -> harmonised rows + one error record per failed check.
+"""The ingest plan: raw text rows -> harmonised rows + one error record per failed check.
 
 Input: a LazyFrame of text columns named by canonical field (plus `_row`) and the source config.
 Output: harmonised rows (line lists already counted) and error records (_row, field, check,
-value, severity). Pass 1 collects the distinct raw values of every mapped field (surveillance
-columns repeat a few hundred values over millions of rows); each distinct value is cast,
-validated against the raw pandera contract and harmonised once, into a small *domain table*.
-Pass 2 streams the rows once, joins the domain tables and splits rows into good and bad.
+value, severity). The file is read in eager batches. In each batch, every *distinct* raw value
+of each mapped field (surveillance columns repeat a few hundred values over millions of rows)
+is cast, validated against the raw pandera contract and harmonised once, into a small *domain
+table*; rows are then matched to their domain rows by index and split into good and bad.
 """
 
 from __future__ import annotations
@@ -88,7 +88,6 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
     """One domain table per mapped field (and per dependent pair of fields)."""
     model = RAW_MODELS[source.shape]
     soft = hz.SOFT_FIELDS.get(source.shape, set())
-    mapped = source.mapped
     out: list[Domain] = []
     for f, raw in distinct.items():
         if "+" in f:
@@ -118,7 +117,7 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
             if source.geo_level == "admin0":
                 df = df.with_columns(pl.col("country_iso3").alias("geo_code")).join(_country_names(), on="country_iso3", how="left")
             out.append(_finish(df, f, f, [f], pl.when(pl.col("country_iso3").is_null()).then(pl.lit("unknown_country"))))
-        elif f == "place" and source.country:
+        elif f == "place" and source.country and source.geo_level != "admin0":
             df = _lookup(raw, f, ctx.place_table(source.country), {"geo_code": "geo_code", "geo_name": "geo_name"})
             out.append(_finish(df, f, f, [f], pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
         elif f in ("classification", "sex", "age_group", "disease"):
@@ -313,11 +312,11 @@ def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
             continue
         rows = bad.filter(pl.col(d.chk).is_not_null())
         parts.append(rows.select(pl.col(ROW), pl.lit(d.field).alias("field"), pl.col(d.chk).alias("check"),
-                                 _value(d, rows).alias("value"), pl.col(d.sev).alias("severity")))
+                                 _value(d).alias("value"), pl.col(d.sev).alias("severity")))
     return pl.concat([pl.DataFrame(schema=ERROR_SCHEMA), *(p.cast(ERROR_SCHEMA) for p in parts)])
 
 
-def _value(d: Domain, rows: pl.DataFrame) -> pl.Expr:
+def _value(d: Domain) -> pl.Expr:
     if d.id == "week_pair":
         return pl.format("{}-W{}", "epi_year", "epi_week")
     return pl.col(d.on[-1]).fill_null("<missing>")

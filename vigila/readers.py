@@ -1,8 +1,8 @@
 """Parse a landed raw file (CSV, XLSX, JSON, Parquet) into a lazy frame of text columns.
 
 Input: a local file path and the source's parse options; output: `RawTable` — a LazyFrame of
-Utf8 columns plus `_row` (1-based data row), and parse-level problems found on the way
-(rows with a wrong field count). File-level problems raise `ReadError` with one clear line.
+Utf8 columns (rows numbered 1.. by `vigila.cast.select_fields`), and parse-level problems found
+on the way (rows with a wrong field count). File-level problems raise `ReadError` with one clear line.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ReadError(ValueError):
 
 @dataclass
 class RawTable:
-    frame: pl.LazyFrame                     # Utf8 columns + _row (Int64)
+    frame: pl.LazyFrame                     # Utf8 columns, in file order
     columns: list[str]                      # header as in the file
     format: str
     encoding: str | None = None
