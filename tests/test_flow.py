@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import polars as pl
 import pytest
 from typer.testing import CliRunner
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import io
 import json
 
 import duckdb
@@ -207,7 +206,7 @@ def test_latin1_semicolon_decimal_comma_file_from_a_ministry(tmp_path, warehouse
     assert got == [("MX-MEX", 1204), ("MX-NLE", 35)]
 
 
-def test_ingest_into_an_s3_warehouse(store, tmp_path):
+def test_ingest_into_an_s3_warehouse(store, tmp_path):  # noqa: F811 (pytest fixture)
     """The same run against a folder and against a real S3 server (SeaweedFS): same rows back."""
     cfg = source_from_dict(weekly_source())
     report = pipeline.ingest(cfg, write(tmp_path, "w.csv", HEADER + "Jalisco,2024,1,10,0\nNarnia,2024,1,3,0\n"), store,

@@ -20,7 +20,7 @@ import polars as pl
 
 from schemas.harmonised import KEY, SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord, polars_schema
 from vigila import harmonise as hz
-from vigila import dictionary, plan, publish
+from vigila import dictionary, plan, publish, read
 from vigila.cast import select_fields
 from vigila.config import SourceConfig
 from vigila.readers import ROW, ReadError, read_raw
@@ -202,12 +202,6 @@ def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, record
                                          replace={(source.id,): merged}, **common).version}
 
 
-def _latest(revisions: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
-    """Latest issue per key: the `cases_weekly` view of a revisions frame."""
-    lf = revisions.lazy().sort("issue_date", "ingested_at")
-    return lf.group_by(KEY).agg(pl.all().last()).collect()
-
-
 def _new_revisions(staged: pl.DataFrame, existing: pl.DataFrame) -> pl.DataFrame:
     """Staged rows that change what is known as of their issue date (the rest add nothing)."""
     if existing.height == 0:
@@ -241,7 +235,7 @@ def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processe
         new = _new_revisions(part, existing).with_columns(pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
         if new.height:
             new_parts[key] = new.select(revisions_cols)
-            weekly_parts[key] = _latest(pl.concat([existing, new.select(revisions_cols)])).select(
+            weekly_parts[key] = read.latest_issue(pl.concat([existing, new.select(revisions_cols)])).collect().select(
                 list(CasesWeekly.to_schema().columns)).sort("geo_code", "epi_year", "epi_week", "classification", "sex", "age_group")
     common = {"schema_version": SCHEMA_VERSION, "run_id": run_id}
     versions = {}

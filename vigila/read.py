@@ -26,14 +26,15 @@ def dataset(warehouse: str | Storage, name: str) -> pl.LazyFrame:
     return publish.scan(storage, name)
 
 
+def latest_issue(revisions: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Latest issue of each key (by issue date, then ingest time): `cases_weekly` from revisions."""
+    return revisions.lazy().sort("issue_date", "ingested_at").group_by(KEY).agg(pl.all().last())
+
+
 def cases_weekly(warehouse: str | Storage, *, as_of: dt.date | str | None = None) -> pl.LazyFrame:
     """Weekly counts as currently published, or as known on `as_of` (latest issue on or before it)."""
     columns = list(CasesWeekly.to_schema().columns)
     if as_of is None:
         return dataset(warehouse, "cases_weekly").select(columns)
     as_of = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
-    return (dataset(warehouse, "cases_revisions")
-            .filter(pl.col("issue_date") <= as_of)
-            .sort("issue_date", "ingested_at")
-            .group_by(KEY).agg(pl.all().last())
-            .select(columns))
+    return latest_issue(dataset(warehouse, "cases_revisions").filter(pl.col("issue_date") <= as_of)).select(columns)
