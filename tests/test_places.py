@@ -20,8 +20,10 @@ from vigila.places import (
     table_from_aliases,
 )
 
-PAHO_CSV = Path("/work/shared/data/opendengue/National_extract_PAHO_V1_3.csv")
-PERU_CSV = Path("/work/shared/data/peru_dengue/dengue_peru.csv.gz")
+from conftest import SHARED  # noqa: E402
+
+PAHO_CSV = SHARED / "data" / "opendengue" / "National_extract_PAHO_V1_3.csv"
+PERU_CSV = SHARED / "data" / "peru_dengue" / "dengue_peru.csv.gz"
 REFERENCE = Path(places.__file__).parent / "reference"
 
 # Every distinct (adm_0_name, ISO_A0) pair of OpenDengue V1.3 National_extract_PAHO.
