@@ -70,8 +70,8 @@ def sha256_file(path: Path) -> str:
 
 
 def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: str | None = None) -> Landed:
-    """Copy the raw bytes to `raw/<source>/<sha256>` (once: content-addressed, immutable) with a
-    provenance record per arrival."""
+    """Copy the raw bytes to `raw/<source>/<sha256>` (once: content-addressed, immutable) with the
+    provenance record of their first arrival; the same bytes arriving again add nothing."""
     path = Path(path)
     digest = sha256_file(path)
     ext = "".join(s for s in path.suffixes[-2:] if len(s) <= 8) or ".bin"
@@ -220,7 +220,7 @@ def _partition_frames(df: pl.DataFrame) -> dict[tuple[str, ...], pl.DataFrame]:
 
 def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
     """Publish staged rows: append new revisions, rebuild touched `cases_weekly` partitions as the
-    latest issue per key, append quarantine records, save the report, refresh the catalog."""
+    latest issue per key, replace this file's quarantine records, save the report, refresh the catalog."""
     staged = pl.read_parquet(processed.harmonised)
     quarantine = pl.read_parquet(processed.quarantine)
     ingested_at = dt.datetime.now(dt.UTC)
