@@ -1,7 +1,17 @@
-"""Early-detection algorithms over many series at once (pure polars, no Prefect).
+"""Early-detection algorithms over many series at once (pure polars/numpy, no Prefect).
 
-Input: a long frame (series_id, t, cases); output: one row per evaluated series-week with
-expected, upperbound and alarm. Methods follow R `surveillance` 1.20.3 (parameters in snake_case).
+Input: a long frame (series_id, t, cases[, week_start][, population]); output: one row per
+evaluated series-week: series_id, t, week_start, observed, expected, upperbound, alarm, method.
+Methods follow R `surveillance` 1.20.3; parameters are R's control names in snake_case.
+
+Contract shared by every method function `fn(frame, *, range=None, **params) -> pl.DataFrame`:
+- `frame` holds series_id (str), t (1-based consecutive week index per series, Int64), cases
+  (numeric, >= 0), and optionally week_start (Date: then baseline weeks are chosen by calendar
+  date as R does for date-based sts objects) and population.
+- `range` is (start, end) in R's 1-based t indices, inclusive; None = R's default range.
+- the result has at least series_id, t, observed, expected, upperbound, alarm, method; nulls
+  where R gives NA. `alarm` is true only when observed > upperbound (R's rule; ties no alarm),
+  except CUSUM, whose alarm is R's cusum >= h.
 """
 
 from vigila.detect.ears import ears
