@@ -1,0 +1,594 @@
+"""Farrington flexible (incl. Noufaily et al. 2013) and classic Farrington, as R `surveillance` 1.20.3.
+
+Input: a long frame (series_id, t, cases[, week_start][, population]); output: one row per
+evaluated series-week with observed, expected, upperbound, alarm, method. Every GLM of every
+series-week is fitted at once by batched IRLS that repeats R's `glm.fit` step for step (start
+y + 0.1, deviance criterion 1e-8, at most 25 iterations), so convergence and the fallbacks that
+depend on it (refit without trend, NA bound) are R's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+FREQ = 52
+EPS = np.finfo(float).eps
+LOG_EPS = np.log(EPS)
+CHUNK_CELLS = 4_000_000          # fits x observations per batch: bounds memory (~32 MB per array)
+
+
+# ---------------------------------------------------------------- series -> arrays
+@dataclass
+class Series:
+    ids: list[str]
+    start: np.ndarray            # offset of each series in the flat arrays
+    length: np.ndarray
+    y: np.ndarray                # cases, float64, flat
+    days: np.ndarray | None      # week_start as days since 1970-01-01 (date-based series)
+    population: np.ndarray | None
+
+
+def _series(frame: pl.DataFrame | pl.LazyFrame) -> Series:
+    df = frame.lazy().sort("series_id", "t").collect()
+    ids, counts = np.unique(df["series_id"].cast(pl.String).to_numpy(), return_counts=True)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    y = df["cases"].cast(pl.Float64).to_numpy()
+    days = None
+    if "week_start" in df.columns and df["week_start"].null_count() == 0:
+        days = df["week_start"].cast(pl.Date).cast(pl.Int64).to_numpy()
+    pop = df["population"].cast(pl.Float64).to_numpy() if "population" in df.columns else None
+    return Series(list(ids), first, counts, y, days, pop)
+
+
+def _eval_points(s: Series, range: tuple[int, int] | None, default_start: int) -> tuple[np.ndarray, np.ndarray]:
+    """(series index, k) for every evaluated week; k is R's 1-based index within the series."""
+    lo, hi = range if range else (default_start, None)
+    sid, ks = [], []
+    for i, n in enumerate(s.length):
+        k = np.arange(max(lo, 1), min(hi or n, n) + 1)
+        sid.append(np.full(k.size, i))
+        ks.append(k)
+    return np.concatenate(sid), np.concatenate(ks)
+
+
+def _years_back(days: np.ndarray, years: int) -> np.ndarray:
+    """R's seq(date, by = "-1 year"): same month and day; 29 February of a non-leap year -> 1 March."""
+    d = days.astype("datetime64[D]")
+    y = d.astype("datetime64[Y]")
+    m = d.astype("datetime64[M]")
+    month = m - y.astype("datetime64[M]")
+    dom = (d - m.astype("datetime64[D]")).astype(np.int64)
+    back = ((y - years).astype("datetime64[M]") + month).astype("datetime64[D]") + dom
+    return back.astype(np.int64)
+
+
+def _same_weekday(ref: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Nearest date to `ref` on `day`'s weekday (R's algo.farrington.referencetimepoints)."""
+    wd = lambda x: (x + 4) % 7                     # 1970-01-01 was a Thursday; R's %w: Sunday = 0
+    a = ref - (wd(ref) - wd(day))
+    b = a + np.where(a > ref, -7, 7)
+    return np.where(np.abs(a - ref) > np.abs(b - ref), b, a)
+
+
+def _lookup(s: Series, sid: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """1-based index of `days` within series `sid`, 0 where the series has no such week."""
+    key = s.days.astype(np.int64) + (np.repeat(np.arange(len(s.ids)), s.length) << 32)
+    want = days + (sid.astype(np.int64) << 32)
+    pos = np.searchsorted(key, want)
+    pos = np.minimum(pos, key.size - 1)
+    found = key[pos] == want
+    return np.where(found, pos - s.start[sid] + 1, 0)
+
+
+def _reference_weeks(s: Series, sid: np.ndarray, k: np.ndarray, b: int) -> np.ndarray:
+    """(E, b+1): index of the current week (column 0) and of the same week 1..b years back; 0 = absent."""
+    if s.days is None:
+        ref = k[:, None] - FREQ * np.arange(b + 1)[None, :]
+        return np.where(ref >= 1, ref, 0)
+    day = s.days[s.start[sid] + k - 1]
+    cols = [k]
+    for i in range(1, b + 1):
+        cols.append(_lookup(s, sid, _same_weekday(_years_back(day, i), day)))
+    return np.stack(cols, axis=1)
+
+
+# ---------------------------------------------------------------- batched glm.fit (quasipoisson, log)
+@dataclass
+class Fit:
+    beta: np.ndarray             # (E, P); a dropped column has coefficient 0
+    cov: np.ndarray              # (E, P, P) unscaled covariance (X'WX)^-1 of the last iteration
+    mu: np.ndarray               # (E, L) fitted values
+    w: np.ndarray                # (E, L) working weights of the last iteration
+    dispersion: np.ndarray       # summary.glm's Pearson estimate (NaN when no residual df)
+    df: np.ndarray
+    converged: np.ndarray
+    resid: np.ndarray            # working residuals (y - mu) / mu
+
+
+def _dev(K, pwy, pw, eta, mu):
+    """Poisson deviance 2 sum pw (y log(y/mu) - (y - mu)), with K = sum pw (y log y - y) precomputed."""
+    return 2 * (K - np.einsum("el,el->e", pwy, np.maximum(eta, LOG_EPS)) + np.einsum("el,el->e", pw, mu))
+
+
+def _gram(X, w, drop):
+    """X'WX per problem; a dropped column (all zero in X) gets 1 on the diagonal so it solves to 0."""
+    P = X.shape[0]
+    A = np.empty((X.shape[1], P, P))
+    for p in range(P):
+        wx = w if p == 0 else w * X[p]          # column 0 is the intercept
+        for q in range(p, P):
+            A[:, p, q] = A[:, q, p] = wx.sum(axis=1) if q == 0 else np.einsum("el,el->e", wx, X[q])
+    idx = np.arange(P)
+    A[:, idx, idx] += drop
+    return A
+
+
+def _inv(A):
+    P = A.shape[1]
+    if P == 1:
+        return 1.0 / A
+    if P == 2:
+        a, b, d = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
+        det = a * d - b * b
+        out = np.empty_like(A)
+        out[:, 0, 0], out[:, 1, 1], out[:, 0, 1] = d / det, a / det, -b / det
+        out[:, 1, 0] = out[:, 0, 1]
+        return out
+    return np.linalg.inv(A)
+
+
+def _xb(X, beta):
+    out = np.repeat(beta[:, 0:1], X.shape[2], axis=1)
+    for p in range(1, X.shape[0]):
+        out += beta[:, p:p + 1] * X[p]
+    return out
+
+
+def irls(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, drop: np.ndarray,
+         maxit: int = 25, epsilon: float = 1e-8) -> Fit:
+    """R's glm.fit for quasipoisson(log) on E problems at once.
+
+    X (P, E, L) with X[0] the intercept; y/pw/offset (E, L); rows with prior weight 0 are absent;
+    `drop` (E, P) marks columns left out of a problem's model (they must be zero in X). A problem
+    stops iterating when R's would (deviance change < 1e-8 relative, or 25 iterations).
+    """
+    P, E, L = X.shape
+    out = Fit(np.zeros((E, P)), np.zeros((E, P, P)), np.zeros((E, L)), np.zeros((E, L)), np.zeros(E),
+              (pw > 0).sum(axis=1) - (P - drop.sum(axis=1)), np.zeros(E, bool), np.zeros((E, L)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
+    K = np.einsum("el,el->e", pw, ylogy - y)
+    pwy = pw * y
+    if P == 1 and not offset.any():
+        return _irls_intercept(out, y, pw, K, pwy, maxit, epsilon)
+    idx = np.arange(E)
+    Xa, ya, pa, oa, Ka, pya, da = X, y, pw, offset, K, pwy, drop
+    eta = np.log(y + 0.1)
+    mu = np.maximum(np.exp(eta), EPS)
+    devold = _dev(Ka, pya, pa, eta, mu)
+    live = np.ones(E, bool)                     # still iterating (rows of the working arrays)
+    for it in range(maxit):
+        w = pa * mu                             # log link: mu.eta(eta) = mu, variance mu
+        wz = w * (eta - oa) + pya - pa * mu     # w * z with z = eta - offset + (y - mu) / mu
+        Ci = _inv(_gram(Xa, w, da))
+        r = np.stack([np.einsum("el,el->e", wz, Xa[p]) if p else wz.sum(axis=1) for p in range(P)], axis=1)
+        beta = np.einsum("epq,eq->ep", Ci, r)
+        eta = _xb(Xa, beta) + oa
+        mu = np.maximum(np.exp(eta), EPS)
+        dev = _dev(Ka, pya, pa, eta, mu)
+        done = live & (np.abs(dev - devold) / (np.abs(dev) + 0.1) < epsilon)
+        finish = done | (live if it == maxit - 1 else False)
+        if finish.any():
+            g = idx[finish]
+            out.beta[g], out.cov[g], out.mu[g], out.w[g] = beta[finish], Ci[finish], mu[finish], w[finish]
+            out.converged[g] = done[finish]
+            live &= ~finish
+        devold = dev
+        if not live.any():
+            break
+        if live.mean() < 0.6:                   # drop finished problems from the working arrays
+            idx, Xa, ya, pa, oa, Ka, pya, da = idx[live], Xa[:, live], ya[live], pa[live], oa[live], Ka[live], \
+                pya[live], da[live]
+            eta, mu, devold, live = eta[live], mu[live], devold[live], live[live]
+    return _finish(out, y)
+
+
+def _irls_intercept(out: Fit, y, pw, K, pwy, maxit, epsilon) -> Fit:
+    """Intercept-only IRLS: after R's first step the linear predictor is one number per problem, so
+    every later step (the same arithmetic as glm.fit's) costs O(1): b <- b + sum(pw y) / sum(pw m) - 1."""
+    eta0 = np.log(y + 0.1)
+    mu0 = np.maximum(np.exp(eta0), EPS)
+    w1 = pw * mu0                                   # step 1 weights, from the starting values
+    b = (w1 * eta0 + pwy - w1).sum(axis=1) / w1.sum(axis=1)
+    Sy, Sw = pwy.sum(axis=1), pw.sum(axis=1)
+    devold = _dev(K, pwy, pw, eta0, mu0)
+    m_w = np.full(len(b), np.nan)                  # mean behind the last step's weights (NaN: step 1)
+    live = np.ones(len(b), bool)
+    for it in range(maxit):
+        if it:
+            m_old = np.maximum(np.exp(b), EPS)
+            b = np.where(live, b + Sy / (Sw * m_old) - 1, b)
+            m_w = np.where(live, m_old, m_w)
+        dev = 2 * (K - Sy * np.maximum(b, LOG_EPS) + Sw * np.maximum(np.exp(b), EPS))
+        done = live & (np.abs(dev - devold) / (np.abs(dev) + 0.1) < epsilon)
+        out.converged |= done
+        live &= ~done
+        devold = np.where(live, dev, devold)
+        if not live.any():
+            break
+    first = np.isnan(m_w)
+    out.beta[:, 0] = b
+    out.w[:] = np.where(first[:, None], w1, pw * m_w[:, None])
+    out.cov[:, 0, 0] = 1 / out.w.sum(axis=1)
+    out.mu[:] = np.maximum(np.exp(b), EPS)[:, None]
+    return _finish(out, y)
+
+
+def _finish(out: Fit, y) -> Fit:
+    out.resid = (y - out.mu) / out.mu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out.dispersion = np.where(out.df > 0, (out.w * out.resid**2).sum(axis=1) / out.df, np.nan)
+    return out
+
+
+def _hat(fit: Fit, X) -> np.ndarray:
+    """Diagonal of the hat matrix of the last IRLS step: w_i x_i' (X'WX)^-1 x_i."""
+    P = X.shape[0]
+    q = np.zeros_like(fit.w)
+    for p in range(P):
+        xp = 1.0 if p == 0 else X[p]
+        for r in range(p, P):
+            xr = 1.0 if r == 0 else X[r]
+            q += (1 if p == r else 2) * fit.cov[:, p, r][:, None] * (xp * xr)
+    return fit.w * q
+
+
+def _reweights(fit: Fit, X, y, pw, phi, threshold):
+    """algo.farrington.assign.weights(anscombe.residuals(model, phi), threshold)."""
+    hat = _hat(fit, X)
+    live = pw > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = 1.5 * (y ** (2 / 3) * fit.mu ** (-1 / 6) - fit.mu**0.5) / np.sqrt(phi[:, None] * (1 - hat))
+        inv2 = np.where(s > threshold, 1 / s**2, 1.0)
+    gamma = live.sum(axis=1) / np.where(live, inv2, 0).sum(axis=1)
+    return np.where(live, gamma[:, None] * inv2, 0.0)
+
+
+def _phi(fit: Fit) -> np.ndarray:
+    return np.fmax(fit.dispersion, 1.0)
+
+
+def fit_glm(X, y, pw, offset, drop, *, reweight: bool, threshold: float, fallback: bool, keep_weights=False):
+    """One call of R's fitFun: fit; if not converged and `fallback`, drop the trend (column 1) and
+    refit; reweight by Anscombe residuals (convergence of the reweighted fit is not checked, as in R).
+    Returns (fit, phi, drop, ok, X) where ok is False where R's flexible fitFun returns NULL.
+
+    `keep_weights`: R's fitGLM.flexible stores the reweighting weights omega in `model$weights`,
+    so every later summary.glm (trend p-value, predict's standard error) computes the dispersion
+    from omega instead of the working weights; phi itself is computed before that replacement."""
+    fit = irls(X, y, pw, offset, drop)
+    drop = drop.copy()
+    if fallback:
+        bad = ~fit.converged & ~drop[:, 1]
+        if bad.any():
+            drop[bad, 1] = True
+            X = X.copy()
+            X[1, bad] = 0.0
+            redo = irls(X[:, bad], y[bad], pw[bad], offset[bad], drop[bad])
+            _assign(fit, redo, bad)
+    ok = fit.converged.copy()
+    phi = _phi(fit)
+    if reweight:
+        omega = _reweights(fit, X, y, pw, phi, threshold)
+        fit = irls(X, y, omega, offset, drop)
+        phi = _phi(fit)
+        if keep_weights:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                fit.dispersion = np.where(fit.df > 0, (omega * fit.resid**2).sum(axis=1) / fit.df, np.nan)
+    return fit, phi, drop, ok, X
+
+
+def _assign(fit: Fit, sub: Fit, mask: np.ndarray) -> None:
+    for name in ("beta", "cov", "mu", "w", "dispersion", "df", "converged", "resid"):
+        getattr(fit, name)[mask] = getattr(sub, name)
+
+
+# ---------------------------------------------------------------- prediction and thresholds
+def _predict(fit: Fit, x0: np.ndarray, off0: np.ndarray, dispersion: np.ndarray):
+    """Linear predictor and its standard error at x0 (predict.glm, link scale)."""
+    eta0 = (fit.beta * x0).sum(axis=1) + off0
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.einsum("ep,epq,eq->e", x0, fit.cov, x0) * dispersion)
+    return eta0, se
+
+
+def _trend_p(fit: Fit) -> np.ndarray:
+    """Two-sided t-test p-value of the trend coefficient (summary.glm, quasi family)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tval = fit.beta[:, 1] / np.sqrt(fit.cov[:, 1, 1] * fit.dispersion)
+        return 2 * stats.t.sf(np.abs(tval), np.maximum(fit.df, 1)) + np.where(fit.df > 0, 0, np.nan)
+
+
+POWER = {"none": 1.0, "1/2": 0.5, "2/3": 2 / 3}
+
+
+def _power_upper(mu0, se_resp, phi, powertrans, z):
+    """algo.farrington.threshold(.farrington): upper end of the transformed normal interval."""
+    e = POWER[powertrans]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = phi + se_resp**2 / mu0
+        se = {"none": np.sqrt(mu0 * tau), "1/2": np.sqrt(tau / 4), "2/3": np.sqrt(4 / 9 * mu0 ** (1 / 3) * tau)}[powertrans]
+        return (mu0**e + z * se) ** (1 / e)
+
+
+HUGE = 1e15                      # scipy's discrete quantile search does not return beyond ~1e18
+
+
+def _noufaily_upper(eta0, se_link, phi, alpha, method, needed):
+    """algo.farrington.threshold.noufaily: negative-binomial (phi > 1) or Poisson quantile.
+
+    Computed only where `needed` (limit54 met); a mean beyond 1e15 (R: usually Inf, giving NA)
+    uses the normal approximation of the quantile."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.exp(eta0) if method == "nbPlugin" else np.exp(eta0 + stats.norm.ppf(1 - alpha) * se_link)
+    upper = np.full(q.shape, np.nan)
+    finite = needed & np.isfinite(q) & np.isfinite(phi)
+    huge = finite & (q > HUGE)
+    upper[huge] = np.ceil(q[huge] + stats.norm.ppf(1 - alpha) * np.sqrt(q[huge] * phi[huge]))
+    finite &= ~huge
+    nb, po = finite & (phi > 1), finite & (phi <= 1)
+    upper[nb] = stats.nbinom.ppf(1 - alpha, q[nb] / (phi[nb] - 1), 1 / phi[nb])
+    upper[po] = stats.poisson.ppf(1 - alpha, q[po])
+    return upper
+
+
+def _enough_cases(s: Series, sid, k, limit54) -> np.ndarray:
+    """limit54: at least limit54[0] cases in the last limit54[1] weeks, current week included."""
+    cases, weeks = limit54
+    csum = np.concatenate([[0.0], np.cumsum(s.y)])
+    end = s.start[sid] + k
+    begin = s.start[sid] + np.maximum(k - weeks, 0)
+    return csum[end] - csum[begin] >= cases
+
+
+# ---------------------------------------------------------------- design of each series-week
+def _wtime(s: Series, sid, k, pos, flexible: bool) -> np.ndarray:
+    """Trend covariate centred on the current week (predictions are invariant to the centring)."""
+    if s.days is not None and flexible:
+        base = s.start[sid][:, None]
+        return (s.days[base + np.maximum(pos, 1) - 1] - s.days[base[:, 0] + k - 1][:, None]) / 7.0
+    return (pos - k[:, None]).astype(float)
+
+
+def _blocks(ref: np.ndarray, pos: np.ndarray, k: np.ndarray, w: int, p: int) -> np.ndarray:
+    """R's blocks(): seasonal factor level of each position (p = the current season); 0 = none."""
+    level = np.zeros(pos.shape, np.int64)
+    level[(pos >= (k - w)[:, None]) & (pos <= k[:, None])] = p
+    b = ref.shape[1] - 1
+    for i in range(1, b + 1):
+        r, later = ref[:, i][:, None], ref[:, i - 1][:, None]
+        level[(pos >= r - w) & (pos <= r + w)] = p
+        if p == 1:
+            continue
+        period = later - 2 * w - 1 - r
+        size, rest = period // (p - 1), period % (p - 1)
+        o = pos - (r + w + 1)
+        inside = (o >= 0) & (pos <= later - w - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            j = np.where(o < rest * (size + 1), o // (size + 1), rest + (o - rest * (size + 1)) // np.maximum(size, 1)) + 1
+        level[inside] = j[inside]
+    return level
+
+
+def _flexible_design(s: Series, sid, k, ref, *, w, no_periods, pwni, population_offset):
+    b = ref.shape[1] - 1
+    if no_periods == 1:
+        windows = (ref[:, 1:, None] + np.arange(-w, w + 1)[None, None, :]).reshape(len(k), -1)
+        pos = np.concatenate([windows, k[:, None] - w + np.arange(w + 1)[None, :]], axis=1)
+    else:
+        first = ref[:, b] - w
+        pos = first[:, None] + np.arange(int((k - first).max()) + 1)[None, :]
+    live = (pos >= 1) & (pos < (k - pwni)[:, None])
+    if no_periods > 1:
+        level = _blocks(ref, pos, k, w, no_periods)
+        live &= level > 0
+    y = np.where(live, s.y[s.start[sid][:, None] + np.clip(pos, 1, None) - 1], 0.0)
+    cols = [np.ones(pos.shape), _wtime(s, sid, k, pos, True)]
+    cols += [(level == j).astype(float) for j in range(2, no_periods + 1)] if no_periods > 1 else []
+    X = np.stack(cols) * live[None]
+    x0 = np.zeros((len(k), X.shape[0]))
+    x0[:, 0] = 1.0
+    if no_periods > 1:
+        x0[:, -1] = 1.0                          # the current season is level no_periods
+    off, off0 = np.zeros_like(y), np.zeros(len(k))
+    if population_offset:
+        if s.population is None:
+            raise ValueError("population_offset=True needs a `population` column")
+        popk = s.population[s.start[sid] + k - 1]
+        off = np.where(live, np.log(s.population[s.start[sid][:, None] + np.clip(pos, 1, None) - 1]), 0.0)
+        off0 = np.log(popk)
+    return X, y, live.astype(float), off, x0, off0
+
+
+def _classic_design(s: Series, sid, k, *, b, w):
+    j = np.arange(-w, w + 1)
+    if s.days is None:
+        pos = (k[:, None, None] - FREQ * np.arange(b, 0, -1)[None, :, None] + j[None, None, :]).reshape(len(k), -1)
+        pos = np.where(pos >= 1, pos, 0)
+    else:
+        day = s.days[s.start[sid] + k - 1]
+        pos = np.concatenate([
+            np.stack([_lookup(s, sid, _same_weekday(_years_back(day, i), day) + 7 * jj) for jj in j], axis=1)
+            for i in range(b, 0, -1)], axis=1)
+    live = pos >= 1
+    y = np.where(live, s.y[s.start[sid][:, None] + np.clip(pos, 1, None) - 1], 0.0)
+    X = np.stack([np.ones(pos.shape), (pos - k[:, None]).astype(float)]) * live[None]
+    x0 = np.zeros((len(k), 2))
+    x0[:, 0] = 1.0
+    return X, y, live.astype(float), np.zeros_like(y), x0, np.zeros(len(k))
+
+
+# ---------------------------------------------------------------- the two algorithms
+def _trend_decision(X, y, pw, off, drop, x0, off0, fit, ok, *, p_threshold, b, refit):
+    """algo.farrington.glm: keep the trend only if significant, b >= 3 and no extrapolation."""
+    has = ~drop[:, 1]
+    eta0, _ = _predict(fit, x0, off0, fit.dispersion)
+    ymax = np.where(pw > 0, y, -np.inf).max(axis=1)
+    keep = has & (_trend_p(fit) < p_threshold) & (b >= 3) & (np.exp(eta0) <= ymax)
+    redo = has & ~keep
+    if redo.any():
+        X2 = X[:, redo].copy()
+        X2[1] = 0.0
+        d2 = drop[redo].copy()
+        d2[:, 1] = True
+        sub, phi2, _, ok2, _ = refit(X2, y[redo], pw[redo], off[redo], d2)
+        _assign(fit, sub, redo)
+        ok = ok.copy()
+        ok[redo] &= ok2
+        return fit, redo, ok, phi2
+    return fit, redo, ok, None
+
+
+def _chunks(n: int, width: int):
+    step = max(1, CHUNK_CELLS // max(width, 1))
+    for a in np.arange(0, n, step):
+        yield slice(int(a), int(min(n, a + step)))
+
+
+def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, reweight: bool = True,
+                        weights_threshold: float = 2.58, alpha: float = 0.05, trend: bool = True,
+                        p_threshold_trend: float = 0.05, limit54: tuple[int, int] = (5, 4), powertrans: str = "2/3",
+                        no_periods: int = 1, past_weeks_not_included: int | None = None,
+                        threshold_method: str = "delta", population_offset: bool = False,
+                        range: tuple[int, int] | None = None) -> pl.DataFrame:
+    """R's farringtonFlexible on every series of `frame`. Noufaily et al. (2013): no_periods=10,
+    past_weeks_not_included=26, weights_threshold=2.58, p_threshold_trend=1, threshold_method
+    "nbPlugin" or "muan". Weeks lacking b years of history (or whose last-years weeks are absent
+    from a date-based series) get null bound and alarm; R stops with an error there."""
+    _check(b=b, w=w, alpha=alpha, powertrans=powertrans, limit54=limit54)
+    if threshold_method not in ("delta", "nbPlugin", "muan"):
+        raise ValueError(f"threshold_method must be delta, nbPlugin or muan, not {threshold_method!r}")
+    if no_periods < 1:
+        raise ValueError("no_periods must be >= 1")
+    pwni = w if past_weeks_not_included is None else past_weeks_not_included
+    s = _series(frame)
+    sid, k = _eval_points(s, range, FREQ * b + w + 1)
+    E = len(k)
+    expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
+    enough = _enough_cases(s, sid, k, limit54)
+
+    def refit(X, y, pw, off, drop):
+        return fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold, fallback=False,
+                       keep_weights=True)
+
+    width = b * (2 * w + 1) + w + 1 if no_periods == 1 else FREQ * b + w + 1
+    for part in _chunks(E, width * (no_periods + 1)):
+        ps, pk = sid[part], k[part]
+        ref = _reference_weeks(s, ps, pk, b)
+        valid = (ref[:, 1:] > 0).all(axis=1) & (ref[:, b] - w >= 1)
+        ps, pk, ref = ps[valid], pk[valid], ref[valid]
+        if len(pk) == 0:
+            continue
+        X, y, pw, off, x0, off0 = _flexible_design(s, ps, pk, ref, w=w, no_periods=no_periods, pwni=pwni,
+                                                   population_offset=population_offset)
+        drop = np.zeros((len(pk), X.shape[0]), bool)
+        if not trend:
+            drop[:, 1] = True
+            X[1] = 0.0
+        fit, phi, drop, ok, X = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold,
+                                        fallback=trend, keep_weights=True)
+        fit, redone, ok, phi2 = _trend_decision(X, y, pw, off, drop, x0, off0, fit, ok, p_threshold=p_threshold_trend,
+                                                b=b, refit=refit)
+        if phi2 is not None:
+            phi[redone] = phi2
+        x0f = x0.copy()
+        eta0, se = _predict(fit, x0f, off0, fit.dispersion)
+        obs = s.y[s.start[ps] + pk - 1]
+        if threshold_method == "delta":
+            mu0 = np.exp(eta0)
+            up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha))
+            centre, exp_ = mu0, mu0
+        else:
+            up = _noufaily_upper(eta0, se, phi, alpha, threshold_method, enough[np.arange(part.start, part.stop)[valid]])
+            centre, exp_ = eta0, np.exp(eta0)
+        up = np.where(ok & np.isfinite(up), up, np.nan)
+        idx = np.flatnonzero(part.start + np.arange(part.stop - part.start))[valid] if False else \
+            np.arange(part.start, part.stop)[valid]
+        good = enough[idx] & ~np.isnan(up)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = (obs - centre) / (up - centre)
+        upper[idx] = np.where(good, up, np.nan)
+        expected[idx] = np.where(good, exp_, np.nan)
+        alarm[idx] = np.where(ok, good & (score > 1) & (obs != 0), np.nan)
+    return _frame(s, sid, k, expected, upper, alarm, "farrington_flexible")
+
+
+def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, reweight: bool = True,
+               alpha: float = 0.05, trend: bool = True, limit54: tuple[int, int] = (5, 4), powertrans: str = "2/3",
+               range: tuple[int, int] | None = None) -> pl.DataFrame:
+    """R's algo.farrington (fitFun algo.farrington.fitGLM.fast): two-sided interval at alpha/2,
+    reweighting threshold 1, trend kept when p < 0.05; bound 0 (not NA) when limit54 is not met."""
+    _check(b=b, w=w, alpha=alpha, powertrans=powertrans, limit54=limit54)
+    s = _series(frame)
+    sid, k = _eval_points(s, range, FREQ * b - w)
+    E = len(k)
+    expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
+    enough = _enough_cases(s, sid, k, limit54)
+
+    def refit(X, y, pw, off, drop):
+        return fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0, fallback=False)
+
+    for part in _chunks(E, b * (2 * w + 1) * 2):
+        ps, pk = sid[part], k[part]
+        X, y, pw, off, x0, off0 = _classic_design(s, ps, pk, b=b, w=w)
+        drop = np.zeros((len(pk), 2), bool)
+        if not trend:
+            drop[:, 1] = True
+            X[1] = 0.0
+        fit, phi, drop, ok, X = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0, fallback=trend)
+        fit, redone, _, phi2 = _trend_decision(X, y, pw, off, drop, x0, off0, fit, ok, p_threshold=0.05, b=b,
+                                               refit=refit)
+        if phi2 is not None:
+            phi[redone] = phi2
+        eta0, se = _predict(fit, x0, off0, phi)
+        mu0 = np.exp(eta0)
+        up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha / 2))
+        obs = s.y[s.start[ps] + pk - 1]
+        idx = np.arange(part.start, part.stop)
+        en = enough[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.where(en, (obs - mu0) / (up - mu0), 0.0)
+        upper[idx] = np.where(en, up, 0.0)
+        expected[idx] = mu0
+        alarm[idx] = np.where(np.isnan(score), np.nan, score > 1)
+    return _frame(s, sid, k, expected, upper, alarm, "farrington")
+
+
+def _check(*, b, w, alpha, powertrans, limit54):
+    if b < 1 or w < 0 or 2 * w + 1 > FREQ:
+        raise ValueError(f"need b >= 1 and 0 <= w < 26 (got b={b}, w={w})")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), not {alpha}")
+    if powertrans not in POWER:
+        raise ValueError(f"powertrans must be one of {', '.join(POWER)}, not {powertrans!r}")
+    if len(limit54) != 2 or limit54[0] < 0 or limit54[1] <= 0:
+        raise ValueError("limit54 must be (cases >= 0, weeks > 0)")
+
+
+def _frame(s: Series, sid, k, expected, upper, alarm, method) -> pl.DataFrame:
+    pos = s.start[sid] + k - 1
+    days = s.days[pos] if s.days is not None else np.full(len(k), None)
+    return pl.DataFrame({
+        "series_id": pl.Series(np.asarray(s.ids, dtype=object)[sid].tolist(), dtype=pl.String),
+        "t": pl.Series(k, dtype=pl.Int64),
+        "week_start": pl.Series(days, dtype=pl.Int64).cast(pl.Date),
+        "observed": pl.Series(s.y[pos], dtype=pl.Float64),
+        "expected": pl.Series(expected, dtype=pl.Float64).fill_nan(None),
+        "upperbound": pl.Series(upper, dtype=pl.Float64).fill_nan(None),
+        "alarm": pl.Series(alarm, dtype=pl.Float64).fill_nan(None).cast(pl.Boolean),
+        "method": pl.Series([method] * len(k), dtype=pl.String),
+    })
