@@ -1,58 +1,190 @@
-"""EARS C1-C3 equal R surveillance::earsC: bundled fixtures always, every shared reference when present."""
+"""EARS C1-C3 equal R surveillance::earsC on every earsC reference: bundled fixtures always, ../shared when present.
+
+Inputs: the R `surveillance` series (../shared/data/surveillance; bundled: salmonella_agona.csv) and the
+Latin-American dengue series (`files_lac`), rebuilt here from the project's own data/demo exactly as R got them.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from functools import cache
 from pathlib import Path
 
 import polars as pl
 import pytest
+from epiweeks import Week, Year
 
 from vigila.detect import ears
+from vigila.detect.ears import default_alpha
 
-from conftest import FIXTURES, SHARED
+from conftest import DEMO, FIXTURES, SHARED
 
 BUNDLED = FIXTURES / "surveillance"
-INPUTS = {"salmNewport_DE": "salmNewport_DE_total"}   # R aggregated the states: the shared total series
+SHARED_REF = SHARED / "reference" / "surveillance"
+INPUTS = {  # reference dataset -> input series file; R aggregated salmNewport's 16 states for the DE series
+    "salmNewport_DE": "salmNewport_DE_total",
+    "salmNewport_DE_idx": "salmNewport_DE_total",
+    "salmNewport_DE_vignette": "salmNewport_DE_total",
+    "salmNewport_states": "salmNewport",
+    "salmonella_agona_helpex": "salmonella_agona",
+}
+INDEX_BASED = {"salmNewport_DE_idx": (2004, 2)}   # R: sts(observed, start = c(2004, 2), freq = 52): no dates
+LAC_WEEKS = (dt.date(2021, 1, 3), dt.date(2023, 12, 31))    # OpenDengue weekly rows R used (2020 is absent)
 
 
-def cases(root: Path) -> list[tuple[Path, Path, str, dict]]:
+def r_range(text: str) -> tuple[int, int]:
+    """R's "a:b" -> (a, b)."""
+    lo, hi = text.split(":")
+    return int(lo), int(hi)
+
+
+def mmwr(dates: list[dt.date]) -> pl.DataFrame:
+    """week_start -> MMWR epi_year, epi_week."""
+    weeks = [Week.fromdate(d, system="cdc") for d in dates]
+    return pl.DataFrame({"week_start": dates, "epi_year": [w.year for w in weeks], "epi_week": [w.week for w in weeks]})
+
+
+@cache
+def surveillance_series(path: Path, dataset: str) -> pl.DataFrame:
+    """An R `surveillance` export: series_id (= unit), t, cases, epi_year, epi_week, week_start; for an
+    index-based dataset, R's nominal 52-week calendar and no dates."""
+    series = (pl.read_csv(path, infer_schema_length=None, schema_overrides={"week_start": pl.Date})
+              .select(pl.col("unit").alias("series_id"), "t", "cases", "epi_year", "epi_week", "week_start"))
+    if dataset not in INDEX_BASED:
+        return series
+    year, week = INDEX_BASED[dataset]
+    i = pl.col("t") + week - 2
+    return series.with_columns((year + i // 52).alias("epi_year"), (i % 52 + 1).alias("epi_week"),
+                               pl.lit(None, pl.Date).alias("week_start"))
+
+
+@cache
+def opendengue(country: str) -> pl.DataFrame:
+    """OpenDengue national extract, one country's weekly (T_res "Week") rows in LAC_WEEKS; t = 1 on 2021-01-03."""
+    rows = (pl.read_csv(DEMO / "opendengue_paho_national_v1_3.csv.gz", infer_schema_length=None, null_values="NA",
+                        schema_overrides={"calendar_start_date": pl.Date})
+            .filter(pl.col("adm_0_name") == country, pl.col("T_res") == "Week",
+                    pl.col("calendar_start_date").is_between(*LAC_WEEKS))
+            .sort("calendar_start_date")
+            .select(pl.col("adm_0_name").alias("series_id"), pl.int_range(1, pl.len() + 1).alias("t"),
+                    pl.col("dengue_total").alias("cases"), pl.col("calendar_start_date").alias("week_start")))
+    assert (rows["week_start"].diff().drop_nulls() == dt.timedelta(days=7)).all(), "R's series is contiguous"
+    return rows.join(mmwr(rows["week_start"].to_list()), on="week_start")
+
+
+@cache
+def peru_departamentos() -> pl.DataFrame:
+    """Peru's line list counted per departamento ("\\N" = missing, kept as a unit) and MMWR week (ano, semana),
+    zero-filled over every week from the first to the last: t = 1 on 2019 week 1."""
+    counts = (pl.read_csv(DEMO / "peru_dengue_linelist_2019_2022.csv.gz", infer_schema_length=None)
+              .group_by(pl.col("departamento").alias("series_id"), pl.col("ano").alias("epi_year"),
+                        pl.col("semana").alias("epi_week"))
+              .agg(pl.len().cast(pl.Int64).alias("cases")))
+    years = range(counts["epi_year"].min(), counts["epi_year"].max() + 1)
+    weeks = [w for y in years for w in Year(y, system="cdc").iterweeks()]
+    calendar = pl.DataFrame({"t": range(1, len(weeks) + 1), "epi_year": [w.year for w in weeks],
+                             "epi_week": [w.week for w in weeks], "week_start": [w.startdate() for w in weeks]})
+    return (counts.select("series_id").unique().join(calendar, how="cross")
+            .join(counts, on=["series_id", "epi_year", "epi_week"], how="left")
+            .with_columns(pl.col("cases").fill_null(0)).sort("series_id", "t"))
+
+
+def lac_series(name: str) -> pl.DataFrame:
+    source = name.removeprefix("LAC_").split("__")[0]
+    if source == "peru_departamentos":
+        return peru_departamentos()
+    return opendengue(source.removeprefix("opendengue_").replace("_", " ").upper())
+
+
+def cases(root: Path, method: str = "earsC") -> list:
+    """One param per reference file of `method` in root's manifest: (reference, series loader, manifest entry)."""
     manifest = root / "manifest.json"
     if not manifest.exists():
-        return []
+        return [pytest.param(None, None, None, id="absent", marks=pytest.mark.skip(reason=f"{manifest} not present"))]
     data_dir = root if root == BUNDLED else root.parent.parent / "data" / "surveillance"
+    entries = json.loads(manifest.read_text())
     out = []
-    for name, f in json.loads(manifest.read_text())["files"].items():
+    for name, f in entries["files"].items():
         data = data_dir / f"{INPUTS.get(f['dataset'], f['dataset'])}.csv"
-        if f["method"].startswith("earsC") and data.exists():
-            out.append(pytest.param(root / name, data, f["method"], f["control"], id=name))
+        if method in f["method"]:
+            out.append(pytest.param(root / name, lambda data=data, ds=f["dataset"]: surveillance_series(data, ds), f, id=name))
+    for name, f in entries.get("files_lac", {}).items():
+        if method in name:
+            out.append(pytest.param(root / name, lambda name=name: lac_series(name), f, id=name))
     return out
 
 
-def compare(reference: Path, data: Path, control: dict) -> None:
-    series = pl.read_csv(data, infer_schema_length=None).select(pl.col("unit").alias("series_id"), "t", "cases")
-    got = ears(series, method=control["method"], baseline=control.get("baseline", 7), alpha=control.get("alpha"),
-               min_sigma=control.get("minSigma", 0))
+def reference_frame(reference: Path, series: pl.DataFrame) -> pl.DataFrame:
+    """R's output with series_id (its unit, or the input's id when there is one series) and the input's column
+    names for the week fields (LAC files name them week_start_mmwr / mmwr_year / mmwr_week)."""
     ref = pl.read_csv(reference, infer_schema_length=None)
-    j = ref.select("t", pl.col("observed").alias("r_obs"), pl.col("upperbound").alias("r_ub"),
-                   pl.col("alarm").cast(pl.Boolean).alias("r_alarm")).join(got, on="t", how="full", coalesce=True)
-    assert j.height == ref.height == got.height
-    assert (j["r_obs"] == j["observed"]).all()
-    assert (j["r_ub"].is_null() == j["upperbound"].is_null()).all()
-    finite = j.filter(pl.col("r_ub").is_not_null())
-    rel = ((finite["upperbound"] - finite["r_ub"]).abs() / finite["r_ub"].abs().clip(lower_bound=1e-12))
-    assert (rel <= 1e-6).all() or ((finite["upperbound"] - finite["r_ub"]).abs() <= 1e-9).all()
-    assert (j["r_alarm"].fill_null(False) == j["alarm"].fill_null(False)).all()
+    ref = ref.rename({k: v for k, v in {"week_start_mmwr": "week_start", "mmwr_year": "epi_year",
+                                        "mmwr_week": "epi_week"}.items() if k in ref.columns})
+    one = series["series_id"].unique()
+    return ref.with_columns(pl.lit(one[0]).alias("series_id") if len(one) == 1 else pl.col("unit").alias("series_id"),
+                            pl.col("week_start").str.to_date(), pl.col("alarm").cast(pl.Boolean))
 
 
-@pytest.mark.parametrize("reference, data, method, control", cases(BUNDLED))
-def test_bundled_reference(reference, data, method, control):
-    compare(reference, data, control)
+def assert_rows_match(ref: pl.DataFrame, got: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
+    """Same (series_id, t) rows, same observed, calendar and alarms (nulls included), bounds within 1e-6
+    relative. Returns the joined frame, R's columns prefixed r_."""
+    r = ref.select("series_id", "t", *(pl.col(c).alias(f"r_{c}") for c in ref.columns if c not in ("series_id", "t")))
+    j = (r.join(got, on=["series_id", "t"], how="full", coalesce=True)
+         .join(series.select("series_id", "t", "epi_year", "epi_week"), on=["series_id", "t"], how="left"))
+    assert j.height == ref.height == got.height, "R and vigila evaluate different weeks"
+    assert (j["r_observed"] == j["observed"]).all()
+    for c in ("epi_year", "epi_week", "week_start"):     # t is the same week as in R
+        assert j[f"r_{c}"].eq_missing(j[c]).all(), c
+    assert j["r_upperbound"].is_null().equals(j["upperbound"].is_null())
+    ub = j.filter(pl.col("r_upperbound").is_not_null())
+    assert ((ub["upperbound"] - ub["r_upperbound"]).abs() <= 1e-6 * ub["r_upperbound"].abs() + 1e-9).all()
+    assert j["r_alarm"].eq_missing(j["alarm"]).all()
+    return j
 
 
-@pytest.mark.parametrize("reference, data, method, control", cases(SHARED / "reference" / "surveillance"))
-def test_shared_reference(reference, data, method, control):
-    compare(reference, data, control)
+def assert_manifest_counts(got: pl.DataFrame, entry: dict) -> None:
+    """The manifest's n_rows, n_alarms and (where given) n_upperbound_na."""
+    assert (got.height, got["alarm"].sum()) == (entry["n_rows"], entry["n_alarms"])
+    if "n_upperbound_na" in entry:
+        assert got["upperbound"].null_count() == entry["n_upperbound_na"]
+
+
+def compare(reference: Path, load, entry: dict) -> None:
+    control = entry["control"]
+    method = control["method"]
+    if "effective_alpha" in entry:                   # R: a control list without alpha -> 0.001 (C1, C2), 0.025 (C3)
+        assert control.get("alpha", default_alpha(method)) == entry["effective_alpha"]
+    series = load()
+    got = ears(series.select("series_id", "t", "cases", "week_start"), method=method,
+               baseline=control.get("baseline", 7), alpha=control.get("alpha"), min_sigma=control.get("minSigma", 0),
+               range=r_range(control["range"]) if "range" in control else None)
+    if "effective_range" in entry:
+        spans = got.group_by("series_id").agg(pl.col("t").min().alias("lo"), pl.col("t").max().alias("hi"))
+        assert spans.select("lo", "hi").unique().rows() == [r_range(entry["effective_range"])]
+    assert_manifest_counts(got, entry)
+    assert_rows_match(reference_frame(reference, series), got, series)
+
+
+@pytest.mark.parametrize("reference, load, entry", cases(BUNDLED))
+def test_bundled_reference(reference, load, entry):
+    compare(reference, load, entry)
+
+
+@pytest.mark.parametrize("reference, load, entry", cases(SHARED_REF))
+def test_shared_reference(reference, load, entry):
+    compare(reference, load, entry)
+
+
+def test_every_shared_earsC_file_is_compared(shared):
+    listed = {p.id for p in cases(SHARED_REF)}
+    on_disk = {p.name for p in SHARED_REF.glob("*earsC*.csv")}
+    assert listed == on_disk
+
+
+def test_every_bundled_reference_is_in_its_manifest():
+    manifest = json.loads((BUNDLED / "manifest.json").read_text())
+    assert {p.name for p in BUNDLED.glob("*__*.csv")} == {*manifest["files"], *manifest["files_lac"]}
 
 
 def test_many_series_at_once_equal_one_at_a_time():
