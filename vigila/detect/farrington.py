@@ -9,6 +9,9 @@ depend on it (refit without trend, NA bound) are R's.
 
 from __future__ import annotations
 
+import builtins
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +37,8 @@ class Series:
 
 def _series(frame: pl.DataFrame | pl.LazyFrame) -> Series:
     df = frame.lazy().sort("series_id", "t").collect()
-    ids, counts = np.unique(df["series_id"].cast(pl.String).to_numpy(), return_counts=True)
+    groups = df.group_by("series_id", maintain_order=True).len()
+    ids, counts = groups["series_id"].cast(pl.String).to_list(), groups["len"].to_numpy().astype(np.int64)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     y = df["cases"].cast(pl.Float64).to_numpy()
     days = None
@@ -157,14 +161,21 @@ def irls(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, drop:
     stops iterating when R's would (deviance change < 1e-8 relative, or 25 iterations).
     """
     P, E, L = X.shape
+    common = drop.all(axis=0) if E else np.zeros(P, bool)
+    if common.any() and not common[0]:         # a column no problem uses: solve without it
+        keep = np.flatnonzero(~common)
+        return _expand(irls(X[keep], y, pw, offset, drop[:, keep], maxit, epsilon), keep, P)
     out = Fit(np.zeros((E, P)), np.zeros((E, P, P)), np.zeros((E, L)), np.zeros((E, L)), np.zeros(E),
               (pw > 0).sum(axis=1) - (P - drop.sum(axis=1)), np.zeros(E, bool), np.zeros((E, L)))
     with np.errstate(divide="ignore", invalid="ignore"):
         ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
     K = np.einsum("el,el->e", pw, ylogy - y)
     pwy = pw * y
-    if P == 1 and not offset.any():
+    has_offset = bool(offset.any())
+    if P == 1 and not has_offset:
         return _irls_intercept(out, y, pw, K, pwy, maxit, epsilon)
+    if P == 2 and not has_offset and not drop.any():
+        return _irls_trend(out, X[1], y, pw, K, pwy, maxit, epsilon)
     idx = np.arange(E)
     Xa, ya, pa, oa, Ka, pya, da = X, y, pw, offset, K, pwy, drop
     eta = np.log(y + 0.1)
@@ -173,11 +184,11 @@ def irls(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, drop:
     live = np.ones(E, bool)                     # still iterating (rows of the working arrays)
     for it in range(maxit):
         w = pa * mu                             # log link: mu.eta(eta) = mu, variance mu
-        wz = w * (eta - oa) + pya - pa * mu     # w * z with z = eta - offset + (y - mu) / mu
+        wz = w * ((eta - oa) if has_offset else eta) + pya - w   # w * z, z = eta - offset + (y - mu) / mu
         Ci = _inv(_gram(Xa, w, da))
         r = np.stack([np.einsum("el,el->e", wz, Xa[p]) if p else wz.sum(axis=1) for p in range(P)], axis=1)
         beta = np.einsum("epq,eq->ep", Ci, r)
-        eta = _xb(Xa, beta) + oa
+        eta = _xb(Xa, beta) + oa if has_offset else _xb(Xa, beta)
         mu = np.maximum(np.exp(eta), EPS)
         dev = _dev(Ka, pya, pa, eta, mu)
         done = live & (np.abs(dev - devold) / (np.abs(dev) + 0.1) < epsilon)
@@ -195,6 +206,62 @@ def irls(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, drop:
                 pya[live], da[live]
             eta, mu, devold, live = eta[live], mu[live], devold[live], live[live]
     return _finish(out, y)
+
+
+def _irls_trend(out: Fit, t, y, pw, K, pwy, maxit, epsilon) -> Fit:
+    """Intercept + trend IRLS without offset: glm.fit's steps with the 2x2 normal equations written
+    out, so that one step is a few passes over the data and no temporaries for z."""
+    idx = np.arange(len(y))
+    ta, pa, pya, Ka = t, pw, pwy, K
+    pyt = np.einsum("el,el->e", pwy, t)
+    Spy = pwy.sum(axis=1)
+    eta = np.log(y + 0.1)
+    mu = np.maximum(np.exp(eta), EPS)
+    devold = _dev(K, pwy, pw, eta, mu)
+    live = np.ones(len(y), bool)
+    for it in range(maxit):
+        w = pa * mu
+        wt = w * ta
+        s0, s1, s2 = w.sum(axis=1), wt.sum(axis=1), np.einsum("el,el->e", wt, ta)
+        r0 = np.einsum("el,el->e", w, eta) + Spy - s0        # sum w z, z = eta + (y - mu) / mu
+        r1 = np.einsum("el,el->e", wt, eta) + pyt - s1
+        det = s0 * s2 - s1 * s1
+        c00, c01, c11 = s2 / det, -s1 / det, s0 / det
+        b0, b1 = c00 * r0 + c01 * r1, c01 * r0 + c11 * r1
+        eta = b1[:, None] * ta
+        eta += b0[:, None]
+        mu = np.exp(eta)
+        np.maximum(mu, EPS, out=mu)
+        lm = eta if eta.min(initial=0.0) > LOG_EPS else np.maximum(eta, LOG_EPS)
+        dev = 2 * (Ka - np.einsum("el,el->e", pya, lm) + np.einsum("el,el->e", pa, mu))
+        done = live & (np.abs(dev - devold) / (np.abs(dev) + 0.1) < epsilon)
+        finish = done | (live if it == maxit - 1 else False)
+        if finish.any():
+            g = idx[finish]
+            out.beta[g, 0], out.beta[g, 1] = b0[finish], b1[finish]
+            out.cov[g, 0, 0], out.cov[g, 0, 1], out.cov[g, 1, 1] = c00[finish], c01[finish], c11[finish]
+            out.cov[g, 1, 0] = out.cov[g, 0, 1]
+            out.mu[g], out.w[g] = mu[finish], w[finish]
+            out.converged[g] = done[finish]
+            live &= ~finish
+        devold = dev
+        if not live.any():
+            break
+        if live.mean() < 0.6:
+            idx, ta, pa, pya, Ka, pyt, Spy = idx[live], ta[live], pa[live], pya[live], Ka[live], pyt[live], Spy[live]
+            eta, mu, devold, live = eta[live], mu[live], devold[live], live[live]
+    return _finish(out, y)
+
+
+def _expand(sub: Fit, keep: np.ndarray, P: int) -> Fit:
+    """A fit on columns `keep` as a fit on all P columns (coefficient 0, variance 1 elsewhere)."""
+    E = len(sub.beta)
+    beta, cov = np.zeros((E, P)), np.zeros((E, P, P))
+    beta[:, keep] = sub.beta
+    cov[:, np.arange(P), np.arange(P)] = 1.0
+    cov[:, keep[:, None], keep[None, :]] = sub.cov
+    sub.beta, sub.cov = beta, cov
+    return sub
 
 
 def _irls_intercept(out: Fit, y, pw, K, pwy, maxit, epsilon) -> Fit:
@@ -387,8 +454,9 @@ def _blocks(ref: np.ndarray, pos: np.ndarray, k: np.ndarray, w: int, p: int) -> 
 def _flexible_design(s: Series, sid, k, ref, *, w, no_periods, pwni, population_offset):
     b = ref.shape[1] - 1
     if no_periods == 1:
-        windows = (ref[:, 1:, None] + np.arange(-w, w + 1)[None, None, :]).reshape(len(k), -1)
-        pos = np.concatenate([windows, k[:, None] - w + np.arange(w + 1)[None, :]], axis=1)
+        pos = (ref[:, 1:, None] + np.arange(-w, w + 1)[None, None, :]).reshape(len(k), -1)
+        if pwni < w:                             # part of the current window is in the baseline
+            pos = np.concatenate([pos, k[:, None] - w + np.arange(w - pwni)[None, :]], axis=1)
     else:
         first = ref[:, b] - w
         pos = first[:, None] + np.arange(int((k - first).max()) + 1)[None, :]
@@ -433,30 +501,41 @@ def _classic_design(s: Series, sid, k, *, b, w):
 
 
 # ---------------------------------------------------------------- the two algorithms
-def _trend_decision(X, y, pw, off, drop, x0, off0, fit, ok, *, p_threshold, b, refit):
-    """algo.farrington.glm: keep the trend only if significant, b >= 3 and no extrapolation."""
+def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, *, p_threshold, b, refit):
+    """algo.farrington.glm: keep the trend only if significant, b >= 3 and no extrapolation;
+    otherwise refit without it. Returns (fit, phi, ok) for every problem."""
     has = ~drop[:, 1]
     eta0, _ = _predict(fit, x0, off0, fit.dispersion)
     ymax = np.where(pw > 0, y, -np.inf).max(axis=1)
-    keep = has & (_trend_p(fit) < p_threshold) & (b >= 3) & (np.exp(eta0) <= ymax)
+    with np.errstate(invalid="ignore"):
+        keep = has & (_trend_p(fit) < p_threshold) & (b >= 3) & (np.exp(eta0) <= ymax)
     redo = has & ~keep
-    if redo.any():
-        X2 = X[:, redo].copy()
-        X2[1] = 0.0
-        d2 = drop[redo].copy()
-        d2[:, 1] = True
-        sub, phi2, _, ok2, _ = refit(X2, y[redo], pw[redo], off[redo], d2)
-        _assign(fit, sub, redo)
-        ok = ok.copy()
-        ok[redo] &= ok2
-        return fit, redo, ok, phi2
-    return fit, redo, ok, None
+    if not redo.any():
+        return fit, phi, ok
+    X2 = X[:, redo].copy()
+    X2[1] = 0.0
+    d2 = drop[redo].copy()
+    d2[:, 1] = True
+    sub, phi2, _, ok2, _ = refit(X2, y[redo], pw[redo], off[redo], d2)
+    _assign(fit, sub, redo)
+    phi, ok = phi.copy(), ok.copy()
+    phi[redo] = phi2
+    ok[redo] &= ok2
+    return fit, phi, ok
 
 
-def _chunks(n: int, width: int):
-    step = max(1, CHUNK_CELLS // max(width, 1))
-    for a in np.arange(0, n, step):
-        yield slice(int(a), int(min(n, a + step)))
+def _run_parts(part, n: int, width: int) -> None:
+    """Call part(slice) over [0, n) in batches of at most CHUNK_CELLS cells, on all cores: numpy
+    releases the GIL in its array loops, and every batch writes its own slice of the outputs."""
+    workers = os.cpu_count() or 1
+    step = max(1, min(CHUNK_CELLS // max(width, 1), -(-n // workers)))
+    slices = [slice(a, min(n, a + step)) for a in builtins.range(0, n, step)]
+    if len(slices) <= 1:
+        for sl in slices:
+            part(sl)
+        return
+    with ThreadPoolExecutor(min(workers, len(slices))) as pool:
+        list(pool.map(part, slices))
 
 
 def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, reweight: bool = True,
@@ -485,14 +564,13 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
         return fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold, fallback=False,
                        keep_weights=True)
 
-    width = b * (2 * w + 1) + w + 1 if no_periods == 1 else FREQ * b + w + 1
-    for part in _chunks(E, width * (no_periods + 1)):
-        ps, pk = sid[part], k[part]
+    def part(sl: slice) -> None:
+        ps, pk = sid[sl], k[sl]
         ref = _reference_weeks(s, ps, pk, b)
         valid = (ref[:, 1:] > 0).all(axis=1) & (ref[:, b] - w >= 1)
-        ps, pk, ref = ps[valid], pk[valid], ref[valid]
+        idx, ps, pk, ref = np.arange(sl.start, sl.stop)[valid], ps[valid], pk[valid], ref[valid]
         if len(pk) == 0:
-            continue
+            return
         X, y, pw, off, x0, off0 = _flexible_design(s, ps, pk, ref, w=w, no_periods=no_periods, pwni=pwni,
                                                    population_offset=population_offset)
         drop = np.zeros((len(pk), X.shape[0]), bool)
@@ -501,29 +579,27 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
             X[1] = 0.0
         fit, phi, drop, ok, X = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold,
                                         fallback=trend, keep_weights=True)
-        fit, redone, ok, phi2 = _trend_decision(X, y, pw, off, drop, x0, off0, fit, ok, p_threshold=p_threshold_trend,
-                                                b=b, refit=refit)
-        if phi2 is not None:
-            phi[redone] = phi2
-        x0f = x0.copy()
-        eta0, se = _predict(fit, x0f, off0, fit.dispersion)
+        fit, phi, ok = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, p_threshold=p_threshold_trend,
+                                       b=b, refit=refit)
+        eta0, se = _predict(fit, x0, off0, fit.dispersion)
         obs = s.y[s.start[ps] + pk - 1]
         if threshold_method == "delta":
             mu0 = np.exp(eta0)
             up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha))
-            centre, exp_ = mu0, mu0
+            centre, mean = mu0, mu0
         else:
-            up = _noufaily_upper(eta0, se, phi, alpha, threshold_method, enough[np.arange(part.start, part.stop)[valid]])
-            centre, exp_ = eta0, np.exp(eta0)
+            up = _noufaily_upper(eta0, se, phi, alpha, threshold_method, enough[idx])
+            centre, mean = eta0, np.exp(eta0)
         up = np.where(ok & np.isfinite(up), up, np.nan)
-        idx = np.flatnonzero(part.start + np.arange(part.stop - part.start))[valid] if False else \
-            np.arange(part.start, part.stop)[valid]
         good = enough[idx] & ~np.isnan(up)
         with np.errstate(divide="ignore", invalid="ignore"):
             score = (obs - centre) / (up - centre)
         upper[idx] = np.where(good, up, np.nan)
-        expected[idx] = np.where(good, exp_, np.nan)
+        expected[idx] = np.where(good, mean, np.nan)
         alarm[idx] = np.where(ok, good & (score > 1) & (obs != 0), np.nan)
+
+    width = b * (2 * w + 1) + w if no_periods == 1 else FREQ * b + w + 1
+    _run_parts(part, E, width * (no_periods + 1))
     return _frame(s, sid, k, expected, upper, alarm, "farrington_flexible")
 
 
@@ -542,29 +618,27 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
     def refit(X, y, pw, off, drop):
         return fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0, fallback=False)
 
-    for part in _chunks(E, b * (2 * w + 1) * 2):
-        ps, pk = sid[part], k[part]
+    def part(sl: slice) -> None:
+        ps, pk = sid[sl], k[sl]
         X, y, pw, off, x0, off0 = _classic_design(s, ps, pk, b=b, w=w)
         drop = np.zeros((len(pk), 2), bool)
         if not trend:
             drop[:, 1] = True
             X[1] = 0.0
         fit, phi, drop, ok, X = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0, fallback=trend)
-        fit, redone, _, phi2 = _trend_decision(X, y, pw, off, drop, x0, off0, fit, ok, p_threshold=0.05, b=b,
-                                               refit=refit)
-        if phi2 is not None:
-            phi[redone] = phi2
-        eta0, se = _predict(fit, x0, off0, phi)
+        fit, phi, _ = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, p_threshold=0.05, b=b, refit=refit)
+        eta0, se = _predict(fit, x0, off0, phi)          # algo.farrington predicts with dispersion = phi
         mu0 = np.exp(eta0)
         up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha / 2))
         obs = s.y[s.start[ps] + pk - 1]
-        idx = np.arange(part.start, part.stop)
-        en = enough[idx]
+        en = enough[sl]
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(en, (obs - mu0) / (up - mu0), 0.0)
-        upper[idx] = np.where(en, up, 0.0)
-        expected[idx] = mu0
-        alarm[idx] = np.where(np.isnan(score), np.nan, score > 1)
+        upper[sl] = np.where(en, up, 0.0)
+        expected[sl] = mu0
+        alarm[sl] = np.where(np.isnan(score), np.nan, score > 1)
+
+    _run_parts(part, E, b * (2 * w + 1) * 2)
     return _frame(s, sid, k, expected, upper, alarm, "farrington")
 
 
