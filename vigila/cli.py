@@ -1,8 +1,8 @@
-"""`vigila` command line: ingest, check, demo, dictionary, catalog.
+"""`vigila` command line: ingest, check, demo, dictionary, catalog, detect.
 
 Input: source YAMLs, report files, a warehouse root; output: rich tables on the terminal, exit
 status 0 (ok), 1 (rows failed a check), 2 (a user error: one line, no traceback).
-`check` never starts Prefect; `ingest` and `demo` run the Prefect flow.
+`check` and `detect` never start Prefect; `ingest` and `demo` run the Prefect flow.
 """
 
 from __future__ import annotations
@@ -141,12 +141,40 @@ def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
 
 @app.command()
 def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse") -> None:
-    """Ingest the bundled real reports (PAHO national dengue, Peru's line list) and summarise."""
+    """Ingest the bundled real reports (PAHO national dengue, Peru's line list), run detection, summarise."""
     with _user_errors():
         for name in DEMO_SOURCES:
             for r in _run_flow(ROOT / "sources" / name, warehouse, None, None, False):
                 print_report(r)
+        from flows.detect import detect_alerts
+
+        detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
     summarise(warehouse)
+    print_alarms(warehouse, detection)
+
+
+def print_alarms(warehouse: str, summary: dict, limit: int = 25) -> None:
+    """The most recent alarm of each country in the published `alerts` (any place, any method)."""
+    from vigila import read
+
+    alarms = read.dataset(warehouse, "alerts").filter(pl.col("alarm")).collect()
+    latest = (alarms.filter(pl.col("week_start") == pl.col("week_start").max().over("country_iso3"))
+              .sort("country_iso3", "method", "series_id").group_by("country_iso3", maintain_order=True)
+              .agg(pl.all().first(), pl.col("method").unique(maintain_order=True).alias("methods"),
+                   pl.col("series_id").n_unique().alias("series"))
+              .sort("week_start", "country_iso3", descending=[True, False]))
+    t = Table(title=f"alerts {summary['version']}: most recent alarm per country (of {summary['series']} series; alarms "
+              f"{', '.join(f'{m} {n:,}' for m, n in summary['alarms'].items())})", title_justify="left", show_edge=False)
+    for col in ("country", "place", "epi week", "week_start", "observed", "expected", "upperbound", "method"):
+        t.add_column(col, justify="right" if col in ("observed", "expected", "upperbound") else "left")
+    for r in latest.head(limit).iter_rows(named=True):
+        more = f" (+{r['series'] - 1} more)" if r["series"] > 1 else ""
+        t.add_row(r["country_iso3"], (r["place_name"] or "national") + more, f"{r['epi_year']}-W{r['epi_week']:02d}",
+                  str(r["week_start"]), f"{r['observed']:,}", *("" if r[c] is None else f"{r[c]:,.1f}" for c in ("expected", "upperbound")),
+                  ", ".join(r["methods"]))
+    out.print(t)
+    if latest.height > limit:
+        out.print(f"[dim]... and {latest.height - limit} more countries: read.dataset(warehouse, 'alerts')[/]")
 
 
 def summarise(warehouse: str) -> None:
@@ -180,6 +208,62 @@ def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write
 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(dd.markdown())
+    out.print(f"wrote {output}")
+
+
+def _table_format(path: Path, flag: str) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] == [".parquet"]:
+        return "parquet"
+    if suffixes[-1:] == [".csv"] or (flag == "--input" and suffixes[-2:] == [".csv", ".gz"]):
+        return "csv"
+    _fail(f"{flag} {path}: use a .csv{' or .csv.gz' if flag == '--input' else ''} or .parquet file")
+
+
+@app.command()
+def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly counts: CSV or Parquet with cases, week_start and/or t[, series_id][, population]")],
+           method: Annotated[str, typer.Option(help="ears | farrington_flexible | farrington | cusum")],
+           output: Annotated[Path, typer.Option(help="results: .csv or .parquet")],
+           param: Annotated[list[str] | None, typer.Option(help="a method parameter key=value (repeatable), e.g. method=C2")] = None,
+           weeks: Annotated[str | None, typer.Option("--range", help="START:END weeks to evaluate (R's 1-based t); default: the method's")] = None,
+           gaps: Annotated[str, typer.Option(help="missing weeks inside a series: error | zero | consecutive (R: rows are weeks)")] = "error",
+           top: Annotated[int, typer.Option(help="alarms to list")] = 10) -> None:
+    """Run an aberration-detection method over every series of INPUT (no Prefect)."""
+    from vigila.detect import registry
+
+    kind, out_kind = _table_format(input_file, "--input"), _table_format(output, "--output")
+    try:
+        params = registry.parse_params(method, param)
+        span = registry.parse_range(weeks) if weeks else None
+        try:
+            frame = pl.read_parquet(input_file) if kind == "parquet" else pl.read_csv(input_file, infer_schema_length=None)
+        except FileNotFoundError:
+            _fail(f"--input {input_file}: no such file")
+        except pl.exceptions.PolarsError as e:
+            _fail(f"--input {input_file}: cannot read it ({str(e).splitlines()[0]})")
+        result = registry.detect(frame, method, params, span, gaps)
+    except (ValueError, NotImplementedError) as e:  # DetectInputError and the methods' parameter checks
+        _fail(str(e))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result.write_parquet(output) if out_kind == "parquet" else result.write_csv(output)
+    alarms = result.filter(pl.col("alarm").fill_null(False))
+    t = Table(title=f"{method} on {input_file.name}", title_justify="left", show_edge=False, show_header=False)
+    t.add_column(justify="right")
+    t.add_column(style="bold")
+    for n, what in ((result["series_id"].n_unique(), "series"), (result.height, "series-weeks evaluated"),
+                    (result["upperbound"].is_not_null().sum(), "with a bound (enough history)"), (alarms.height, "alarms")):
+        t.add_row(f"{n:,}", what)
+    out.print(t)
+    if result.height == 0:
+        out.print(f"[yellow]no week evaluated: the series are shorter than {method}'s history or --range lies outside them[/]")
+    if alarms.height and top > 0:
+        a = Table(title=f"latest alarms ({min(top, alarms.height)} of {alarms.height:,})", title_justify="left", show_edge=False)
+        for col in ("series_id", "t", "week_start", "observed", "expected", "upperbound"):
+            a.add_column(col, justify="left" if col in ("series_id", "week_start") else "right")
+        for r in alarms.sort("week_start", "t", descending=True, nulls_last=True).head(top).iter_rows(named=True):
+            a.add_row(r["series_id"], str(r["t"]), str(r["week_start"] or ""),
+                      *(f"{r[c]:,.1f}" if r[c] is not None else "" for c in ("observed", "expected", "upperbound")))
+        out.print(a)
     out.print(f"wrote {output}")
 
 

@@ -1,7 +1,7 @@
 """Data dictionary generated from the pandera models and vocabularies (never written by hand).
 
-Input: schemas.harmonised models, vigila.vocab; output: Markdown text and a JSON-able dict,
-saved to docs/data_dictionary.md and to the warehouse's docs/.
+Input: schemas.harmonised and schemas.outputs models, vigila.vocab; output: Markdown text and a
+JSON-able dict, saved to docs/data_dictionary.md and to the warehouse's docs/.
 """
 
 from __future__ import annotations
@@ -9,12 +9,15 @@ from __future__ import annotations
 import pandera.polars as pa
 
 from schemas.harmonised import SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord
+from schemas.outputs import ALERTS_SCHEMA_VERSION, Alert
 from vigila.vocab import AGE_GROUPS, CLASSIFICATION_DESCRIPTIONS, DISEASES
 
 DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "cases_weekly": (CasesWeekly, "Latest issue of every weekly count (one row per key). Partitioned by country_iso3, disease."),
     "cases_revisions": (CasesRevision, "Every issue of every weekly count, for `as_of` reads. Partitioned by country_iso3, disease."),
     "quarantine": (QuarantineRecord, "Rows that failed a check, one record per failure. Partitioned by source_id."),
+    "alerts": (Alert, f"Early-detection results (schema {ALERTS_SCHEMA_VERSION}): one row per series x evaluated week x "
+               "configured method (vigila/detection.yaml), rebuilt whole by each detection run. Partitioned by method."),
 }
 
 

@@ -1,0 +1,35 @@
+"""Prefect flow `detect_alerts`: the configured detection methods on the published cases_weekly -> `alerts`.
+
+Input: a warehouse root and an optional detection YAML (layered over vigila/detection.yaml);
+output: the run summary (dict). Thin on purpose: the work is `vigila.alerts.run_detection`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from vigila import alerts
+from vigila.pipeline import new_run_id
+
+
+@task(cache_policy=NO_CACHE)
+def check_config(config_path: str | None) -> None:
+    alerts.load_config(config_path)  # fail fast, naming the file and line, before reading any data
+
+
+@task(cache_policy=NO_CACHE)
+def detect(warehouse: str, config_path: str | None, run_id: str, as_of: dt.date | None, force: bool) -> dict:
+    return alerts.run_detection(warehouse, alerts.load_config(config_path), run_id=run_id, as_of=as_of, force=force)
+
+
+@flow(name="detect_alerts", flow_run_name=lambda: f"detect-{dt.date.today():%G-W%V}", log_prints=True)
+def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, as_of: dt.date | None = None,
+                  force: bool = False) -> dict:
+    check_config(config_path)
+    summary = detect(warehouse, config_path, str(flow_run.id or new_run_id()), as_of, force)
+    print(f"alerts {summary['version']} ({summary['status']}): {summary['series']} series, alarms {summary['alarms']}")
+    return summary
