@@ -44,7 +44,7 @@ def test_ears_c2_from_the_command_line_equals_ears(tmp_path):
               .with_columns(pl.int_range(1, pl.len() + 1).over("series_id").alias("t")))
     want = ears(series.select("series_id", "t", "cases"), method="C2")
     assert got.height == want.height == 2 * (261 - 9)   # C2: first week evaluated is baseline + 3
-    assert got.drop("week_start").equals(want.sort("series_id", "t").with_columns(pl.col("t").cast(pl.Int64)))
+    assert got.drop("week_start").equals(want.drop("week_start").sort("series_id", "t"))
     assert got.join(series, on=["series_id", "t"])["week_start_right"].str.to_date().equals(got["week_start"])
     assert got["alarm"].sum() > 0
 

@@ -1,20 +1,26 @@
 """EARS C1, C2, C3 as R `surveillance::earsC` computes them, vectorised over series.
 
 Input: a long frame with `series_id`, `t` (consecutive 1-based week index per series) and
-`cases`; output: series_id, t, observed, expected, upperbound, alarm, method for each week of
-`range`. R's rules: C1 uses lags 1..baseline, C2 and C3 lags 3..baseline+2; sample sd (n-1);
-sigma = max(sd, min_sigma); alarm only when observed > upperbound. R's C3 is not the textbook
-C3: its bound is y_t + sigma_t * (z - [max(0, C2(t-1) - 1) + max(0, C2(t-2) - 1)]).
+`cases`[, `week_start`]; output: series_id, t, week_start, observed, expected, upperbound, alarm,
+method for each week of `range`. R's rules: C1 uses lags 1..baseline, C2 and C3 lags
+3..baseline+2; sample sd (n-1); sigma = max(sd, min_sigma); alarm only when observed >
+upperbound. R's C3 is not the textbook C3: its bound is y_t + sigma_t * (z - [max(0, C2(t-1) - 1)
++ max(0, C2(t-2) - 1)]), clipped at 0. Whole-number counts take an exact integer path (window
+sums from int64 cumulative sums); others an exact two-pass mean and variance per window.
 """
 
 from __future__ import annotations
 
 from statistics import NormalDist
 
+import numpy as np
 import polars as pl
+
+from vigila.detect.arrays import in_blocks, to_arrays
 
 GUARD = {"C1": 0, "C2": 2, "C3": 2}          # weeks skipped between the current week and the baseline
 FIRST = {"C1": 1, "C2": 3, "C3": 5}          # default range starts at baseline + FIRST
+BLOCK = 2_000_000                            # rows per block on the two-pass (non-integer) path
 
 
 def default_alpha(method: str) -> float:
@@ -22,40 +28,98 @@ def default_alpha(method: str) -> float:
     return 0.025 if method == "C3" else 0.001
 
 
+def _window_moments(y: np.ndarray, baseline: int, integral: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample variance of y[j - baseline + 1 .. j] for every j >= baseline - 1 (NaN before)."""
+    n = len(y)
+    mean, var = np.full(n, np.nan), np.full(n, np.nan)
+    if n < baseline:
+        return mean, var
+    if (integral or np.all(y == np.round(y))) and np.abs(y).max() < 2**31:
+        yi = y.astype(np.int64)
+        c = np.zeros(n + 1, np.int64)
+        np.cumsum(yi, out=c[1:])
+        s1 = c[baseline:] - c[:-baseline]
+        np.multiply(yi, yi, out=yi)
+        np.cumsum(yi, out=c[1:])
+        s2 = c[baseline:] - c[:-baseline]
+        np.divide(s1, baseline, out=mean[baseline - 1:])
+        s2 *= baseline
+        s2 -= s1 * s1                              # exact: baseline * sum(y^2) - sum(y)^2
+        np.divide(s2, baseline * (baseline - 1), out=var[baseline - 1:])
+        return mean, var
+    view = np.lib.stride_tricks.sliding_window_view(y, baseline)
+    for a in range(0, len(view), BLOCK):
+        v = view[a:a + BLOCK]
+        m = v.mean(axis=1)
+        mean[baseline - 1 + a:baseline - 1 + a + len(v)] = m
+        var[baseline - 1 + a:baseline - 1 + a + len(v)] = ((v - m[:, None]) ** 2).sum(axis=1) / (baseline - 1)
+    return mean, var
+
+
 def ears(frame: pl.DataFrame | pl.LazyFrame, *, method: str = "C1", baseline: int = 7, alpha: float | None = None,
          min_sigma: float = 0.0, range: tuple[int, int] | None = None) -> pl.DataFrame:
-    """EARS C1/C2/C3 on every series of `frame` (columns series_id, t, cases)."""
+    """EARS C1/C2/C3 on every series of `frame` (columns series_id, t, cases[, week_start])."""
     if method not in GUARD:
         raise ValueError(f"method must be C1, C2 or C3, not {method!r}")
+    if baseline < 2:
+        raise ValueError(f"baseline must be at least 2 weeks (a standard deviation), not {baseline}")
     alpha = default_alpha(method) if alpha is None else alpha
     z = NormalDist().inv_cdf(1 - alpha)
-    lag = GUARD[method] + 1
-    lf = frame.lazy().sort("series_id", "t")
-    y = pl.col("cases").cast(pl.Float64)
-    past = y.shift(lag).over("series_id")
-    mu = past.rolling_mean(baseline).over("series_id")
-    sd = past.rolling_std(baseline, ddof=1).over("series_id")
-    sigma = pl.max_horizontal(sd, pl.lit(min_sigma, pl.Float64))
-    out = lf.with_columns(mu.alias("expected"), sigma.alias("sigma"))
-    if method == "C3":
-        c2 = (y - pl.col("expected")) / pl.col("sigma")
-        excess = (c2 - 1).clip(lower_bound=0)
-        out = out.with_columns(c2.alias("_c2")).with_columns(
-            (excess.shift(1).over("series_id") + excess.shift(2).over("series_id")).alias("_prev"))
-        out = out.with_columns((y + pl.col("sigma") * (z - pl.col("_prev"))).clip(lower_bound=0).alias("upperbound"))
-    else:
-        out = out.with_columns((pl.col("expected") + z * pl.col("sigma")).alias("upperbound"))
-    start = baseline + FIRST[method]
-    lo, hi = range if range else (start, None)
-    out = out.filter(pl.col("t") >= lo)
+    s = to_arrays(frame)
+    n = len(s.y)
+    expected, upper = np.empty(n), np.empty(n)
+
+    def block(a: int, b: int) -> None:            # series a..b-1: one contiguous block of rows
+        r0, r1 = s.start[a], s.start[b - 1] + s.length[b - 1]
+        e, u = _bounds(s.y[r0:r1], s.start[a:b] - r0, s.length[a:b], method=method, baseline=baseline, z=z,
+                       min_sigma=min_sigma, integral=s.integral)
+        expected[r0:r1], upper[r0:r1] = e, u
+
+    in_blocks(s, block)
+    lo, hi = range if range else (baseline + FIRST[method], None)
+    keep = np.ones(n, bool)
+    keep[_first_rows(s.start, s.length, lo - 1)] = False
     if hi is not None:
-        out = out.filter(pl.col("t") <= hi)
-    bound = pl.col("upperbound")
-    finite = bound.is_not_null() & bound.is_finite()
-    return out.select(
-        "series_id", "t", *(["week_start"] if "week_start" in frame.lazy().collect_schema().names() else []),
-        y.alias("observed"), pl.col("expected"),
-        pl.when(finite).then(bound).alias("upperbound"),
-        pl.when(finite).then(y > bound).alias("alarm"),
-        pl.lit(f"ears_{method}").alias("method"),
-    ).collect()
+        keep &= (np.arange(n) - np.repeat(s.start, s.length)) < hi
+    week = pl.col("week_start").cast(pl.Date) if "week_start" in s.frame.columns else pl.lit(None, pl.Date)
+    return (s.frame.select(pl.col("series_id").cast(pl.String), pl.col("t").cast(pl.Int64), week.alias("week_start"))
+            .with_columns(pl.Series("observed", s.y), pl.Series("expected", expected).fill_nan(None),
+                          pl.Series("upperbound", upper).fill_nan(None), pl.Series("_keep", keep))
+            .filter("_keep")
+            .select(pl.exclude("_keep"), (pl.col("observed") > pl.col("upperbound")).alias("alarm"),
+                    pl.lit(f"ears_{method}").alias("method")))
+
+
+def _bounds(y, start, length, *, method, baseline, z, min_sigma, integral):
+    """expected and upperbound for every row of a block of whole series (NaN where R gives NA)."""
+    n = len(y)
+    lag = GUARD[method] + 1
+    mean, var = _window_moments(y, baseline, integral)
+    expected, sigma = np.full(n, np.nan), np.full(n, np.nan)
+    expected[lag:] = mean[:-lag]
+    np.sqrt(var[:-lag], out=sigma[lag:])
+    if min_sigma:
+        np.maximum(sigma, min_sigma, out=sigma)
+    head = _first_rows(start, length, lag + baseline - 1)   # weeks whose baseline would reach into another series
+    expected[head], sigma[head] = np.nan, np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if method == "C3":
+            excess = np.maximum((y - expected) / sigma - 1, 0)
+            prev = np.full(n, np.nan)
+            prev[2:] = excess[1:-1] + excess[:-2]
+            prev[_first_rows(start, length, 2)] = np.nan
+            upper = np.clip(y + sigma * (z - prev), 0, None)
+        else:
+            upper = sigma
+            upper *= z
+            upper += expected
+    upper[~np.isfinite(upper)] = np.nan
+    return expected, upper
+
+
+def _first_rows(start: np.ndarray, length: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices of the first k rows of every series."""
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    idx = start[:, None] + np.arange(k)[None, :]
+    return idx[np.arange(k)[None, :] < length[:, None]]

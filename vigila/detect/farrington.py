@@ -18,34 +18,12 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from vigila.detect.arrays import Series, to_arrays
+
 FREQ = 52
 EPS = np.finfo(float).eps
 LOG_EPS = np.log(EPS)
 CHUNK_CELLS = 4_000_000          # fits x observations per batch: bounds memory (~32 MB per array)
-
-
-# ---------------------------------------------------------------- series -> arrays
-@dataclass
-class Series:
-    ids: list[str]
-    start: np.ndarray            # offset of each series in the flat arrays
-    length: np.ndarray
-    y: np.ndarray                # cases, float64, flat
-    days: np.ndarray | None      # week_start as days since 1970-01-01 (date-based series)
-    population: np.ndarray | None
-
-
-def _series(frame: pl.DataFrame | pl.LazyFrame) -> Series:
-    df = frame.lazy().sort("series_id", "t").collect()
-    groups = df.group_by("series_id", maintain_order=True).len()
-    ids, counts = groups["series_id"].cast(pl.String).to_list(), groups["len"].to_numpy().astype(np.int64)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    y = df["cases"].cast(pl.Float64).to_numpy()
-    days = None
-    if "week_start" in df.columns and df["week_start"].null_count() == 0:
-        days = df["week_start"].cast(pl.Date).cast(pl.Int64).to_numpy()
-    pop = df["population"].cast(pl.Float64).to_numpy() if "population" in df.columns else None
-    return Series(list(ids), first, counts, y, days, pop)
 
 
 def _eval_points(s: Series, range: tuple[int, int] | None, default_start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -554,7 +532,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
     if no_periods < 1:
         raise ValueError("no_periods must be >= 1")
     pwni = w if past_weeks_not_included is None else past_weeks_not_included
-    s = _series(frame)
+    s = to_arrays(frame)
     sid, k = _eval_points(s, range, FREQ * b + w + 1)
     E = len(k)
     expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
@@ -609,7 +587,7 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
     """R's algo.farrington (fitFun algo.farrington.fitGLM.fast): two-sided interval at alpha/2,
     reweighting threshold 1, trend kept when p < 0.05; bound 0 (not NA) when limit54 is not met."""
     _check(b=b, w=w, alpha=alpha, powertrans=powertrans, limit54=limit54)
-    s = _series(frame)
+    s = to_arrays(frame)
     sid, k = _eval_points(s, range, FREQ * b - w)
     E = len(k)
     expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
