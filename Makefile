@@ -6,7 +6,7 @@ UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-detect install clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_ingest.py
+
+bench-detect: $(STAMP)
+	$(VENV)/bin/python benchmarks/bench_detect.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) warehouse
