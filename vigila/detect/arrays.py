@@ -30,8 +30,8 @@ def to_arrays(frame: pl.DataFrame | pl.LazyFrame) -> Series:
     """Rows grouped by series and sorted by t within each; a frame already grouped that way keeps its
     order (checking is much cheaper than sorting), any other is sorted by series_id and t."""
     df = frame.lazy().collect() if isinstance(frame, pl.LazyFrame) else frame
-    if df.n_chunks() > 1:
-        df = df.rechunk()                        # e.g. Parquet row groups: aligned columns are far faster
+    if df.n_chunks() > 1:                        # e.g. Parquet row groups: aligned columns are far faster
+        df = df.select(c for c in ("series_id", "t", "cases", "week_start", "population") if c in df.columns).rechunk()
     new = _series_starts(df)
     if not _in_order(df, new):
         df = df.sort("series_id", "t")
