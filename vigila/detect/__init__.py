@@ -14,6 +14,8 @@ Contract shared by every method function `fn(frame, *, range=None, **params) -> 
   except CUSUM, whose alarm is R's cusum >= h.
 """
 
+from vigila.detect.cusum import cusum
 from vigila.detect.ears import ears
+from vigila.detect.farrington import farrington, farrington_flexible
 
-__all__ = ["ears"]
+__all__ = ["cusum", "ears", "farrington", "farrington_flexible"]
