@@ -14,20 +14,27 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from connectors import connector_for
+import connectors
+from connectors import Fetched, FetchError
 from vigila import pipeline
 from vigila.config import SourceConfig, load_source
 from vigila.storage import Storage
 
 
-@task(retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
-def fetch(location: str) -> list[str]:
-    return [str(f.path) for f in connector_for(location).fetch(location)]
+def _retryable(task, task_run, state) -> bool:
+    """Retry a fetch unless the connector said trying again cannot help (401, 404, a missing secret...)."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return not isinstance(exc, FetchError) or exc.retryable
+
+
+@task(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retryable, cache_policy=NO_CACHE)
+def fetch(location: str, source: SourceConfig | None = None, state: dict | None = None) -> list[Fetched]:
+    return connectors.fetch(location, source=source, state=state)
 
 
 @task(cache_policy=NO_CACHE)
-def land(warehouse: str, source: SourceConfig, path: str) -> pipeline.Landed:
-    return pipeline.land(Storage.open(warehouse), source, path)
+def land(warehouse: str, source: SourceConfig, path: str, origin: str | None = None) -> pipeline.Landed:
+    return pipeline.land(Storage.open(warehouse), source, path, origin=origin)
 
 
 @task(cache_policy=NO_CACHE)
@@ -51,14 +58,28 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
     where = location or source.location
     if not where:
         raise ValueError(f"{source_path}: no `location` in the config and none given")
+    kind = connectors.connector_for(where).kind
+    state = {} if force else pipeline.load_fetch_state(Storage.open(warehouse), source.id, kind)
     reports = []
-    for i, path in enumerate(fetch(where)):
-        run_id = f"{flow_run.id or pipeline.new_run_id()}-{i}"
-        landed = land(warehouse, source, path)
-        if landed.already_ingested and not force:
-            reports.append(pipeline.unchanged_report(source, landed, run_id))
-            continue
-        with tempfile.TemporaryDirectory(prefix="vigila-flow-") as tmp:
-            staged = process(path, source, run_id, landed.sha256, pipeline.resolve_issue_date(source, issue_date), tmp)
-            reports.append(publish(warehouse, source, landed, staged, run_id))
+    fetched = fetch(where, source, state)
+    try:
+        for i, got in enumerate(fetched):
+            run_id = f"{flow_run.id or pipeline.new_run_id()}-{i}"
+            if got.not_modified:
+                reports.append(pipeline.not_modified_report(source, got.origin, state, run_id))
+                continue
+            path = str(got.path)
+            landed = land(warehouse, source, path, got.origin)
+            if landed.already_ingested and not force:
+                reports.append(pipeline.unchanged_report(source, landed, run_id))
+            else:
+                with tempfile.TemporaryDirectory(prefix="vigila-flow-") as tmp:
+                    staged = process(path, source, run_id, landed.sha256, pipeline.resolve_issue_date(source, issue_date), tmp)
+                    reports.append(publish(warehouse, source, landed, staged, run_id))
+            # only now that these bytes are published may a 304 stand for them
+            pipeline.save_fetch_state(Storage.open(warehouse), source.id, kind, got.origin, got.validators,
+                                      {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name})
+    finally:
+        for got in fetched:
+            got.discard()
     return reports

@@ -75,7 +75,8 @@ def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: st
     path = Path(path)
     digest = sha256_file(path)
     ext = "".join(s for s in path.suffixes[-2:] if len(s) <= 8) or ".bin"
-    key = f"raw/{source.id}/{digest}{ext.lower()}"
+    ext = ".report.json" if ext.lower() == ".json" else ext.lower()   # <sha256>.json is the provenance record
+    key = f"raw/{source.id}/{digest}{ext}"
     if not storage.exists(key):
         storage.put_file(key, path)
     fetched_at = _now()
@@ -266,11 +267,12 @@ def resolve_issue_date(source: SourceConfig, override: dt.date | None = None) ->
 
 
 def ingest(source: SourceConfig, path: str | Path, warehouse: str | Path | Storage, *, run_id: str | None = None,
-           issue_date: dt.date | None = None, force: bool = False, progress: Progress | None = None) -> dict:
+           issue_date: dt.date | None = None, force: bool = False, progress: Progress | None = None,
+           origin: str | None = None) -> dict:
     """Land, process and publish one file without orchestration (the flow runs the same steps)."""
     storage = warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
     run_id = run_id or new_run_id()
-    landed = land(storage, source, path)
+    landed = land(storage, source, path, origin=origin)
     if landed.already_ingested and not force:
         return unchanged_report(source, landed, run_id)
     with tempfile.TemporaryDirectory(prefix="vigila-run-") as tmp:
@@ -283,6 +285,71 @@ def unchanged_report(source: SourceConfig, landed: Landed, run_id: str) -> dict:
     return {"source_id": source.id, "run_id": run_id, "status": "unchanged",
             "file": {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name},
             "notes": ["the same bytes were already ingested; nothing to publish"]}
+
+
+def fetch_and_ingest(source: SourceConfig, warehouse: str | Path | Storage, *, location: str | None = None,
+                     run_id: str | None = None, issue_date: dt.date | None = None, force: bool = False,
+                     progress: Progress | None = None) -> list[dict]:
+    """Fetch `location` (default: the config's) with its connector and ingest each report, without
+    Prefect: the `ingest_source` flow's steps, conditional-request state included."""
+    import connectors  # the core does not need the connectors to parse, check or publish a file
+
+    storage = warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
+    where = location or source.location
+    if not where:
+        raise ValueError(f"{source.id}: no `location` in the config and none given")
+    kind = connectors.connector_for(where).kind
+    state = {} if force else load_fetch_state(storage, source.id, kind)
+    run_id = run_id or new_run_id()
+    fetched = connectors.fetch(where, source=source, state=state)
+    reports = []
+    try:
+        for i, got in enumerate(fetched):
+            if got.not_modified:
+                reports.append(not_modified_report(source, got.origin, state, f"{run_id}-{i}"))
+                continue
+            report = ingest(source, got.path, storage, run_id=f"{run_id}-{i}", issue_date=issue_date, force=force,
+                            progress=progress, origin=got.origin)
+            save_fetch_state(storage, source.id, kind, got.origin, got.validators, report["file"])
+            reports.append(report)
+    finally:
+        for got in fetched:
+            got.discard()
+    return reports
+
+
+# --------------------------------------------------------------------------- fetch state
+
+
+def fetch_state_key(source_id: str, kind: str) -> str:
+    return f"state/{kind}/{source_id}.json"
+
+
+def load_fetch_state(storage: Storage, source_id: str, kind: str) -> dict:
+    """What earlier publishes of this source remember per origin (e.g. HTTP ETag / Last-Modified)."""
+    key = fetch_state_key(source_id, kind)
+    return storage.read_json(key) if storage.exists(key) else {}
+
+
+def save_fetch_state(storage: Storage, source_id: str, kind: str, origin: str, validators: dict, file: dict) -> None:
+    """Remember `origin`'s validators with the raw file they describe. Call only once that file is
+    published (or was already): a 304 later means "this file", so it must be in the warehouse."""
+    if not validators:
+        return
+    key = fetch_state_key(source_id, kind)
+    with storage.lock(f"state/{kind}/.{source_id}.lock"):
+        state = load_fetch_state(storage, source_id, kind)
+        state[origin] = {**validators, "sha256": file["sha256"], "key": file.get("key"),
+                         "original_name": file.get("original_name"), "saved_at": _now()}
+        storage.write_json(key, state)
+
+
+def not_modified_report(source: SourceConfig, origin: str, state: dict, run_id: str) -> dict:
+    """The "unchanged" report of a report the origin says is not modified (nothing was downloaded)."""
+    entry = state.get(origin, {})
+    return {"source_id": source.id, "run_id": run_id, "status": "unchanged",
+            "file": {"sha256": entry.get("sha256", ""), "key": entry.get("key"), "original_name": entry.get("original_name")},
+            "notes": [f"not modified since the last publish (HTTP 304 from {origin}); nothing downloaded or published"]}
 
 
 def check(source: SourceConfig, path: str | Path, *, progress: Progress | None = None) -> tuple[dict, pl.DataFrame]:
