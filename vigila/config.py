@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pycountry
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
@@ -61,6 +61,50 @@ class ParseOptions(_Strict):
 
 class Limits(_Strict):
     max_bytes: int = Field(gt=0)
+
+
+class HttpAuth(_Strict):
+    """How an HTTP source authenticates. Secrets are never in the config: only the names of the
+    environment variables (or of the Prefect Secret block) that hold them."""
+
+    type: Literal["none", "basic", "bearer", "api_key"] = "none"
+    username_env: str | None = None     # basic: env var holding the user name
+    password_env: str | None = None     # basic: env var holding the password
+    token_env: str | None = None        # bearer / api_key: env var holding the token or key
+    header: str = "X-API-Key"           # api_key: request header carrying the key
+    query_param: str | None = None      # api_key: send the key as this query parameter instead of a header
+    secret_block: str | None = None     # name of a Prefect Secret block holding the password / token (instead of *_env)
+
+    @model_validator(mode="after")
+    def _secrets_named(self) -> HttpAuth:
+        if self.type == "basic" and not (self.username_env and (self.password_env or self.secret_block)):
+            raise ValueError("http.auth basic needs username_env and password_env (or secret_block)")
+        if self.type in ("bearer", "api_key") and not (self.token_env or self.secret_block):
+            raise ValueError(f"http.auth {self.type} needs token_env (or secret_block)")
+        return self
+
+
+class Pagination(_Strict):
+    type: Literal["none", "next_link", "offset_limit"] = "none"
+    next_link: str = "header"           # next_link: "header" (HTTP `Link: <url>; rel="next"`) or a dotted JSON path, e.g. "result._links.next"
+    records: str | None = None          # dotted JSON path to each page's records; null: csv.json_records_path
+    limit: int = Field(default=1000, gt=0)        # offset_limit: page size
+    limit_param: str = "limit"          # offset_limit: query parameter of the page size
+    offset_param: str = "offset"        # offset_limit: query parameter of the offset
+    max_pages: int = Field(default=10000, gt=0)   # more pages than this fails the fetch (never a silent cut)
+
+
+class HttpOptions(_Strict):
+    """Fetching `http://` / `https://` locations (connectors/http.py)."""
+
+    auth: HttpAuth = Field(default_factory=HttpAuth)
+    pagination: Pagination = Field(default_factory=Pagination)
+    headers: dict[str, str] = Field(default_factory=dict)   # extra request headers (no secrets: use auth)
+    timeout_seconds: float = Field(default=30.0, gt=0)       # connect / read timeout of each request
+    retries: int = Field(default=3, ge=0)                    # retries of one request on 5xx, 429, 408, timeouts, dropped connections
+    backoff_seconds: float = Field(default=1.0, ge=0)        # wait before retry n: backoff_seconds * 2**(n-1), unless Retry-After says
+    max_wait_seconds: float = Field(default=60.0, ge=0)      # longest single wait; a longer Retry-After fails the fetch
+    conditional: bool = True                                 # send If-None-Match / If-Modified-Since (unpaginated reports)
 
 
 class IssueDate(_Strict):
@@ -131,7 +175,7 @@ class Constants(_Strict):
 class SourceConfig(_Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
     description: str = ""
-    location: str | None = None        # where reports arrive: path, glob or drop folder (relative to the YAML)
+    location: str | None = None        # where reports arrive: path, glob or drop folder (relative to the YAML), or an http(s):// URL
     country: str | None = None
     reporter: Reporter
     diseases: list[str] = Field(min_length=1)
@@ -145,10 +189,25 @@ class SourceConfig(_Strict):
     exclude: dict[str, list[str]] = Field(default_factory=dict)   # field -> raw values that are out of scope
     csv: ParseOptions = Field(default_factory=ParseOptions)
     limits: Limits
+    http: HttpOptions = Field(default_factory=HttpOptions)
+    dhis2: Any = None                  # connectors.dhis2.Dhis2Mapping: DHIS2 ids -> geo codes, disease, breakdowns
+    fhir: Any = None                   # connectors.fhir.FhirMapping: MeasureReport measures/strata -> the contract
     weekly_resolution_values: list[str] = Field(default_factory=list)
     issue_date: IssueDate = Field(default_factory=IssueDate)
     schedule: Schedule = Field(default_factory=Schedule)
     licence: str = ""                  # licence / attribution of the data, shown in the catalog
+
+    @field_validator("dhis2", "fhir", mode="before")
+    @classmethod
+    def _api_mapping(cls, v: Any, info: ValidationInfo) -> Any:
+        """Validated by the connector's own model (imported here: connectors import this module)."""
+        if v is None:
+            return None
+        if info.field_name == "dhis2":
+            from connectors.dhis2 import Dhis2Mapping as model
+        else:
+            from connectors.fhir import FhirMapping as model
+        return v if isinstance(v, model) else model.model_validate(v)
 
     @field_validator("country")
     @classmethod
@@ -187,6 +246,11 @@ class SourceConfig(_Strict):
             raise ValueError(f"exclude.{unmapped[0]}: the field is not mapped in columns")
         if len(self.diseases) > 1 and not c.disease:
             raise ValueError("several diseases need columns.disease to tell rows apart")
+        page = self.http.pagination
+        if page.type != "none" and self.format not in ("csv", "json"):
+            raise ValueError(f"http.pagination {page.type} needs format: csv or json")
+        if page.type == "next_link" and page.next_link != "header" and self.format != "json":
+            raise ValueError("http.pagination.next_link as a JSON path needs format: json (or next_link: header)")
         return self
 
     @property
