@@ -229,10 +229,16 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _at(doc: Any, dotted: str | None) -> Any:
+    """A dotted path; `name[key=value]` picks the first list item with that key (FHIR: link[relation=next].url)."""
     for part in dotted.split(".") if dotted else []:
-        if not isinstance(doc, dict) or part not in doc:
+        name, _, pick = part.partition("[")
+        if not isinstance(doc, dict) or name not in doc:
             return None
-        doc = doc[part]
+        doc = doc[name]
+        if pick:
+            key, _, want = pick.rstrip("]").partition("=")
+            doc = next((x for x in doc if isinstance(x, dict) and str(x.get(key)) == want), None) \
+                if isinstance(doc, list) else None
     return doc
 
 
@@ -275,7 +281,7 @@ class _Fetch:
         self.source = source
         self.opts = source.http if source is not None else HttpOptions()
         self.source_id = source.id if source is not None else "http"
-        self.format = source.format if source is not None else "auto"
+        self.format = {"dhis2": "json", "fhir": "json"}.get(source.format, source.format) if source is not None else "auto"
         self.records_path = (self.opts.pagination.records or source.csv.json_records_path) if source is not None else None
         self.max_bytes = source.limits.max_bytes if source is not None else DEFAULT_MAX_BYTES
         self.state = state

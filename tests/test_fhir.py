@@ -284,8 +284,8 @@ def test_unknown_population_and_report_type(mapping):
 
 def test_example_source_config_validates(mapping):
     data = yaml.safe_load(EXAMPLE.read_text())
-    data.pop("fhir")                               # not yet a SourceConfig field (wired in later)
     cfg = source_from_dict(data)
+    assert cfg.fhir == mapping
     assert cfg.id == EXAMPLE.stem and cfg.epiweek == mapping.epiweek
     assert mapping.measures == {"https://fhir.example.org/measure/dengue-weekly-cases": "dengue"}
 

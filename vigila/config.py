@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
 Shape = Literal["weekly_counts", "cumulative_counts", "line_list"]
-Format = Literal["auto", "csv", "xlsx", "json", "parquet"]
+Format = Literal["auto", "csv", "xlsx", "json", "parquet", "dhis2", "fhir"]
 
 
 class ConfigError(ValueError):
@@ -247,9 +247,9 @@ class SourceConfig(_Strict):
         if len(self.diseases) > 1 and not c.disease:
             raise ValueError("several diseases need columns.disease to tell rows apart")
         page = self.http.pagination
-        if page.type != "none" and self.format not in ("csv", "json"):
-            raise ValueError(f"http.pagination {page.type} needs format: csv or json")
-        if page.type == "next_link" and page.next_link != "header" and self.format != "json":
+        if page.type != "none" and self.format not in ("csv", "json", "dhis2", "fhir"):
+            raise ValueError(f"http.pagination {page.type} needs format: csv, json, dhis2 or fhir")
+        if page.type == "next_link" and page.next_link != "header" and self.format not in ("json", "dhis2", "fhir"):
             raise ValueError("http.pagination.next_link as a JSON path needs format: json (or next_link: header)")
         return self
 

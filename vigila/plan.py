@@ -287,8 +287,9 @@ def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, 
     rows = domain_rows(batch, domains)
     flagged = _any(rows, domains, lambda d: d.table[d.chk].is_not_null())
     held = _any(rows, domains, lambda d: d.table[d.sev].is_in(["error", "set_aside"]))
-    if exclude is not None and exclude.len():
-        held = held | batch[ROW].is_in(exclude.implode())
+    if exclude is not None and exclude.len():      # already reported (parse stage): no further checks
+        excluded = batch[ROW].is_in(exclude.implode())
+        held, flagged = held | excluded, flagged & ~excluded
     bad = pl.concat([batch.filter(flagged), gather_outputs(rows.filter(flagged), domains)], how="horizontal")
     good = rows.with_columns(batch[ROW]).filter(~held)
     if source.shape == "line_list":  # count by harmonised value (as integers) before any text is built

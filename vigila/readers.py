@@ -78,7 +78,8 @@ def read_raw(path: str | Path, source: SourceConfig, workdir: Path | None = None
         raise ReadError(f"{path.name}: {size / 2**30:.1f} GiB is over the source limit of "
                         f"{source.limits.max_bytes / 2**30:.1f} GiB (limits.max_bytes)")
     fmt = detect_format(path, source.format)
-    table = {"csv": _read_csv, "xlsx": _read_xlsx, "json": _read_json, "parquet": _read_parquet}[fmt](path, source, workdir)
+    table = {"csv": _read_csv, "xlsx": _read_xlsx, "json": _read_json, "parquet": _read_parquet,
+             "dhis2": _read_api, "fhir": _read_api}[fmt](path, source, workdir)
     if not table.columns:
         raise ReadError(f"{path.name}: no header / no columns found")
     return table
@@ -274,6 +275,53 @@ def _read_json(path: Path, source: SourceConfig, workdir: Path | None) -> RawTab
             for r in records]
     df = pl.DataFrame(text, schema={c: pl.Utf8 for c in columns}, orient="row") if text else pl.DataFrame(schema={c: pl.Utf8 for c in columns})
     return RawTable(_null_strings(_as_text(df), source.csv.na_values), columns, "json")
+
+
+def _read_api(path: Path, source: SourceConfig, workdir: Path | None) -> RawTable:
+    """A DHIS2 (dataValueSets / analytics) or FHIR (Bundle / MeasureReport) document -> contract rows.
+
+    Frame row i is the i-th data value (DHIS2) or the i-th row the MeasureReports give (FHIR); each
+    problem the parser found is a bad row with its check, so it reaches the quarantine. A problem
+    that does not void a row of its own (a warning, or a FHIR report-level problem) gets a row of
+    its own after the data, its value naming where it was."""
+    fmt = source.format
+    try:
+        doc = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReadError(f"{path.name}: malformed JSON ({e})") from None
+    mapping = getattr(source, fmt)
+    if mapping is None:
+        raise ReadError(f"format: {fmt} needs a `{fmt}:` mapping in the source config")
+    if fmt == "dhis2":
+        from connectors import dhis2
+
+        is_analytics = isinstance(doc, dict) and "headers" in doc and "rows" in doc
+        rows, problems = (dhis2.parse_analytics if is_analytics else dhis2.parse_data_value_sets)(doc, mapping)
+        rows = rows.sort("row")
+        where = problems["value"].cast(pl.Utf8)
+    else:
+        from connectors import fhir
+
+        if isinstance(doc, dict) and "resourceType" not in doc and "entry" in doc:   # pages landed as one file
+            doc = {"resourceType": "Bundle", "type": "collection", "entry": doc["entry"]}
+        resources, page_problems = fhir.read_bundle_pages([doc])
+        rows, problems = fhir.parse_measure_reports(resources, mapping)
+        problems = pl.concat([page_problems, problems], how="diagonal_relaxed")
+        rows = rows.drop("row").with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
+        where = pl.concat_str([problems["value"].cast(pl.Utf8).fill_null(""), pl.lit(" (resource "),
+                               problems["resource_id"].cast(pl.Utf8).fill_null(problems["row"].cast(pl.Utf8)),
+                               pl.lit(")")]) if problems.height else problems["value"].cast(pl.Utf8)
+    problems = problems.with_columns(where.alias("value"))
+    n = int(rows["row"].max() or 0) if fmt == "fhir" else int(max(rows["row"].max() or 0, problems["row"].max() or 0))
+    own = problems["row"].is_in(rows["row"].implode()) | (problems["severity"] == "warning") if fmt == "dhis2" else \
+        pl.Series([True] * problems.height)
+    extra = problems.filter(own).with_columns(pl.int_range(n + 1, n + 1 + pl.len()).cast(pl.Int64).alias("row"))
+    bad = pl.concat([problems.filter(~own), extra]).select(pl.col("row").alias(ROW), "check", "value", "severity")
+    total = n + extra.height
+    text = rows.select(pl.all().cast(pl.Utf8))
+    frame = (pl.DataFrame({"row": pl.int_range(1, total + 1, eager=True).cast(pl.Utf8)})
+             .join(text.with_columns(pl.col("row")), on="row", how="left").drop("row"))
+    return RawTable(frame.lazy(), frame.columns, fmt, bad_rows=bad)
 
 
 def _read_parquet(path: Path, source: SourceConfig, workdir: Path | None) -> RawTable:
