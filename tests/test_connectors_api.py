@@ -103,3 +103,40 @@ def test_fhir_page_repeated_by_the_server_is_not_counted_twice(server, warehouse
     resources, _ = fhir.read_bundle_pages([again, json.loads(two)])
     rows, _ = fhir.parse_measure_reports(resources, src.fhir)
     assert read.cases_weekly(warehouse).collect()["cases"].sum() == rows["cases"].sum()
+
+
+def test_fhir_server_error_then_success_is_retried(server, warehouse):
+    one, two = fhir_pages(server)
+    server.route("/r4/MeasureReport", Reply(503, b"busy", headers={"Retry-After": "0"}), Reply(body=one))
+    server.route("/r4/page2", Reply(body=two))
+    pipeline.fetch_and_ingest(source("fhir_reporter_example.yaml", server.url("/r4/MeasureReport")), warehouse)
+    assert len(server.hits("/r4/MeasureReport")) == 2 and read.cases_weekly(warehouse).collect().height > 0
+
+
+@pytest.mark.parametrize("broken", [b'{"resourceType": "Bundle", "entry": [', b""])
+def test_a_broken_fhir_page_fails_with_nothing_published(server, warehouse, broken):
+    one, _ = fhir_pages(server)
+    server.route("/r4/MeasureReport", Reply(body=one))
+    server.route("/r4/page2", Reply(body=broken))
+    with pytest.raises(Exception, match=r"fhir_reporter_example: .*127\.0\.0\.1:\d+/r4/page2"):
+        pipeline.fetch_and_ingest(source("fhir_reporter_example.yaml", server.url("/r4/MeasureReport")), warehouse)
+    assert nothing_published(warehouse)
+
+
+def test_dhis2_org_unit_pages_follow_the_pager(server):
+    """DHIS2 metadata pages carry pager.nextPage: the HTTP connector's next_link follows it."""
+    import connectors
+
+    pages = [json.loads((FIXTURES / "dhis2" / f"organisation_units_page{i}.json").read_text()) for i in (1, 2, 3)]
+    for i, p in enumerate(pages):
+        if "nextPage" in p.get("pager", {}):
+            p["pager"]["nextPage"] = server.url(f"/api/organisationUnits/{i + 2}")
+    server.route("/api/organisationUnits", Reply(body=json.dumps(pages[0]).encode()))
+    for i in (2, 3):
+        server.route(f"/api/organisationUnits/{i}", Reply(body=json.dumps(pages[i - 1]).encode()))
+    src = source("dhis2_country_example.yaml", server.url("/api/organisationUnits"), format="json",
+                 csv={"json_records_path": "organisationUnits"},
+                 http={"auth": {"type": "none"}, "pagination": {"type": "next_link", "next_link": "pager.nextPage"}})
+    [got] = connectors.fetch(src.location, source=src, state={})
+    units = json.loads(got.path.read_text())["organisationUnits"]
+    assert len(units) == sum(len(p["organisationUnits"]) for p in pages)
