@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 
 from prefect import flow, task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from vigila import alerts
+from vigila import alerts, artifacts
 from vigila.pipeline import new_run_id
 
 
@@ -31,5 +32,7 @@ def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, 
                   force: bool = False) -> dict:
     check_config(config_path)
     summary = detect(warehouse, config_path, str(flow_run.id or new_run_id()), as_of, force)
+    create_table_artifact(artifacts.detect_table(summary), key="detect-alarms",
+                          description=f"alerts {summary.get('version')}: alarms per method")
     print(f"alerts {summary['version']} ({summary['status']}): {summary['series']} series, alarms {summary['alarms']}")
     return summary

@@ -1,7 +1,11 @@
 """Prefect flow `ingest_source`: fetch -> land -> process -> publish for one source config.
 
 Input: a source YAML path and a warehouse root; output: one data-quality report per file.
-Thin on purpose: every step is a function of `vigila.pipeline`; only fetching retries.
+Thin on purpose: every step is a function of `vigila.pipeline`; only fetching retries (with
+backoff, jitter and a timeout). Publishing holds the Prefect global concurrency limit
+`publish-<source id>` (one slot, created on first use), so two runs of one source never publish at
+once: the second waits up to `PUBLISH_WAIT_SECONDS`, then fails naming the source. Each run
+leaves artifacts: the data-quality summary (markdown), the checks table and the quarantine link.
 """
 
 from __future__ import annotations
@@ -10,13 +14,18 @@ import datetime as dt
 import tempfile
 from pathlib import Path
 
-from prefect import flow, task
+from epiweeks import Week
+from prefect import flow, get_client, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 
 import connectors
 from connectors import Fetched, FetchError
-from vigila import pipeline
+from vigila import artifacts, pipeline
 from vigila.config import SourceConfig, load_source
 from vigila.storage import Storage
 
@@ -27,7 +36,16 @@ def _retryable(task, task_run, state) -> bool:
     return not isinstance(exc, FetchError) or exc.retryable
 
 
-@task(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_retryable, cache_policy=NO_CACHE)
+FETCH_TIMEOUT_SECONDS = 1800      # one try of a fetch (a whole download); then it is retried
+PUBLISH_WAIT_SECONDS = 3600       # how long a run waits for another run of the same source to publish
+
+
+class PublishBusy(RuntimeError):
+    """Another run of the same source held the publish slot for longer than we could wait."""
+
+
+@task(retries=3, retry_delay_seconds=[2, 10, 30], retry_jitter_factor=0.5, timeout_seconds=FETCH_TIMEOUT_SECONDS,
+      retry_condition_fn=_retryable, cache_policy=NO_CACHE)
 def fetch(location: str, source: SourceConfig | None = None, state: dict | None = None) -> list[Fetched]:
     return connectors.fetch(location, source=source, state=state)
 
@@ -42,13 +60,65 @@ def process(path: str, source: SourceConfig, run_id: str, sha: str, issue_date: 
     return pipeline.process(path, source, run_id=run_id, file_sha256=sha, issue_date=issue_date, workdir=Path(workdir))
 
 
+def publish_limit(source_id: str) -> str:
+    """Name of the global concurrency limit serialising the publishes of one source; created with
+    one slot if missing (an operator may create it beforehand, e.g. `prefect gcl create`)."""
+    name = f"publish-{source_id}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass  # created meanwhile by the other run
+    return name
+
+
 @task(cache_policy=NO_CACHE)
-def publish(warehouse: str, source: SourceConfig, landed: pipeline.Landed, processed: pipeline.Processed, run_id: str) -> dict:
-    return pipeline.publish_run(Storage.open(warehouse), source, landed, processed, run_id)
+def publish(warehouse: str, source: SourceConfig, landed: pipeline.Landed, processed: pipeline.Processed, run_id: str,
+            wait_seconds: float | None = None) -> dict:
+    limit = publish_limit(source.id)
+    wait_seconds = PUBLISH_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    try:
+        # strict: a missing limit would otherwise not limit anything
+        with concurrency(limit, occupy=1, timeout_seconds=wait_seconds, lease_duration=60, strict=True):
+            return pipeline.publish_run(Storage.open(warehouse), source, landed, processed, run_id)
+    except TimeoutError as exc:
+        raise PublishBusy(f"{source.id}: another run is still publishing this source (Prefect concurrency limit "
+                          f"{limit!r} busy for {wait_seconds:g} s); nothing was published by this run") from exc
 
 
 def _run_name() -> str:
-    return f"ingest-{Path(flow_run.parameters['source_path']).stem}-{dt.date.today():%G-W%V}"
+    """`ingest-<source id>-<epi year>-W<epi week>` of the issue date (MMWR week; today when not given)."""
+    params = flow_run.parameters
+    try:
+        given = params.get("issue_date")
+        given = dt.date.fromisoformat(given) if isinstance(given, str) else given
+        source = load_source(params["source_path"])
+        name, day = source.id, pipeline.resolve_issue_date(source, given)
+    except Exception:  # a broken config fails in the flow itself, with its own message
+        name, day = Path(params["source_path"]).stem, dt.date.today()
+    week = Week.fromdate(day, system="cdc")
+    return f"ingest-{name}-{week.year}-W{week.week:02d}"
+
+
+def report_artifacts(warehouse: str, report: dict) -> None:
+    """The run's artifacts, keyed by source: summary (markdown), checks (table), quarantine (link)."""
+    source_id = report["source_id"]
+    storage = Storage.open(warehouse)
+    quarantine = None
+    if report.get("status") == "published":
+        quarantine = artifacts.quarantine_location(storage, source_id, (report.get("versions") or {}).get("quarantine"))
+    key = artifacts.artifact_key("ingest", source_id)
+    create_markdown_artifact(artifacts.report_markdown(report, quarantine), key=key,
+                             description=f"{source_id}: data-quality report of run {report.get('run_id')}")
+    create_table_artifact(artifacts.report_table(report), key=f"{key}-checks",
+                          description=f"{source_id}: rows per failed check, and totals")
+    if quarantine:
+        link = quarantine if quarantine.startswith("s3://") else Path(quarantine).as_uri()
+        create_link_artifact(link, link_text=quarantine, key=f"{key}-quarantine",
+                             description=f"{source_id}: quarantine records of this source (current version)")
 
 
 @flow(name="ingest_source", flow_run_name=_run_name, log_prints=True)
@@ -67,6 +137,7 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
             run_id = f"{flow_run.id or pipeline.new_run_id()}-{i}"
             if got.not_modified:
                 reports.append(pipeline.not_modified_report(source, got.origin, state, run_id))
+                report_artifacts(warehouse, reports[-1])
                 continue
             path = str(got.path)
             landed = land(warehouse, source, path, got.origin)
@@ -76,6 +147,7 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
                 with tempfile.TemporaryDirectory(prefix="vigila-flow-") as tmp:
                     staged = process(path, source, run_id, landed.sha256, pipeline.resolve_issue_date(source, issue_date), tmp)
                     reports.append(publish(warehouse, source, landed, staged, run_id))
+            report_artifacts(warehouse, reports[-1])
             # only now that these bytes are published may a 304 stand for them
             pipeline.save_fetch_state(Storage.open(warehouse), source.id, kind, got.origin, got.validators,
                                       {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name})

@@ -1,7 +1,8 @@
-"""Contracts of derived datasets: `alerts` (early-detection results per series-week and method).
+"""Contracts of derived datasets: `alerts` (early detection per series-week and method), `reporting` (completeness).
 
-Input: the eager polars frame `vigila.alerts` builds; output: pandera validation (raises on a
-broken contract). The model is also the source of the alerts section of the data dictionary.
+Input: the eager polars frames `vigila.alerts` and `vigila.completeness` build; output: pandera
+validation (raises on a broken contract). The models are also the source of their sections of
+the data dictionary.
 """
 
 from __future__ import annotations
@@ -48,3 +49,36 @@ class Alert(pa.DataFrameModel):
         strict = True
         coerce = False
         unique = ["series_id", "week_start", "method"]
+
+
+REPORTING_SCHEMA_VERSION = "1.0.0"
+REPORTING_STATUSES = ["on_time", "late", "partial", "missing", "pending"]
+
+
+class Reporting(pa.DataFrameModel):
+    """Reporting completeness and timeliness: one row per source x epi week (vigila/completeness.py)."""
+
+    source_id: pl.Utf8 = pa.Field(description="source config id")
+    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (the source's convention: mmwr or iso)")
+    epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
+    week_start: pl.Date = pa.Field(description="first day of the epi week")
+    expected: pl.Int64 = pa.Field(ge=0, description="reporting units expected for the week: the distinct place x disease pairs "
+                                  "the source has ever published (1 per disease for a national reporter)")
+    received: pl.Int64 = pa.Field(ge=0, description="expected units with at least one row for the week in cases_revisions")
+    received_on_time: pl.Int64 = pa.Field(ge=0, description="units whose first row for the week was published by the deadline")
+    completeness: pl.Float64 = pa.Field(ge=0, le=1, description="received / expected")
+    first_received_at: pl.Datetime("us", "UTC") = pa.Field(nullable=True, description="when Vigila first published a row of "
+                                                           "the week (min ingested_at in cases_revisions, UTC); null: nothing yet")
+    last_received_at: pl.Datetime("us", "UTC") = pa.Field(nullable=True, description="when the last unit's first row of the week "
+                                                          "was published (UTC): the week was complete from then if received = expected")
+    deadline: pl.Datetime("us", "UTC") = pa.Field(description="when the week was due (schedule.deadline in the source's timezone, "
+                                                 "as UTC; default: the end of the week after the epi week)")
+    status: pl.Utf8 = pa.Field(isin=REPORTING_STATUSES, description="on_time: every expected unit by the deadline; late: every unit, "
+                               "some after the deadline; partial: some units missing after the deadline; missing: nothing after "
+                               "the deadline; pending: not complete and the deadline has not passed")
+    as_of: pl.Datetime("us", "UTC") = pa.Field(description="the time the statuses were evaluated at (UTC)")
+
+    class Config:
+        strict = True
+        coerce = False
+        unique = ["source_id", "epi_year", "epi_week"]

@@ -1,8 +1,9 @@
-"""`vigila` command line: ingest, check, demo, dictionary, catalog, detect.
+"""`vigila` command line: ingest, check, demo, dictionary, catalog, detect, status, serve, deploy.
 
 Input: source YAMLs, report files, a warehouse root; output: rich tables on the terminal, exit
 status 0 (ok), 1 (rows failed a check), 2 (a user error: one line, no traceback).
-`check` and `detect` never start Prefect; `ingest` and `demo` run the Prefect flow.
+`check`, `detect` and `status` never start Prefect; `ingest` and `demo` run the Prefect flows,
+`serve` and `deploy` turn the source configs into Prefect deployments.
 """
 
 from __future__ import annotations
@@ -209,6 +210,97 @@ def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(dd.markdown())
     out.print(f"wrote {output}")
+
+
+def _deployments(sources: Path, warehouse: str, from_source: bool) -> list:
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    from flows.deploy import deployments_for
+
+    found = deployments_for(sources, warehouse, from_source=from_source)
+    if not found:
+        _fail(f"{sources}: no source config with a `schedule.cron`")
+    return found
+
+
+def _print_deployments(deployments: list, title: str, ids: list[str] | None = None) -> None:
+    from flows.deploy import full_name
+
+    t = Table(title=title, title_justify="left", show_edge=False)
+    for col in ("deployment", "schedule", "timezone", "tags", *(["id"] if ids else [])):
+        t.add_column(col, overflow="fold")
+    for i, d in enumerate(deployments):
+        s = d.schedules[0].schedule if d.schedules else None
+        t.add_row(full_name(d), getattr(s, "cron", ""), getattr(s, "timezone", "") or "", ", ".join(d.tags),
+                  *([ids[i]] if ids else []))
+    out.print(t)
+
+
+@app.command()
+def serve(sources: Annotated[Path, typer.Option(help="folder of source configs")] = ROOT / "sources",
+          warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
+          limit: Annotated[int | None, typer.Option(help="most flow runs at a time (default: no limit)")] = None) -> None:
+    """Serve every scheduled source's deployment (and detect-alerts) from this process until Ctrl-C."""
+    with _user_errors():
+        found = _deployments(sources, warehouse, from_source=False)
+    _print_deployments(found, f"serving {len(found)} deployments (Ctrl-C stops; schedules are paused on exit)")
+    from flows.deploy import serve_all
+
+    serve_all(found, limit=limit)
+
+
+@app.command()
+def deploy(work_pool: Annotated[str, typer.Option("--work-pool", help="Prefect work pool whose workers run the flows")],
+           sources: Annotated[Path, typer.Option(help="folder of source configs")] = ROOT / "sources",
+           warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse") -> None:
+    """Register every scheduled source's deployment (and detect-alerts) on the Prefect server at PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail("PREFECT_API_URL is not set: point it at your Prefect server (e.g. http://127.0.0.1:4200/api); "
+              "without one there is nowhere to register deployments (`vigila serve` needs no server)")
+    with _user_errors():
+        found = _deployments(sources, warehouse, from_source=True)
+        from flows.deploy import ensure_process_pool, register
+
+        if ensure_process_pool(work_pool):
+            out.print(f"created work pool [bold]{work_pool}[/] (type process)")
+        ids = [i for _, i in register(found, work_pool)]
+    _print_deployments(found, f"registered {len(found)} deployments on {PREFECT_API_URL.value()} (work pool {work_pool})", ids)
+    out.print(f"start a worker in this checkout: [bold]prefect worker start --pool {work_pool} --type process[/]")
+
+
+@app.command()
+def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
+           sources: Annotated[list[Path] | None, typer.Option("--source", help="a source YAML or a folder of them "
+                                                               "(repeatable; default: sources/)")] = None,
+           weeks: Annotated[int, typer.Option(min=1, help="weeks of the completeness column")] = 12,
+           today: Annotated[str | None, typer.Option(help="evaluate at this date YYYY-MM-DD (default: now)")] = None,
+           json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False) -> None:
+    """Reporting status per source: last run, last epi week published, completeness, overdue (no Prefect)."""
+    from vigila import completeness
+
+    with _user_errors():
+        try:
+            when = dt.datetime.now(dt.UTC) if today is None else dt.date.fromisoformat(today)
+        except ValueError:
+            _fail(f"--today {today!r} is not a YYYY-MM-DD date")
+        paths = [p for s in (sources or [ROOT / "sources"]) for p in (sorted(s.glob("*.yaml")) if s.is_dir() else [s])]
+        rows = completeness.status(warehouse, [load_source(p) for p in paths], today=when, weeks=weeks)
+    if json_out:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    t = Table(title=f"reporting status of {warehouse} (as of {when:%Y-%m-%d %H:%M} UTC)" if isinstance(when, dt.datetime)
+              else f"reporting status of {warehouse} (as of {when})", title_justify="left", show_edge=False)
+    for col in ("source", "country", "last run", "last epi week", f"complete {weeks}w", "overdue"):
+        t.add_column(col, justify="right" if col.startswith("complete") else "left")
+    for r in rows:
+        run = r["last_run"]
+        pct = "" if r["completeness_pct"] is None else f"{r['completeness_pct']:.0f}%"
+        overdue = ("no data" if r["overdue"] is None else "no" if not r["overdue"]
+                   else f"[red]yes[/], since {r['overdue_since'][:16].replace('T', ' ')} UTC")
+        t.add_row(r["source"], r["country"] or "", f"{run['at'][:16].replace('T', ' ')} {run['status']}" if run else "never",
+                  r["last_week_published"] or "none", pct, overdue)
+    out.print(t)
 
 
 def _table_format(path: Path, flag: str) -> str:

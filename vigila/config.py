@@ -112,9 +112,32 @@ class IssueDate(_Strict):
     fixed: dt.date | None = None
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def parse_deadline(text: str) -> tuple[int, int, int]:
+    """'tue 12:00' -> (weekday 0=Monday, hour, minute); ValueError unless '<weekday> HH:MM'."""
+    m = re.fullmatch(r"\s*([A-Za-z]+)\s+(\d{1,2}):(\d{2})\s*", text or "")
+    word = m.group(1).lower() if m else ""
+    day = WEEKDAYS.index(word) if word in WEEKDAYS else WEEKDAY_NAMES.index(word) if word in WEEKDAY_NAMES else None
+    if day is None or int(m.group(2)) > 23 or int(m.group(3)) > 59:
+        raise ValueError(f"deadline {text!r} must be '<weekday> HH:MM', e.g. 'tue 12:00' (weekday: mon..sun)")
+    return day, int(m.group(2)), int(m.group(3))
+
+
 class Schedule(_Strict):
     cron: str | None = None
     timezone: str = "UTC"
+    deadline: str | None = None         # when week W's report is due: '<weekday> HH:MM' in the week after W, in `timezone`
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: str | None) -> str | None:
+        if v is not None:
+            day, hour, minute = parse_deadline(v)
+            return f"{WEEKDAYS[day]} {hour:02d}:{minute:02d}"
+        return v
 
     @field_validator("timezone")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandera.polars as pa
 
 from schemas.harmonised import SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord
-from schemas.outputs import ALERTS_SCHEMA_VERSION, Alert
+from schemas.outputs import ALERTS_SCHEMA_VERSION, REPORTING_SCHEMA_VERSION, Alert, Reporting
 from vigila.vocab import AGE_GROUPS, CLASSIFICATION_DESCRIPTIONS, DISEASES
 
 DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
@@ -18,6 +18,10 @@ DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "quarantine": (QuarantineRecord, "Rows that failed a check, one record per failure. Partitioned by source_id."),
     "alerts": (Alert, f"Early-detection results (schema {ALERTS_SCHEMA_VERSION}): one row per series x evaluated week x "
                "configured method (vigila/detection.yaml), rebuilt whole by each detection run. Partitioned by method."),
+    "reporting": (Reporting, f"Reporting completeness and timeliness (schema {REPORTING_SCHEMA_VERSION}): one row per source x epi "
+                  "week, from the source's first published week to the last week ended, with expected vs received units "
+                  "and the status against the source's schedule.deadline (vigila/completeness.py). A unit is a place x "
+                  "disease (a disease for a line list), expected from its first published week on. Partitioned by source_id."),
 }
 
 

@@ -14,8 +14,10 @@ Commit protocol (no rename of folders, no symlinks, so it works on S3 too):
 A writer killed at any point leaves ``_current.json`` on a complete older version. Readers resolve
 the pointer, read the manifest, and read exactly the files it lists.
 
-Locking: locally an ``fcntl`` lock on ``datasets/<name>/.lock`` serialises writers. On S3 there is no
-lock: run at most one writer per dataset at a time (the orchestrator's concurrency limit).
+Locking: ``Storage.lock`` on ``datasets/<name>/.lock`` serialises writers: locally an ``fcntl`` lock;
+on S3 a lease object ``locks/datasets/<name>.json`` made with a conditional PUT (a second writer waits,
+bounded, then gets ``LockTimeout``). A store ignoring conditional PUTs is not locked (a warning): there
+the orchestrator's concurrency limit (the flow's ``publish-<source>``) is the only guard.
 
 Analysts can read the version folder ``current_uri(...)`` directly: DuckDB
 ``read_parquet('<uri>/**/*.parquet', hive_partitioning=true)``, polars

@@ -7,17 +7,24 @@ absolute URIs (+ polars ``storage_options``) that polars, DuckDB, pandas and pya
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import fcntl
+import hashlib
+import hmac
 import io
 import json
+import logging
 import os
 import shutil
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import polars as pl
 import pyarrow.fs as pafs
@@ -41,6 +48,20 @@ S3_SETTINGS = {
 """S3 settings Storage understands, and the environment variable each is read from by default."""
 
 
+log = logging.getLogger(__name__)
+
+
+class LockTimeout(TimeoutError):
+    """The warehouse lock stayed held by another writer for longer than we could wait."""
+
+
+def lock_object_key(key: str) -> str:
+    """The S3 lease object of a lock key: ``datasets/cases_weekly/.lock`` -> ``locks/datasets/cases_weekly.json``."""
+    parts = [p for p in key.strip("/").split("/") if p]
+    last = parts.pop().removesuffix(".lock").lstrip(".") if parts else ""
+    return "/".join(["locks", *parts, *([last] if last else [])]) + ".json"
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -54,11 +75,15 @@ class Storage:
     part of one. Locally that is temp file + fsync + ``os.replace``; on S3 one PUT of the whole object.
     """
 
+    LOCK_TTL_SECONDS = 300.0    # an S3 lease not renewed for this long is a dead writer's, and may be taken over
+    LOCK_WAIT_SECONDS = 1800.0  # how long ``lock`` waits for another writer before raising LockTimeout
+
     def __init__(self, root: str, fs: pafs.FileSystem, base: str, s3: dict[str, str] | None = None):
         self.root = root  # as given, normalised: absolute path or s3://bucket/prefix
         self.fs = fs
         self._base = base.rstrip("/")  # root as a path of ``fs``
         self._s3 = s3  # None for a local root
+        self._conditional_put: bool | None = None  # S3: does the server honour If-None-Match? (probed once)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -225,13 +250,21 @@ class Storage:
             self.fs.delete_dir(self.path(prefix))
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Exclusive lock held for the ``with`` block (local: ``fcntl.flock`` on the file ``key``,
-        released by the kernel if the process dies). On S3 this is a no-op: S3 has no lock, so
-        writers there must be serialised by the orchestrator.
+    def lock(self, key: str, *, wait_seconds: float | None = None, ttl_seconds: float | None = None) -> Iterator[None]:
+        """Exclusive lock held for the ``with`` block.
+
+        Local: ``fcntl.flock`` on the file ``key`` (released by the kernel if the process dies).
+        S3: a lease object ``locks/...json`` (see `lock_object_key`) created with a conditional PUT
+        (``If-None-Match: *``: only one writer can create it), renewed while held, deleted on exit;
+        a lease not renewed for ``ttl_seconds`` (a dead writer's) is taken over. A second writer
+        polls, and after ``wait_seconds`` raises `LockTimeout` naming the holder. If the server does
+        not honour conditional PUTs (probed once), S3 writers are NOT locked: a warning is logged and
+        the orchestrator's concurrency limit is the only guard.
         """
         if self._s3 is not None:
-            yield
+            with self._s3_lease(key, self.LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds,
+                                self.LOCK_TTL_SECONDS if ttl_seconds is None else ttl_seconds):
+                yield
             return
         path = Path(self.path(key))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,3 +274,114 @@ class Storage:
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    # -- S3 lease lock ----------------------------------------------------------------------
+    def _s3_request(self, method: str, key: str, data: bytes = b"", headers: Mapping[str, str] | None = None) -> int:
+        """One signed (AWS SigV4, path-style) request on ``key``; returns the HTTP status. pyarrow's
+        S3 filesystem cannot send ``If-None-Match``, hence this small signer."""
+        import httpx
+
+        assert self._s3 is not None
+        endpoint = self._s3.get("endpoint") or f"https://s3.{self._s3.get('region') or 'us-east-1'}.amazonaws.com"
+        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        region = self._s3.get("region") or "us-east-1"
+        path = "/" + quote(self.path(key), safe="/-_.~")
+        now = dt.datetime.now(dt.UTC)
+        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        signed = {"host": url.netloc, "x-amz-content-sha256": hashlib.sha256(data).hexdigest(), "x-amz-date": amz_date,
+                  **{k.lower(): v for k, v in (headers or {}).items()}}
+        names = ";".join(sorted(signed))
+        canonical = "\n".join([method, path, "", *(f"{k}:{signed[k].strip()}" for k in sorted(signed)), "",
+                               names, signed["x-amz-content-sha256"]])
+        scope = f"{day}/{region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        k = ("AWS4" + self._s3.get("secret_key", "")).encode()
+        for part in (day, region, "s3", "aws4_request"):
+            k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+        auth = (f"AWS4-HMAC-SHA256 Credential={self._s3.get('access_key', '')}/{scope}, "
+                f"SignedHeaders={names}, Signature={signature}")
+        res = httpx.request(method, f"{url.scheme}://{url.netloc}{path}", content=data,
+                            headers={**signed, "authorization": auth}, timeout=30)
+        if res.status_code >= 400 and res.status_code not in (404, 409, 412):
+            raise OSError(f"S3 {method} {self.uri(key)}: HTTP {res.status_code} {res.text[:200]}")
+        return res.status_code
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if no object is there (S3: conditional PUT; local: ``O_EXCL``).
+        True if this call created it."""
+        if self._s3 is None:
+            final = Path(self.path(key))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        return self._s3_request("PUT", key, data, {"if-none-match": "*"}) == 200
+
+    def supports_conditional_put(self) -> bool:
+        """Whether the store refuses a second create of one key (always locally; S3: probed once)."""
+        if self._s3 is None:
+            return True
+        if self._conditional_put is None:
+            probe = f"locks/.probe-{uuid.uuid4().hex}"
+            try:
+                self._conditional_put = self.put_if_absent(probe, b"1") and not self.put_if_absent(probe, b"2")
+            finally:
+                self.delete(probe)
+        return self._conditional_put
+
+    @contextlib.contextmanager
+    def _s3_lease(self, key: str, wait_seconds: float, ttl_seconds: float) -> Iterator[None]:
+        if not self.supports_conditional_put():
+            log.warning("%s does not honour conditional PUTs (If-None-Match): writers are not locked; "
+                        "serialise them with the orchestrator (Prefect concurrency limit)", self.root)
+            yield
+            return
+        lease_key, owner = lock_object_key(key), uuid.uuid4().hex
+        holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "lock": key}
+
+        def lease() -> bytes:
+            now = time.time()
+            return json.dumps({**holder, "renewed_at": now, "expires_at": now + ttl_seconds}).encode()
+
+        deadline, pause = time.monotonic() + wait_seconds, 0.05
+        while not self.put_if_absent(lease_key, lease()):
+            try:
+                current = self.read_json(lease_key)
+            except (FileNotFoundError, ValueError):
+                continue  # released (or being written) meanwhile: try again at once
+            if current.get("expires_at", 0) < time.time():  # a dead writer's lease: take it over
+                log.warning("taking over the expired lock %s of %s", self.uri(lease_key), current)
+                if self.read_json(lease_key).get("owner") == current.get("owner"):
+                    self.delete(lease_key)
+                continue
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"{self.uri(lease_key)}: another writer holds this lock (host {current.get('host')}, pid "
+                    f"{current.get('pid')}, owner {current.get('owner')}); waited {wait_seconds:g} s. Nothing was "
+                    f"written; run again once it is done (a dead writer's lock expires after {ttl_seconds:g} s)")
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, 2.0)
+
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl_seconds / 3):
+                with contextlib.suppress(Exception):
+                    if self.read_json(lease_key).get("owner") == owner:
+                        self.write_bytes(lease_key, lease())
+
+        renewer = threading.Thread(target=renew, name=f"vigila-lease-{lease_key}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                if self.read_json(lease_key).get("owner") == owner:
+                    self.delete(lease_key)

@@ -1,0 +1,151 @@
+"""Prefect deployments from the source configs: each source's `schedule` becomes one deployment.
+
+Input: a folder of source YAMLs and a warehouse root; output: `RunnerDeployment`s — one
+`ingest_source` deployment per source with a `schedule.cron` (named after the source id, its cron
+read in its timezone, tagged `country:`, `disease:`, `reporter:`, `source:`), plus one weekly
+`detect_alerts` deployment after the ingests. `serve_all` runs them from this process (embedded
+mode); `register` puts them on a Prefect server for workers of a work pool (production mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron
+
+from vigila.config import SourceConfig, load_source
+
+ROOT = Path(__file__).resolve().parents[1]
+INGEST_ENTRYPOINT = "flows/ingest.py:ingest_source"
+DETECT_ENTRYPOINT = "flows/detect.py:detect_alerts"
+DETECT_NAME = "detect-alerts"
+# Thursdays 06:00 UTC: after every bundled source's weekly ingest (Tuesday/Wednesday mornings in the Americas).
+DETECT_CRON = "0 6 * * 4"
+DETECT_TIMEZONE = "UTC"
+
+
+def _absolute(warehouse: str | Path) -> str:
+    """A local warehouse as an absolute path (runs may start in another working directory); URIs unchanged."""
+    warehouse = str(warehouse)
+    return warehouse if "://" in warehouse else str(Path(warehouse).expanduser().resolve())
+
+
+def source_tags(source: SourceConfig) -> list[str]:
+    country = source.country.upper() if source.country else "multi"  # many countries in one file
+    return [f"country:{country}", *(f"disease:{d}" for d in source.diseases),
+            f"reporter:{source.reporter.type}", f"source:{source.id}"]
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A source config that has a schedule, with the YAML it came from."""
+
+    path: Path
+    source: SourceConfig
+
+
+def scheduled_sources(sources_dir: str | Path) -> list[Scheduled]:
+    """Every `*.yaml` / `*.yml` of SOURCES_DIR with a `schedule.cron`, by file name; `ConfigError` on a bad one."""
+    folder = Path(sources_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such sources folder")
+    found = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        cfg = load_source(path)
+        if cfg.schedule.cron:
+            found.append(Scheduled(path.resolve(), cfg))
+    ids = [s.source.id for s in found]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        from vigila.config import ConfigError
+
+        raise ConfigError(f"{folder}: source id used by more than one config: {', '.join(dupes)}")
+    return found
+
+
+def _flows(from_source: bool):
+    """The two flows: imported here (`serve`), or loaded from the project checkout (`deploy`, for workers)."""
+    if from_source:
+        from prefect import Flow
+
+        return (Flow.from_source(str(ROOT), INGEST_ENTRYPOINT), Flow.from_source(str(ROOT), DETECT_ENTRYPOINT))
+    from flows.detect import detect_alerts
+    from flows.ingest import ingest_source
+
+    return ingest_source, detect_alerts
+
+
+def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse", *, from_source: bool = False,
+                    detect: bool = True) -> list[RunnerDeployment]:
+    """One `ingest_source` deployment per scheduled source config, then the weekly `detect-alerts`.
+
+    from_source=False (serve): the entrypoint is the module path `flows.ingest.ingest_source`, importable
+    wherever this environment is. from_source=True (deploy): the flow is loaded from the project
+    directory (`flow.from_source(ROOT, "flows/ingest.py:ingest_source")`), so the registered deployment
+    carries a pull step that sets the working directory to this checkout for the worker.
+    """
+    warehouse = _absolute(warehouse)
+    ingest, detect_flow = _flows(from_source)
+    kind = {} if from_source else {"entrypoint_type": EntrypointType.MODULE_PATH}
+    out = []
+    diseases: set[str] = set()
+    for s in scheduled_sources(sources_dir):
+        cfg = s.source
+        diseases.update(cfg.diseases)
+        out.append(ingest.to_deployment(
+            name=cfg.id,
+            schedule=Cron(cfg.schedule.cron, timezone=cfg.schedule.timezone),
+            tags=source_tags(cfg),
+            parameters={"source_path": str(s.path), "warehouse": warehouse},
+            description=f"{cfg.description or cfg.reporter.institution} (source config {s.path.name})",
+            **kind,
+        ))
+    if detect and out:
+        out.append(detect_flow.to_deployment(
+            name=DETECT_NAME,
+            schedule=Cron(DETECT_CRON, timezone=DETECT_TIMEZONE),
+            tags=["alerts", *(f"disease:{d}" for d in sorted(diseases))],
+            parameters={"warehouse": warehouse},
+            description="Weekly early detection over the published cases_weekly (vigila/detection.yaml), "
+                        "after the week's ingests",
+            **kind,
+        ))
+    return out
+
+
+def full_name(deployment: RunnerDeployment) -> str:
+    return f"{deployment.flow_name}/{deployment.name}"
+
+
+def ensure_process_pool(name: str) -> bool:
+    """Create work pool NAME (type process, Prefect's default job template) unless it exists; True if created."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process",
+                                                   base_job_template=ProcessWorker.get_default_base_job_template()))
+            return True
+
+
+def register(deployments: list[RunnerDeployment], work_pool: str) -> list[tuple[RunnerDeployment, str]]:
+    """Create or update each deployment on the configured Prefect API, for workers of WORK_POOL."""
+    done = []
+    for d in deployments:
+        done.append((d, str(d.apply(work_pool_name=work_pool))))
+    return done
+
+
+def serve_all(deployments: list[RunnerDeployment], limit: int | None = None) -> None:
+    """Serve the deployments from this process until interrupted (schedules paused on shutdown)."""
+    from prefect import serve
+
+    serve(*deployments, limit=limit)

@@ -1,0 +1,252 @@
+"""Reporting completeness and timeliness: per source and epi week, expected vs received, on time /
+late / partial / missing / pending; and the per-source summary behind `vigila status`.
+
+Input: a warehouse (its `cases_revisions`, `cases_weekly` and `reports/<source>/<run>.json`),
+source configs (`schedule.deadline`, `schedule.timezone`, `epiweek`) and the time to evaluate at
+(`today`, injected: nothing here reads the clock). Output: frames of the `Reporting` contract
+(schemas/outputs.py); `publish_completeness` commits them as the `reporting` dataset (atomic, one
+partition per source). Pure: no Prefect, so `vigila status` works offline.
+
+A week's *units* are the place x disease pairs the source has ever published (one per disease for
+a national reporter; each departamento for Peru's line list). A unit is received for week W when
+`cases_revisions` holds a row of it for W, at the time of its first such row (`ingested_at`).
+Weeks run from the source's first published week to the last week that has ended by `today`
+(plus any later week already received).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+import zoneinfo
+from collections.abc import Iterable
+from typing import Any
+
+import polars as pl
+
+from schemas.harmonised import polars_schema
+from schemas.outputs import REPORTING_SCHEMA_VERSION, Reporting
+from vigila import epiweek, publish
+from vigila.config import SourceConfig, parse_deadline
+from vigila.storage import Storage
+
+DATASET = "reporting"
+COLUMNS = list(Reporting.to_schema().columns)
+UTC = dt.UTC
+INCOMPLETE = ("partial", "missing")
+
+
+def _storage(warehouse: str | Storage) -> Storage:
+    return warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
+
+
+def _now(today: dt.date | dt.datetime) -> dt.datetime:
+    """`today` as an aware UTC time: a date is its start (00:00 UTC), a naive datetime is UTC."""
+    if isinstance(today, dt.datetime):
+        return (today if today.tzinfo else today.replace(tzinfo=UTC)).astimezone(UTC)
+    return dt.datetime.combine(today, dt.time(), UTC)
+
+
+def deadline_of(week_start: dt.date, source: SourceConfig) -> dt.datetime:
+    """When the report of the week starting `week_start` is due (UTC): `schedule.deadline`'s weekday
+    and time in the week after it, in the source's timezone; without one, the end of that week."""
+    tz = zoneinfo.ZoneInfo(source.schedule.timezone)
+    next_week = week_start + dt.timedelta(days=7)
+    if source.schedule.deadline is None:
+        local = dt.datetime.combine(next_week + dt.timedelta(days=7), dt.time(), tz)
+    else:
+        day, hour, minute = parse_deadline(source.schedule.deadline)
+        date = next_week + dt.timedelta(days=(day - next_week.weekday()) % 7)
+        local = dt.datetime.combine(date, dt.time(hour, minute), tz)
+    return local.astimezone(UTC)
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema=polars_schema(Reporting))
+
+
+def _received(storage: Storage, ids: list[str]) -> pl.DataFrame:
+    """One row per source x unit x week: when the unit's first row for the week was published."""
+    schema = {"source_id": pl.Utf8, "geo_code": pl.Utf8, "disease": pl.Utf8, "epi_year": pl.Int32,
+              "epi_week": pl.Int32, "week_start": pl.Date, "first": pl.Datetime("us", "UTC")}
+    if not ids or publish.current_manifest(storage, "cases_revisions") is None:
+        return pl.DataFrame(schema=schema)
+    return (publish.scan(storage, "cases_revisions")
+            .filter(pl.col("source_id").is_in(ids))
+            .group_by("source_id", "geo_code", "disease", "epi_year", "epi_week")
+            .agg(pl.col("week_start").first(), pl.col("ingested_at").min().alias("first"))
+            .collect().select(list(schema)).cast(schema))
+
+
+def _weeks(source: SourceConfig, got: pl.DataFrame, now: dt.datetime) -> pl.DataFrame:
+    """The weeks a source owes: its first published week .. the last week ended by `now` (local)."""
+    first = got["week_start"].min()
+    local_today = now.astimezone(zoneinfo.ZoneInfo(source.schedule.timezone)).date()
+    starts = pl.date_range(first, local_today - dt.timedelta(days=7), "7d", eager=True) \
+        if first <= local_today - dt.timedelta(days=7) else pl.Series([], dtype=pl.Date)
+    received_starts = got.select("week_start").unique()["week_start"]
+    starts = pl.concat([starts.alias("week_start"), received_starts]).unique().sort()
+    table = epiweek.weeks_of_dates(starts, source.epiweek)
+    # a received week keeps its own (epi_year, epi_week) label; the calendar fills the rest
+    return (table.select("epi_year", "epi_week", "week_start")
+            .join(got.select("epi_year", "epi_week").unique(), on=["epi_year", "epi_week"], how="anti")
+            .vstack(got.select("epi_year", "epi_week", "week_start").unique(["epi_year", "epi_week"]))
+            .unique(["epi_year", "epi_week"]).sort("week_start", "epi_year", "epi_week"))
+
+
+def _units(source: SourceConfig, got: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """Received units per week: place x disease for aggregate reports; the disease alone for a line
+    list (a place without cases has no row there, so only the report as a whole can be missing)."""
+    unit = ["disease"] if source.shape == "line_list" else ["geo_code", "disease"]
+    return (got.group_by(*unit, "epi_year", "epi_week")
+            .agg(pl.col("week_start").first(), pl.col("first").min())
+            .with_columns(pl.col("week_start").min().over(unit).alias("unit_start"))), unit
+
+
+def _source_frame(source: SourceConfig, got: pl.DataFrame, now: dt.datetime) -> pl.DataFrame:
+    if got.height == 0:
+        return _empty()
+    got, unit = _units(source, got)
+    weeks = _weeks(source, got, now)
+    # a unit is expected from its first published week on
+    starts = got.unique(unit)["unit_start"].sort()
+    weeks = weeks.with_columns(starts.search_sorted(weeks["week_start"], side="right").cast(pl.Int64).alias("expected"))
+    deadlines = {d: deadline_of(d, source) for d in weeks["week_start"].unique().to_list()}
+    weeks = weeks.with_columns(pl.col("week_start").replace_strict(
+        deadlines, return_dtype=pl.Datetime("us", "UTC")).alias("deadline"))
+    per_week = (got.join(weeks.select("epi_year", "epi_week", "deadline"), on=["epi_year", "epi_week"])
+                .group_by("epi_year", "epi_week")
+                .agg(pl.len().cast(pl.Int64).alias("received"),
+                     (pl.col("first") <= pl.col("deadline")).sum().cast(pl.Int64).alias("received_on_time"),
+                     pl.col("first").min().alias("first_received_at"),
+                     pl.col("first").max().alias("last_received_at")))
+    frame = weeks.join(per_week, on=["epi_year", "epi_week"], how="left").with_columns(
+        pl.col("received", "received_on_time").fill_null(0))
+    expected = pl.col("expected")
+    complete = pl.col("received") >= expected
+    frame = frame.with_columns(
+        pl.lit(source.id).alias("source_id"),
+        (pl.col("received") / expected).cast(pl.Float64).alias("completeness"),
+        pl.when(complete & (pl.col("received_on_time") >= expected)).then(pl.lit("on_time"))
+        .when(complete).then(pl.lit("late"))
+        .when(pl.col("deadline") > pl.lit(now)).then(pl.lit("pending"))
+        .when(pl.col("received") == 0).then(pl.lit("missing"))
+        .otherwise(pl.lit("partial")).alias("status"),
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("as_of"),
+    )
+    return frame.select(COLUMNS).cast(polars_schema(Reporting)).sort("week_start")
+
+
+def completeness(warehouse: str | Storage, sources: Iterable[SourceConfig], *,
+                 today: dt.date | dt.datetime) -> pl.DataFrame:
+    """The `reporting` frame: one row per source x epi week, evaluated at `today` (validated)."""
+    storage, now = _storage(warehouse), _now(today)
+    sources = list(sources)
+    got = _received(storage, [s.id for s in sources])
+    parts = [_source_frame(s, got.filter(pl.col("source_id") == s.id), now) for s in sources]
+    frame = pl.concat([_empty(), *parts]).sort("source_id", "week_start")
+    return Reporting.validate(frame)
+
+
+def publish_completeness(storage: str | Storage, sources: Iterable[SourceConfig], today: dt.date | dt.datetime,
+                         *, run_id: str | None = None) -> publish.Manifest:
+    """Compute `completeness` and commit it as the `reporting` dataset: each given source's partition
+    is replaced (others are kept), in one atomic commit; the catalog is refreshed."""
+    storage, sources = _storage(storage), list(sources)
+    frame = completeness(storage, sources, today=today)
+    run_id = run_id or _now(today).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    replace = {(s.id,): frame.filter(pl.col("source_id") == s.id) for s in sources}
+    manifest = publish.commit(storage, DATASET, partition_by=["source_id"], schema_version=REPORTING_SCHEMA_VERSION,
+                              run_id=run_id, replace=replace, extra={"as_of": _now(today).isoformat()})
+    publish.write_catalog(storage)
+    return manifest
+
+
+# --------------------------------------------------------------------------- status summary
+
+
+def _when(report: dict) -> str:
+    return str(report.get("finished_at") or report.get("published_at") or report.get("started_at") or "")
+
+
+def last_run(storage: Storage, source_id: str) -> dict | None:
+    """The most recent run report saved under `reports/<source>/` (by its finish time), or None."""
+    best: dict | None = None
+    for key in storage.list(f"reports/{source_id}"):
+        if not key.endswith(".json") or key.endswith("/latest.json"):
+            continue
+        try:
+            report = storage.read_json(key)
+        except (ValueError, FileNotFoundError):
+            continue
+        if isinstance(report, dict) and (best is None or _when(report) > _when(best)):
+            best = report
+    if best is None:
+        return None
+    return {"run_id": best.get("run_id"), "status": best.get("status"), "at": _when(best) or None}
+
+
+def _last_published(storage: Storage, ids: list[str]) -> dict[str, tuple[int, int]]:
+    if not ids or publish.current_manifest(storage, "cases_weekly") is None:
+        return {}
+    latest = (publish.scan(storage, "cases_weekly").filter(pl.col("source_id").is_in(ids))
+              .group_by("source_id").agg(pl.col("epi_year", "epi_week").sort_by("week_start").last())
+              .collect())
+    return {r["source_id"]: (r["epi_year"], r["epi_week"]) for r in latest.iter_rows(named=True)}
+
+
+def _countries(storage: Storage, sources: list[SourceConfig]) -> dict[str, list[str]]:
+    ids = [s.id for s in sources if s.country is None]
+    if not ids or publish.current_manifest(storage, "cases_weekly") is None:
+        return {}
+    found = (publish.scan(storage, "cases_weekly").filter(pl.col("source_id").is_in(ids))
+             .select("source_id", "country_iso3").unique().collect())
+    return {sid: sorted(g["country_iso3"].to_list()) for (sid,), g in found.group_by("source_id")}
+
+
+def summarise(frame: pl.DataFrame, source: SourceConfig, now: dt.datetime, weeks: int = 12) -> dict[str, Any]:
+    """Completeness of the last `weeks` due weeks (deadline passed) and the overdue flag of one source:
+    overdue when the latest due week is partial or missing, since the deadline of the first of the
+    trailing missing weeks (nothing received), or of the latest due week when it is partial."""
+    mine = frame.filter(pl.col("source_id") == source.id)
+    due = mine.filter(pl.col("deadline") <= now).sort("week_start")
+    if due.height == 0:  # nothing published yet (overdue unknown), or only weeks not yet due
+        return {"completeness_pct": None, "on_time_pct": None, "weeks": 0, "overdue": None if mine.height == 0 else False,
+                "overdue_since": None, "weeks_missing": 0}
+    last = due.tail(weeks)
+    expected = last["expected"].sum()
+    statuses = due["status"].to_list()
+    run = 0  # trailing weeks with nothing received
+    while run < len(statuses) and statuses[-1 - run] == "missing":
+        run += 1
+    overdue = statuses[-1] in INCOMPLETE
+    since = due["deadline"][len(statuses) - max(run, 1)] if overdue else None
+    return {"completeness_pct": round(100 * last["received"].sum() / expected, 1) if expected else None,
+            "on_time_pct": round(100 * last["received_on_time"].sum() / expected, 1) if expected else None,
+            "weeks": last.height, "overdue": overdue,
+            "overdue_since": since.isoformat() if since else None, "weeks_missing": run}
+
+
+def status(warehouse: str | Storage, sources: Iterable[SourceConfig], *, today: dt.date | dt.datetime,
+           weeks: int = 12) -> list[dict[str, Any]]:
+    """One dict per source for `vigila status`: country, last run (from the warehouse's run reports),
+    last epi week published, completeness of the last `weeks` due weeks (%), overdue and since when."""
+    storage, now, sources = _storage(warehouse), _now(today), list(sources)
+    frame = completeness(storage, sources, today=now)
+    ids = [s.id for s in sources]
+    published = _last_published(storage, ids)
+    countries = _countries(storage, sources)
+    rows = []
+    for s in sources:
+        week = published.get(s.id)
+        found = [s.country] if s.country else countries.get(s.id, [])
+        rows.append({
+            "source": s.id,
+            "country": (", ".join(found) if len(found) <= 3 else f"{len(found)} countries") or None,
+            "countries": found,
+            "last_run": last_run(storage, s.id),
+            "last_week_published": f"{week[0]}-W{week[1]:02d}" if week else None,
+            **summarise(frame, s, now, weeks),
+            "deadline": s.schedule.deadline, "timezone": s.schedule.timezone,
+        })
+    return rows
