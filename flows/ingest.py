@@ -25,7 +25,7 @@ from prefect.runtime import flow_run
 
 import connectors
 from connectors import Fetched, FetchError
-from vigila import artifacts, pipeline
+from vigila import artifacts, completeness, pipeline
 from vigila.config import SourceConfig, load_source
 from vigila.storage import Storage
 
@@ -121,6 +121,12 @@ def report_artifacts(warehouse: str, report: dict) -> None:
                              description=f"{source_id}: quarantine records of this source (current version)")
 
 
+@task(cache_policy=NO_CACHE)
+def update_reporting(warehouse: str, source: SourceConfig) -> str:
+    """This source's weeks in the `reporting` dataset (completeness and timeliness), as of now."""
+    return completeness.publish_completeness(Storage.open(warehouse), [source], dt.datetime.now(dt.UTC)).version
+
+
 @flow(name="ingest_source", flow_run_name=_run_name, log_prints=True)
 def ingest_source(source_path: str, warehouse: str = "warehouse", location: str | None = None,
                   issue_date: dt.date | None = None, force: bool = False) -> list[dict]:
@@ -154,4 +160,5 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
     finally:
         for got in fetched:
             got.discard()
+    update_reporting(warehouse, source)
     return reports

@@ -59,6 +59,8 @@ def test_flow_ingests_a_drop_folder(prefect_harness, source, tmp_path):
     got = read.cases_weekly(wh).select("geo_code", "epi_week", "cases").sort("geo_code", "epi_week").collect().rows()
     assert got == [("GT-05", 10, 41), ("GT-05", 11, 38), ("GT-17", 10, 12)]
     assert ingest_source(str(source), wh)[0]["status"] == "unchanged"
+    reporting = read.dataset(wh, "reporting").collect()          # completeness refreshed by every run
+    assert reporting.height > 0 and set(reporting["source_id"]) == {report["source_id"]}
 
 
 def test_fetch_is_retried(prefect_harness, source, tmp_path, monkeypatch):
