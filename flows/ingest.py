@@ -29,6 +29,8 @@ from vigila import artifacts, completeness, pipeline
 from vigila.config import SourceConfig, load_source
 from vigila.storage import Storage
 
+from flows.notify import alert_failed_run
+
 
 def _retryable(task, task_run, state) -> bool:
     """Retry a fetch unless the connector said trying again cannot help (401, 404, a missing secret...)."""
@@ -127,7 +129,7 @@ def update_reporting(warehouse: str, source: SourceConfig) -> str:
     return completeness.publish_completeness(Storage.open(warehouse), [source], dt.datetime.now(dt.UTC)).version
 
 
-@flow(name="ingest_source", flow_run_name=_run_name, log_prints=True)
+@flow(name="ingest_source", flow_run_name=_run_name, log_prints=True, on_failure=[alert_failed_run])
 def ingest_source(source_path: str, warehouse: str = "warehouse", location: str | None = None,
                   issue_date: dt.date | None = None, force: bool = False) -> list[dict]:
     source = load_source(source_path)

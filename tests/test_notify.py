@@ -1,0 +1,104 @@
+"""Alerts to operators: a failed ingest run and an overdue source each emit a Prefect event and
+are POSTed to the webhook (`VIGILA_ALERT_WEBHOOK`), here a receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from vigila import notify, pipeline
+from vigila.config import load_source
+
+from conftest import SOURCES
+
+PAHO = SOURCES / "paho_opendengue_national.yaml"
+
+
+@pytest.fixture()
+def receiver(monkeypatch):
+    """A webhook receiver on a free loopback port; yields the list of JSON bodies POSTed to it."""
+    got: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("VIGILA_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook?token=x")
+    monkeypatch.delenv("VIGILA_ALERT_BLOCK", raising=False)
+    yield got
+    server.shutdown()
+    server.server_close()
+
+
+def _events(name: str, resource_id: str, timeout: float = 15) -> list:
+    """Events of `name` on `resource_id` as the Prefect API stored them (they arrive asynchronously)."""
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    flt = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            found = client.read_events(filter=flt, limit=50).events  # the server caps it at 50
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+
+def test_alert_payloads_are_built_without_prefect():
+    alert = notify.failed_alert("gtm", "GTM", "ingest-gtm-2024-W10", "abc",
+                                "Flow run encountered an exception: FetchError: /x: no such file or folder")
+    assert alert["event"] == "vigila.ingest.failed" and alert["resource"]["prefect.resource.id"] == "vigila.source.gtm"
+    assert alert["payload"]["error"] == "FetchError: /x: no such file or folder"
+    body = notify.webhook_body(alert)
+    assert body["source"] == "gtm" and body["country"] == "GTM" and body["event"] == alert["event"]
+    rows = [{"source": "a", "overdue": True, "overdue_since": "2025-01-08T23:00:00+00:00", "weeks_missing": 3},
+            {"source": "b", "overdue": False}, {"source": "c", "overdue": None}]
+    assert [a["payload"]["source"] for a in notify.overdue_alerts(rows)] == ["a"]
+
+
+def test_a_failed_run_emits_an_event_and_posts_to_the_webhook(prefect_harness, receiver, tmp_path, monkeypatch):
+    import flows.ingest as ingest
+
+    monkeypatch.setattr(ingest, "fetch", ingest.fetch.with_options(retries=0))   # fail at once
+    src = tmp_path / "gtm.yaml"
+    src.write_text("id: gtm_mspas_weekly\ncountry: GTM\nreporter: {institution: MSPAS, type: ministry}\n"
+                   "diseases: [dengue]\ngeo_level: admin1\nlocation: nowhere\n"
+                   "columns: {place: departamento, epi_year: anio, epi_week: semana, cases: casos}\n")
+    with pytest.raises(Exception, match="no such file or folder"):
+        ingest.ingest_source(str(src), str(tmp_path / "wh"))
+    [body] = receiver
+    assert body["event"] == "vigila.ingest.failed" and body["source"] == "gtm_mspas_weekly" and body["country"] == "GTM"
+    assert "nowhere: no such file or folder" in body["error"] and body["flow_run_name"].startswith("ingest-gtm_mspas_weekly-")
+    assert body["flow_run_id"]
+    [event] = _events("vigila.ingest.failed", "vigila.source.gtm_mspas_weekly")
+    assert event.payload["error"] == body["error"]
+    assert any(r.id == f"prefect.flow-run.{body['flow_run_id']}" for r in event.related)
+
+
+def test_check_overdue_emits_and_posts_per_overdue_source(prefect_harness, receiver, tmp_path):
+    from flows.notify import check_overdue
+
+    wh = tmp_path / "wh"
+    cfg = load_source(PAHO)
+    pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2025, 1, 1))      # its data stop in 2024
+    alerts = check_overdue(str(wh), str(PAHO))
+    [body] = receiver
+    assert body["event"] == "vigila.source.overdue" and body["source"] == "paho_opendengue_national"
+    assert body["overdue_since"].startswith("2025-01") and body["weeks_missing"] > 0
+    [alert] = alerts
+    assert alert["delivered"] and alert["event_id"]
+    [event] = _events("vigila.source.overdue", "vigila.source.paho_opendengue_national")
+    assert str(event.id) == alert["event_id"]
