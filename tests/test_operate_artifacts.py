@@ -21,20 +21,11 @@ from vigila.config import load_source
 from vigila.publish import current_manifest, list_versions, scan
 from vigila.storage import LockTimeout, Storage, lock_object_key
 
+from test_flow import GOOD, SOURCE as FLOW_SOURCE
 from test_publish import cases, commit_cases
 from test_storage import s3_settings, store  # noqa: F401  (fixtures)
 
-SOURCE = """\
-id: gtm_mspas_weekly
-country: GTM
-reporter: {{institution: MSPAS Guatemala, type: ministry}}
-diseases: [dengue]
-geo_level: admin1
-location: {location}
-issue_date: {{fixed: 2024-03-20}}
-columns: {{place: departamento, epi_year: anio, epi_week: semana, cases: casos}}
-"""
-GOOD = "departamento,anio,semana,casos\nEscuintla,2024,10,41\nPetén,2024,10,12\nEscuintla,2024,11,38\n"
+SOURCE = FLOW_SOURCE.replace("location: {location}\n", "location: {location}\nissue_date: {{fixed: 2024-03-20}}\n")
 BAD = GOOD + "Atlantis,2024,10,3\nPetén,2024,54,1\n"
 
 
