@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vigila.config import Constants
 from vigila.places import normalise, resolve
-from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES
+from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
 
 # ISO infix -> (DHIS2 period type, first weekday (Monday = 0), Vigila week system)
 WEEKLY: dict[str, tuple[str, int, str]] = {
@@ -158,8 +158,7 @@ class DataElement(Breakdown):
     @field_validator("disease")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in DISEASES:
-            raise ValueError(f"unknown disease {v!r}; known: {', '.join(sorted(DISEASES))}")
+        require_known([v], DISEASES, "disease")
         return v
 
 

@@ -43,7 +43,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from vigila.epiweek import weeks_of_dates
-from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES
+from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
 
 ROW_SCHEMA = {
     "country": pl.String, "place": pl.String, "week_start": pl.Date, "epi_year": pl.Int32, "epi_week": pl.Int32,
@@ -82,8 +82,7 @@ class CountRule(_Strict):
     @field_validator("classification")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in CLASSIFICATIONS:
-            raise ValueError(f"unknown classification {v!r}; known: {', '.join(CLASSIFICATIONS)}")
+        require_known([v], CLASSIFICATIONS, "classification")
         return v
 
     @field_validator("population", "group")
@@ -150,9 +149,7 @@ class FhirMapping(_Strict):
     @field_validator("measures")
     @classmethod
     def _diseases(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [d for d in v.values() if d not in DISEASES]
-        if bad:
-            raise ValueError(f"unknown disease {bad[0]!r}; known: {', '.join(sorted(DISEASES))}")
+        require_known(v.values(), DISEASES, "disease")
         return {_key(url.split("|")[0]): d for url, d in v.items()}
 
     @field_validator("ignore_populations", "ignore_stratifiers")

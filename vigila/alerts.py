@@ -91,10 +91,9 @@ class DetectionConfig(_Strict):
     @field_validator("diseases")
     @classmethod
     def _known_diseases(cls, v: list[str] | None) -> list[str] | None:
-        from vigila.vocab import DISEASES
+        from vigila.vocab import DISEASES, require_known
 
-        if v and (bad := [d for d in v if d not in DISEASES]):
-            raise ValueError(f"unknown disease {bad[0]!r}; known: {', '.join(sorted(DISEASES))}")
+        require_known(v or [], DISEASES, "disease")
         return v
 
     @model_validator(mode="after")

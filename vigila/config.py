@@ -242,11 +242,9 @@ class SourceConfig(_Strict):
     @field_validator("diseases")
     @classmethod
     def _known_diseases(cls, v: list[str]) -> list[str]:
-        from vigila.vocab import DISEASES
+        from vigila.vocab import DISEASES, require_known
 
-        bad = [d for d in v if d not in DISEASES]
-        if bad:
-            raise ValueError(f"unknown disease {bad[0]!r}; known: {', '.join(sorted(DISEASES))}")
+        require_known(v, DISEASES, "disease")
         return v
 
     @model_validator(mode="after")

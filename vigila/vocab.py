@@ -153,6 +153,15 @@ AGE_GROUPS: list[str] = [*_BANDS, "unknown", "all"]
 MAX_AGE = 120
 
 
+def require_known(values, vocab, what: str) -> None:
+    """A config check: ValueError naming the first of `values` that is not in `vocab` and the known
+    ones (a dict's keys sorted, a list in its own order)."""
+    bad = [v for v in values if v not in vocab]
+    if bad:
+        known = sorted(vocab) if isinstance(vocab, dict) else vocab
+        raise ValueError(f"unknown {what} {bad[0]!r}; known: {', '.join(known)}")
+
+
 def age_band_expr(age: pl.Expr) -> pl.Expr:
     """Ages in years -> AGE_GROUPS label (String). Fractional ages are floored (4.9 -> "00-04");
     null, NaN, negative or > MAX_AGE -> "unknown". Strings are cast strictly ("55" ok, " 55" ->

@@ -29,12 +29,12 @@ CHUNK_CELLS = 4_000_000          # fits x observations per batch: bounds memory 
 def _eval_points(s: Series, range: tuple[int, int] | None, default_start: int) -> tuple[np.ndarray, np.ndarray]:
     """(series index, k) for every evaluated week; k is R's 1-based index within the series."""
     lo, hi = range if range else (default_start, None)
-    sid, ks = [], []
-    for i, n in enumerate(s.length):
-        k = np.arange(max(lo, 1), min(hi or n, n) + 1)
-        sid.append(np.full(k.size, i))
-        ks.append(k)
-    return np.concatenate(sid), np.concatenate(ks)
+    first = max(lo, 1)
+    last = s.length if hi is None else np.minimum(s.length, hi)
+    count = np.maximum(last - first + 1, 0)
+    sid = np.repeat(np.arange(len(s.length)), count)
+    within = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    return sid, first + within
 
 
 def _years_back(days: np.ndarray, years: int) -> np.ndarray:
