@@ -297,8 +297,8 @@ def _read_api(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
 
         is_analytics = isinstance(doc, dict) and "headers" in doc and "rows" in doc
         rows, problems = (dhis2.parse_analytics if is_analytics else dhis2.parse_data_value_sets)(doc, mapping)
-        rows = rows.sort("row")
-        where = problems["value"].cast(pl.Utf8)
+        n = int(max(rows["row"].max() or 0, problems["row"].max() or 0))      # rows = dataValues positions
+        own = problems["row"].is_in(rows["row"].implode()) | (problems["severity"] == "warning")
     else:
         from connectors import fhir
 
@@ -307,20 +307,18 @@ def _read_api(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
         resources, page_problems = fhir.read_bundle_pages([doc])
         rows, problems = fhir.parse_measure_reports(resources, mapping)
         problems = pl.concat([page_problems, problems], how="diagonal_relaxed")
+        if problems.height:                      # their `row` is a resource position: say which resource
+            problems = problems.with_columns(pl.concat_str([
+                pl.col("value").cast(pl.Utf8).fill_null(""), pl.lit(" (resource "),
+                pl.col("resource_id").cast(pl.Utf8).fill_null(pl.col("row").cast(pl.Utf8)), pl.lit(")")]).alias("value"))
         rows = rows.drop("row").with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
-        where = pl.concat_str([problems["value"].cast(pl.Utf8).fill_null(""), pl.lit(" (resource "),
-                               problems["resource_id"].cast(pl.Utf8).fill_null(problems["row"].cast(pl.Utf8)),
-                               pl.lit(")")]) if problems.height else problems["value"].cast(pl.Utf8)
-    problems = problems.with_columns(where.alias("value"))
-    n = int(rows["row"].max() or 0) if fmt == "fhir" else int(max(rows["row"].max() or 0, problems["row"].max() or 0))
-    own = problems["row"].is_in(rows["row"].implode()) | (problems["severity"] == "warning") if fmt == "dhis2" else \
-        pl.Series([True] * problems.height)
+        n = rows.height
+        own = pl.repeat(True, problems.height, eager=True)
     extra = problems.filter(own).with_columns(pl.int_range(n + 1, n + 1 + pl.len()).cast(pl.Int64).alias("row"))
-    bad = pl.concat([problems.filter(~own), extra]).select(pl.col("row").alias(ROW), "check", "value", "severity")
-    total = n + extra.height
-    text = rows.select(pl.all().cast(pl.Utf8))
-    frame = (pl.DataFrame({"row": pl.int_range(1, total + 1, eager=True).cast(pl.Utf8)})
-             .join(text.with_columns(pl.col("row")), on="row", how="left").drop("row"))
+    bad = (pl.concat([problems.filter(~own), extra])
+           .select(pl.col("row").alias(ROW), "check", pl.col("value").cast(pl.Utf8), "severity"))
+    frame = (pl.DataFrame({"row": pl.int_range(1, n + extra.height + 1, eager=True).cast(pl.Utf8)})
+             .join(rows.select(pl.all().cast(pl.Utf8)), on="row", how="left", maintain_order="left").drop("row"))
     return RawTable(frame.lazy(), frame.columns, fmt, bad_rows=bad)
 
 
