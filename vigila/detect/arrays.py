@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -69,11 +70,16 @@ def in_blocks(s: Series, fn: Callable[[int, int], None], rows: int = 2_000_000) 
     size = max(1, min(rows, -(-n // workers)))
     ends = np.searchsorted(np.cumsum(s.length), np.arange(size, n, size), side="left") + 1
     bounds = np.unique(np.concatenate([[0], ends, [len(s.length)]]))
-    pairs = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    if len(pairs) <= 1:
-        for a, b in pairs:
-            fn(a, b)
+    in_parallel(lambda ab: fn(*ab), [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+
+
+def in_parallel(fn: Callable[[Any], None], pieces: list) -> None:
+    """fn(piece) for every piece, on a thread pool of one thread per core (inline for one piece):
+    numpy releases the GIL in its array loops; each piece writes its own part of the outputs."""
+    if len(pieces) <= 1:
+        for piece in pieces:
+            fn(piece)
         return
-    with ThreadPoolExecutor(min(workers, len(pairs))) as pool:
-        for f in [pool.submit(fn, a, b) for a, b in pairs]:
-            f.result()
+    with ThreadPoolExecutor(min(os.cpu_count() or 1, len(pieces))) as pool:
+        for done in [pool.submit(fn, piece) for piece in pieces]:
+            done.result()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import builtins
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
-from vigila.detect.arrays import Series, to_arrays
+from vigila.detect.arrays import Series, in_parallel, to_arrays
 
 FREQ = 52
 EPS = np.finfo(float).eps
@@ -503,17 +502,9 @@ def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, *, p_threshold,
 
 
 def _run_parts(part, n: int, width: int) -> None:
-    """Call part(slice) over [0, n) in batches of at most CHUNK_CELLS cells, on all cores: numpy
-    releases the GIL in its array loops, and every batch writes its own slice of the outputs."""
-    workers = os.cpu_count() or 1
-    step = max(1, min(CHUNK_CELLS // max(width, 1), -(-n // workers)))
-    slices = [slice(a, min(n, a + step)) for a in builtins.range(0, n, step)]
-    if len(slices) <= 1:
-        for sl in slices:
-            part(sl)
-        return
-    with ThreadPoolExecutor(min(workers, len(slices))) as pool:
-        list(pool.map(part, slices))
+    """Call part(slice) over [0, n) in batches of at most CHUNK_CELLS cells, on all cores."""
+    step = max(1, min(CHUNK_CELLS // max(width, 1), -(-n // (os.cpu_count() or 1))))
+    in_parallel(part, [slice(a, min(n, a + step)) for a in builtins.range(0, n, step)])
 
 
 def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, reweight: bool = True,
