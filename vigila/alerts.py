@@ -15,12 +15,11 @@ from typing import Any, Literal
 
 import polars as pl
 import yaml
-from epiweeks import Week
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from schemas.harmonised import CasesWeekly
 from schemas.outputs import ALERTS_SCHEMA_VERSION, Alert
-from vigila import publish, read
+from vigila import epiweek, publish, read
 from vigila.config import ConfigError, _line_of, deep_merge
 from vigila.detect import registry
 from vigila.storage import Storage
@@ -133,9 +132,10 @@ def load_config(path: str | Path | None = None) -> DetectionConfig:
 
 def _epi_weeks(dates: pl.Series) -> pl.DataFrame:
     """week_start -> epi_year, epi_week (MMWR for a Sunday start, ISO for a Monday start)."""
-    weeks = {d: Week.fromdate(d, system="cdc" if d.isoweekday() == 7 else "iso") for d in dates.unique().to_list()}
-    return pl.DataFrame([(d, w.year, w.week) for d, w in weeks.items()], orient="row",
-                        schema={"week_start": pl.Date, "epi_year": pl.Int32, "epi_week": pl.Int32})
+    sunday = dates.dt.weekday() == 7
+    return pl.concat([epiweek.weeks_of_dates(dates.filter(sunday), "mmwr"),
+                      epiweek.weeks_of_dates(dates.filter(~sunday), "iso")]).select(
+        pl.col("date").alias("week_start"), "epi_year", "epi_week")
 
 
 def _series(rows: pl.LazyFrame | pl.DataFrame, gaps: Gaps) -> pl.DataFrame:
