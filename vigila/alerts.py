@@ -226,7 +226,7 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
     """Run every configured method on every series and publish `alerts` (the whole dataset,
     atomically). The same input version, `as_of` and config as the current version publish
     nothing (status "unchanged") unless `force`."""
-    storage = storage if isinstance(storage, Storage) else Storage.open(storage)
+    storage = Storage.open(storage)
     rows, version = _input(storage, as_of)
     fingerprint = hashlib.sha256(json.dumps({"input": version, "as_of": str(as_of), "config": config.model_dump(mode="json")},
                                             sort_keys=True, default=str).encode()).hexdigest()

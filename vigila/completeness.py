@@ -36,10 +36,6 @@ UTC = dt.UTC
 INCOMPLETE = ("partial", "missing")
 
 
-def _storage(warehouse: str | Storage) -> Storage:
-    return warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
-
-
 def _now(today: dt.date | dt.datetime) -> dt.datetime:
     """`today` as an aware UTC time: a date is its start (00:00 UTC), a naive datetime is UTC."""
     if isinstance(today, dt.datetime):
@@ -140,7 +136,7 @@ def _source_frame(source: SourceConfig, got: pl.DataFrame, now: dt.datetime) -> 
 def completeness(warehouse: str | Storage, sources: Iterable[SourceConfig], *,
                  today: dt.date | dt.datetime) -> pl.DataFrame:
     """The `reporting` frame: one row per source x epi week, evaluated at `today` (validated)."""
-    storage, now = _storage(warehouse), _now(today)
+    storage, now = Storage.open(warehouse), _now(today)
     sources = list(sources)
     got = _received(storage, [s.id for s in sources])
     parts = [_source_frame(s, got.filter(pl.col("source_id") == s.id), now) for s in sources]
@@ -152,7 +148,7 @@ def publish_completeness(storage: str | Storage, sources: Iterable[SourceConfig]
                          *, run_id: str | None = None) -> publish.Manifest:
     """Compute `completeness` and commit it as the `reporting` dataset: each given source's partition
     is replaced (others are kept), in one atomic commit; the catalog is refreshed."""
-    storage, sources = _storage(storage), list(sources)
+    storage, sources = Storage.open(storage), list(sources)
     frame = completeness(storage, sources, today=today)
     run_id = run_id or _now(today).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     replace = {(s.id,): frame.filter(pl.col("source_id") == s.id) for s in sources}
@@ -170,19 +166,12 @@ def _when(report: dict) -> str:
 
 
 def last_run(storage: Storage, source_id: str) -> dict | None:
-    """The most recent run report saved under `reports/<source>/` (by its finish time), or None."""
-    best: dict | None = None
-    for key in storage.list(f"reports/{source_id}"):
-        if not key.endswith(".json") or key.endswith("/latest.json"):
-            continue
-        try:
-            report = storage.read_json(key)
-        except (ValueError, FileNotFoundError):
-            continue
-        if isinstance(report, dict) and (best is None or _when(report) > _when(best)):
-            best = report
-    if best is None:
+    """The latest published run of the source (`reports/<source>/latest.json`, written by every
+    publish), or None."""
+    key = f"reports/{source_id}/latest.json"
+    if not storage.exists(key):
         return None
+    best = storage.read_json(key)
     return {"run_id": best.get("run_id"), "status": best.get("status"), "at": _when(best) or None}
 
 
@@ -231,7 +220,7 @@ def status(warehouse: str | Storage, sources: Iterable[SourceConfig], *, today: 
            weeks: int = 12) -> list[dict[str, Any]]:
     """One dict per source for `vigila status`: country, last run (from the warehouse's run reports),
     last epi week published, completeness of the last `weeks` due weeks (%), overdue and since when."""
-    storage, now, sources = _storage(warehouse), _now(today), list(sources)
+    storage, now, sources = Storage.open(warehouse), _now(today), list(sources)
     frame = completeness(storage, sources, today=now)
     ids = [s.id for s in sources]
     published = _last_published(storage, ids)

@@ -270,7 +270,7 @@ def ingest(source: SourceConfig, path: str | Path, warehouse: str | Path | Stora
            issue_date: dt.date | None = None, force: bool = False, progress: Progress | None = None,
            origin: str | None = None) -> dict:
     """Land, process and publish one file without orchestration (the flow runs the same steps)."""
-    storage = warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
+    storage = Storage.open(warehouse)
     run_id = run_id or new_run_id()
     landed = land(storage, source, path, origin=origin)
     if landed.already_ingested and not force:
@@ -294,7 +294,7 @@ def fetch_and_ingest(source: SourceConfig, warehouse: str | Path | Storage, *, l
     Prefect: the `ingest_source` flow's steps, conditional-request state included."""
     import connectors  # the core does not need the connectors to parse, check or publish a file
 
-    storage = warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
+    storage = Storage.open(warehouse)
     where = location or source.location
     if not where:
         raise ValueError(f"{source.id}: no `location` in the config and none given")

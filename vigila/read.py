@@ -14,13 +14,9 @@ from vigila import publish
 from vigila.storage import Storage
 
 
-def _storage(warehouse: str | Storage) -> Storage:
-    return warehouse if isinstance(warehouse, Storage) else Storage.open(warehouse)
-
-
 def dataset(warehouse: str | Storage, name: str) -> pl.LazyFrame:
     """The current version of any published dataset."""
-    storage = _storage(warehouse)
+    storage = Storage.open(warehouse)
     if publish.current_manifest(storage, name) is None:
         raise FileNotFoundError(f"{storage.root}: no published dataset {name!r}")
     return publish.scan(storage, name)

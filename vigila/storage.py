@@ -87,9 +87,12 @@ class Storage:
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, *, s3: Mapping[str, str] | None = None) -> Storage:
-        """``root``: a local folder (created if missing) or ``s3://bucket/prefix``. ``s3``: settings
-        (keys of ``S3_SETTINGS``) that replace the ``AWS_*`` environment variables."""
+    def open(cls, root: str | Path | Storage, *, s3: Mapping[str, str] | None = None) -> Storage:
+        """``root``: a local folder (created if missing) or ``s3://bucket/prefix``, or an open
+        ``Storage`` (returned as it is). ``s3``: settings (keys of ``S3_SETTINGS``) that replace the
+        ``AWS_*`` environment variables."""
+        if isinstance(root, Storage):
+            return root
         root = str(root)
         if root.startswith("s3://"):
             if s3 is None:
