@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from schemas.harmonised import CasesWeekly
 from schemas.outputs import ALERTS_SCHEMA_VERSION, Alert
 from vigila import epiweek, publish, read
+from vigila import log as vlog
 from vigila.config import ConfigError, _line_of, deep_merge
 from vigila.detect import registry
 from vigila.storage import Storage
@@ -238,7 +239,13 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
                        pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True))
     series = _series(rows, config.gaps)
     computed_at = dt.datetime.now(dt.UTC)
-    alerts = pl.concat([evaluate(series, run, weeks=config.weeks, min_history=config.min_history) for run in config.methods])
+    parts = []
+    for i, run in enumerate(config.methods, 1):   # one logged `detect` stage per method (the CLI shows them)
+        with vlog.stage("detect", method=run.label, step=f"{i}/{len(config.methods)}",
+                        series=series["series_id"].n_unique()) as logged:
+            parts.append(evaluate(series, run, weeks=config.weeks, min_history=config.min_history))
+            logged.update(rows=parts[-1].height, alarms=int(parts[-1]["alarm"].sum() or 0))
+    alerts = pl.concat(parts)
     alerts = alerts.with_columns(
         pl.lit(version).alias("cases_weekly_version"), pl.lit(as_of, pl.Date).alias("as_of"), pl.lit(run_id).alias("run_id"),
         pl.lit(computed_at).cast(pl.Datetime("us", "UTC")).alias("computed_at"),

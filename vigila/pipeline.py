@@ -2,7 +2,9 @@
 
 Inputs: a source config, a local file, a warehouse (`Storage`); outputs: landed raw bytes with
 provenance, staged Parquet (harmonised rows, quarantine records), published datasets and a
-data-quality report (dict, also saved as JSON). Prefect flows call these steps as tasks.
+data-quality report (dict, also saved as JSON). Prefect flows call these steps as tasks. Each
+stage (fetch, land, parse, harmonise, validate, publish) logs one `vigila.log` line and tells
+the progress listeners.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+from epiweeks import Week
 
 from schemas.harmonised import KEY, SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord, polars_schema
 from vigila import harmonise as hz
 from vigila import dictionary, plan, publish, read
+from vigila import log as vlog
 from vigila.cast import select_fields
 from vigila.config import SourceConfig
 from vigila.readers import ROW, ReadError, read_raw
@@ -54,6 +58,12 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
+def epi_week_label(day: dt.date) -> str:
+    """`<epi year>-W<week>` (MMWR/CDC weeks) of a day: the epi week of a run's issue date."""
+    week = Week.fromdate(day, system="cdc")
+    return f"{week.year}-W{week.week:02d}"
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -73,6 +83,13 @@ def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: st
     """Copy the raw bytes to `raw/<source>/<sha256>` (once: content-addressed, immutable) with the
     provenance record of their first arrival; the same bytes arriving again add nothing."""
     path = Path(path)
+    with vlog.stage("land", source=source.id, file=path.name) as logged:
+        landed = _land(storage, source, path, origin)
+        logged.update(sha256=landed.sha256[:12], bytes=landed.size, already_ingested=landed.already_ingested)
+    return landed
+
+
+def _land(storage: Storage, source: SourceConfig, path: Path, origin: str | None) -> Landed:
     digest = sha256_file(path)
     ext = "".join(s for s in path.suffixes[-2:] if len(s) <= 8) or ".bin"
     ext = ".report.json" if ext.lower() == ".json" else ext.lower()   # <sha256>.json is the provenance record
@@ -111,26 +128,38 @@ def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha:
 
 def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256: str, issue_date: dt.date,
             workdir: Path, progress: Progress | None = None) -> Processed:
-    """Parse, validate and harmonise one file into staged Parquet under `workdir`."""
+    """Parse, validate and harmonise one file into staged Parquet under `workdir`.
+
+    Stages logged: `parse` (open the file: format, encoding, header), `harmonise` (read every row
+    through the raw checks and the harmonisation, one pass), `validate` (duplicates, cumulative
+    counts and the CasesWeekly contract)."""
     started = _now()
     workdir.mkdir(parents=True, exist_ok=True)
-    table = read_raw(path, source, workdir)
+    common = {"source": source.id, "run_id": run_id, "epi_week": epi_week_label(issue_date)}
+    with vlog.stage("parse", **common, file=Path(path).name) as logged:
+        table = read_raw(path, source, workdir)
+        logged.update(format=table.format, encoding=table.encoding)
     try:
-        lf = select_fields(table.frame, table.columns, source)
-        parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
-        rows, errors, rows_read = plan.run(lf, source, hz.Context.build(source), exclude=parse_errs[ROW])
-        if rows_read == 0:
-            raise ReadError(f"{Path(path).name}: header only, no data rows")
+        with vlog.stage("harmonise", **common) as logged:
+            lf = select_fields(table.frame, table.columns, source)
+            parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
+            rows, errors, rows_read = plan.run(lf, source, hz.Context.build(source), exclude=parse_errs[ROW])
+            if rows_read == 0:
+                raise ReadError(f"{Path(path).name}: header only, no data rows")
+            logged.update(rows=rows_read, problems=parse_errs.height + errors.height)
         if progress:
             progress(rows_read)
-        qparts = [_error_records(parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field")), source, run_id, file_sha256, "parse"),
-                  _error_records(errors, source, run_id, file_sha256, None)]
-        rows, shape_errs = _finish_shape(rows, source)
-        qparts.append(_error_records(shape_errs, source, run_id, file_sha256, "harmonise"))
-        rows = _stamp(rows, source, run_id, issue_date)
-        final_errs = validate_frame(rows.select(ROW, *CasesWeekly.to_schema().columns), CasesWeekly)
-        qparts.append(_error_records(final_errs, source, run_id, file_sha256, "harmonised"))
-        rows = rows.filter(~pl.col(ROW).is_in(final_errs[ROW].implode()))
+        vlog.progress("rows", **common, rows=rows_read)
+        with vlog.stage("validate", **common) as logged:
+            qparts = [_error_records(parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field")), source, run_id, file_sha256, "parse"),
+                      _error_records(errors, source, run_id, file_sha256, None)]
+            rows, shape_errs = _finish_shape(rows, source)
+            qparts.append(_error_records(shape_errs, source, run_id, file_sha256, "harmonise"))
+            rows = _stamp(rows, source, run_id, issue_date)
+            final_errs = validate_frame(rows.select(ROW, *CasesWeekly.to_schema().columns), CasesWeekly)
+            qparts.append(_error_records(final_errs, source, run_id, file_sha256, "harmonised"))
+            rows = rows.filter(~pl.col(ROW).is_in(final_errs[ROW].implode()))
+            logged.update(rows=rows.height)
     finally:
         table.close()
     quarantine = pl.concat([pl.DataFrame(schema=polars_schema(QuarantineRecord)),
@@ -222,6 +251,15 @@ def _partition_frames(df: pl.DataFrame) -> dict[tuple[str, ...], pl.DataFrame]:
 def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
     """Publish staged rows: append new revisions, rebuild touched `cases_weekly` partitions as the
     latest issue per key, replace this file's quarantine records, save the report, refresh the catalog."""
+    fields = {"source": source.id, "run_id": run_id, "epi_week": epi_week_label(dt.date.fromisoformat(processed.report["issue_date"]))}
+    with vlog.stage("publish", **fields) as logged:
+        report = _publish_run(storage, source, landed, processed, run_id)
+        logged.update(rows=report["harmonised_rows"], revisions=report["revisions_added"],
+                      quarantined=report["rows_quarantined"], versions=report["versions"])
+    return report
+
+
+def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
     staged = pl.read_parquet(processed.harmonised)
     quarantine = pl.read_parquet(processed.quarantine)
     ingested_at = dt.datetime.now(dt.UTC)
@@ -301,7 +339,7 @@ def fetch_and_ingest(source: SourceConfig, warehouse: str | Path | Storage, *, l
     kind = connectors.connector_for(where).kind
     state = {} if force else load_fetch_state(storage, source.id, kind)
     run_id = run_id or new_run_id()
-    fetched = connectors.fetch(where, source=source, state=state)
+    fetched = fetch(where, source, state)
     reports = []
     try:
         for i, got in enumerate(fetched):
@@ -319,6 +357,17 @@ def fetch_and_ingest(source: SourceConfig, warehouse: str | Path | Storage, *, l
 
 
 # --------------------------------------------------------------------------- fetch state
+
+
+def fetch(location: str, source: SourceConfig, state: dict | None = None) -> list:
+    """`connectors.fetch` as the logged `fetch` stage: the reports (`connectors.Fetched`) at LOCATION."""
+    import connectors
+
+    kind = connectors.connector_for(location).kind
+    with vlog.stage("fetch", source=source.id, kind=kind) as logged:
+        fetched = connectors.fetch(location, source=source, state=state)
+        logged.update(files=len(fetched), not_modified=sum(bool(f.not_modified) for f in fetched))
+    return fetched
 
 
 def fetch_state_key(source_id: str, kind: str) -> str:
