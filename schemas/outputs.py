@@ -82,3 +82,38 @@ class Reporting(pa.DataFrameModel):
         strict = True
         coerce = False
         unique = ["source_id", "epi_year", "epi_week"]
+
+
+ENDEMIC_SCHEMA_VERSION = "1.0.0"
+
+
+class EndemicChannel(pa.DataFrameModel):
+    """Endemic channel of one series x target epi week x method (vigila/endemic.py)."""
+
+    country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
+    geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1", "admin2", "admin3"],
+                                  description="level of the series: admin0 national, admin1 state/departamento, ...")
+    geo_code: pl.Utf8 = pa.Field(description="place of the series: the ISO3 code for a national series, else e.g. PE-LOR")
+    disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code")
+    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="target epidemiological year (the channel is for this year; "
+                                  "its own counts are never in its baseline)")
+    epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year; week 53 only when the series "
+                                  "has a week 53 in epi_year (a baseline year without one contributes its week 52)")
+    method: pl.Utf8 = pa.Field(isin=["quartile", "bortman"], description="quartile: Q1/Q2/Q3 of the baseline values (linear "
+                               "interpolation, R type 7); bortman: exp(mean(ln(x+1)) -/+ k*sd) - 1 and the geometric mean")
+    lower: pl.Float64 = pa.Field(nullable=True, ge=0, description="lower curve: below it is the success zone; null when fewer "
+                                 "than min_years baseline values")
+    median: pl.Float64 = pa.Field(nullable=True, ge=0, description="central curve (median, or geometric mean for bortman): "
+                                  "safety zone from lower up to it, alert zone above it; null as lower")
+    upper: pl.Float64 = pa.Field(nullable=True, ge=0, description="upper curve: above it is the epidemic zone; null as lower")
+    years_used: pl.Int32 = pa.Field(ge=0, description="baseline values used: earlier years with a value for the week, "
+                                    "declared epidemic years left out, at most `years` (vigila/endemic.yaml)")
+    baseline_years: pl.Utf8 = pa.Field(str_matches=r"^(\d{4}(,\d{4})*)?$", description="the baseline's epi years, "
+                                       "ascending and comma-separated, e.g. '2015,2016,2017,2018,2019'; empty when none")
+    per: pl.Int64 = pa.Field(nullable=True, description="null: the channel is in cases; e.g. 100000: in cases per 100,000 "
+                             "population")
+
+    class Config:
+        strict = True
+        coerce = False
+        unique = ["country_iso3", "geo_level", "geo_code", "disease", "epi_year", "epi_week", "method", "per"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandera.polars as pa
 
 from schemas.harmonised import SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord
-from schemas.outputs import ALERTS_SCHEMA_VERSION, REPORTING_SCHEMA_VERSION, Alert, Reporting
+from schemas.outputs import ALERTS_SCHEMA_VERSION, ENDEMIC_SCHEMA_VERSION, REPORTING_SCHEMA_VERSION, Alert, EndemicChannel, Reporting
 from vigila.vocab import AGE_GROUPS, CLASSIFICATION_DESCRIPTIONS, DISEASES
 
 DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
@@ -22,6 +22,8 @@ DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
                   "week, from the source's first published week to the last week ended, with expected vs received units "
                   "and the status against the source's schedule.deadline (vigila/completeness.py). A unit is a place x "
                   "disease (a disease for a line list), expected from its first published week on. Partitioned by source_id."),
+    "endemic_channel": (EndemicChannel, f"Endemic channels (schema {ENDEMIC_SCHEMA_VERSION}): one row per series x target epi "
+                        "week x method, the band from the same week of earlier years (vigila/endemic.py, vigila/endemic.yaml)."),
 }
 
 
