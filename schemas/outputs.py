@@ -1,6 +1,7 @@
-"""Contracts of derived datasets: `alerts` (early detection per series-week and method), `reporting` (completeness).
+"""Contracts of derived datasets: `alerts` (early detection per series-week and method), `reporting` (completeness),
+`cases_reconciled` and `discrepancies` (reconciliation across reporters of one country).
 
-Input: the eager polars frames `vigila.alerts` and `vigila.completeness` build; output: pandera
+Input: the eager polars frames `vigila.alerts`, `vigila.completeness` and `vigila.reconcile` build; output: pandera
 validation (raises on a broken contract). The models are also the source of their sections of
 the data dictionary.
 """
@@ -117,3 +118,69 @@ class EndemicChannel(pa.DataFrameModel):
         strict = True
         coerce = False
         unique = ["country_iso3", "geo_level", "geo_code", "disease", "epi_year", "epi_week", "method", "per"]
+
+
+RECONCILED_SCHEMA_VERSION = "1.0.0"
+RECONCILED_BASES = ["authoritative", "fallback", "sum", "single"]
+
+
+class CasesReconciled(pa.DataFrameModel):
+    """One weekly count per country x place x disease x epi week, reconciled across the country's reporters
+    (vigila/reconcile.py, rules in vigila/reconciliation.yaml)."""
+
+    country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
+    geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1"], description="admin0 national, admin1 state/departamento")
+    geo_code: pl.Utf8 = pa.Field(description="the country's ISO3 code (admin0) or the place's code, e.g. PE-LOR (admin1)")
+    geo_name: pl.Utf8 = pa.Field(description="place name as published (admin0 without a published name: the ISO 3166 name)")
+    disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code")
+    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (reporters are matched on epi_year, epi_week)")
+    epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
+    week_start: pl.Date = pa.Field(description="first day of the week in the convention of the first reporter in `sources` "
+                                   "(Sunday for MMWR weeks, Monday for ISO weeks)")
+    cases: pl.Int64 = pa.Field(ge=0, description="cases in the week: the used reporter's weekly total (summed over classification, "
+                               "sex and age group as for detection), or the sum of the reporters' totals (basis sum); a "
+                               "reporter declared national_from: admin1 counts the sum of its admin1 rows nationally")
+    basis: pl.Utf8 = pa.Field(isin=RECONCILED_BASES, description="authoritative: the first configured reporter covering the place "
+                              "had the week; fallback: a lower-priority reporter filled a week the higher ones lack; sum: "
+                              "complementary reporters summed; single: the only reporter of the place (country without a rule)")
+    sources: pl.Utf8 = pa.Field(description="source_ids whose counts make `cases`, comma-joined in configured priority order")
+    cross_checks: pl.Utf8 = pa.Field(nullable=True, description="other reporters with a count for the place-week, kept for "
+                                     "comparison only (comma-joined, priority order; see `discrepancies`); null: none")
+    run_id: pl.Utf8 = pa.Field(description="reconciliation run that published the row")
+    computed_at: pl.Datetime("us", "UTC") = pa.Field(description="when the reconciliation ran (UTC)")
+
+    class Config:
+        strict = True
+        coerce = False
+        unique = ["country_iso3", "geo_level", "geo_code", "disease", "epi_year", "epi_week"]
+
+
+DISCREPANCIES_SCHEMA_VERSION = "1.0.0"
+
+
+class Discrepancy(pa.DataFrameModel):
+    """Two reporters of the same population counting the same place-week (vigila/reconcile.py)."""
+
+    country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
+    geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1"], description="admin0 national, admin1 state/departamento")
+    geo_code: pl.Utf8 = pa.Field(description="the country's ISO3 code (admin0) or the place's code (admin1)")
+    disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code")
+    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year the two reporters are matched on")
+    epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
+    week_start: pl.Date = pa.Field(description="first day of the week in source_a's convention")
+    source_a: pl.Utf8 = pa.Field(description="the higher-priority reporter (configured order; alphabetical for a country without a rule)")
+    cases_a: pl.Int64 = pa.Field(ge=0, description="source_a's weekly total (its national figure as its rule declares)")
+    source_b: pl.Utf8 = pa.Field(description="the lower-priority reporter")
+    cases_b: pl.Int64 = pa.Field(ge=0, description="source_b's weekly total")
+    difference: pl.Int64 = pa.Field(description="cases_b - cases_a")
+    relative_difference: pl.Float64 = pa.Field(nullable=True, description="difference / max(cases_a, cases_b), in -1..1; "
+                                               "null when both are 0")
+    tolerance: pl.Float64 = pa.Field(ge=0, description="the configured relative tolerance for the country and disease")
+    min_difference: pl.Int64 = pa.Field(ge=0, description="the configured absolute floor in cases (1 vs 2 cases is not a discrepancy)")
+    exceeds: pl.Boolean = pa.Field(description="|difference| > min_difference and |relative_difference| > tolerance")
+    run_id: pl.Utf8 = pa.Field(description="reconciliation run that published the row")
+
+    class Config:
+        strict = True
+        coerce = False
+        unique = ["country_iso3", "geo_level", "geo_code", "disease", "epi_year", "epi_week", "source_a", "source_b"]

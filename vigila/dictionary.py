@@ -10,6 +10,7 @@ import pandera.polars as pa
 
 from schemas.harmonised import SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord
 from schemas.outputs import ALERTS_SCHEMA_VERSION, ENDEMIC_SCHEMA_VERSION, REPORTING_SCHEMA_VERSION, Alert, EndemicChannel, Reporting
+from schemas.outputs import DISCREPANCIES_SCHEMA_VERSION, RECONCILED_SCHEMA_VERSION, CasesReconciled, Discrepancy
 from vigila.vocab import AGE_GROUPS, CLASSIFICATION_DESCRIPTIONS, DISEASES
 
 DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
@@ -24,6 +25,13 @@ DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
                   "disease (a disease for a line list), expected from its first published week on. Partitioned by source_id."),
     "endemic_channel": (EndemicChannel, f"Endemic channels (schema {ENDEMIC_SCHEMA_VERSION}): one row per series x target epi "
                         "week x method, the band from the same week of earlier years (vigila/endemic.py, vigila/endemic.yaml)."),
+    "cases_reconciled": (CasesReconciled, f"Weekly counts reconciled across the reporters of one country (schema "
+                         f"{RECONCILED_SCHEMA_VERSION}): one row per country x level x place x disease x epi week at admin0 "
+                         "and admin1, with the basis and the sources used; rules in vigila/reconciliation.yaml "
+                         "(vigila/reconcile.py), rebuilt whole by each run. Partitioned by country_iso3."),
+    "discrepancies": (Discrepancy, f"Two reporters of the same population counting the same place-week (schema "
+                      f"{DISCREPANCIES_SCHEMA_VERSION}): both counts, their difference and whether it exceeds the configured "
+                      "tolerance (vigila/reconcile.py, vigila/reconciliation.yaml). Partitioned by country_iso3."),
 }
 
 
