@@ -47,6 +47,7 @@ __all__ = [
     "commit",
     "current_manifest",
     "current_uri",
+    "history",
     "list_versions",
     "read_manifest",
     "scan",
@@ -154,6 +155,20 @@ def list_versions(storage: Storage, name: str) -> list[str]:
     prefix = f"{_dataset_key(name)}/versions"
     done = [v for v in storage.children(prefix) if storage.exists(f"{prefix}/{v}/{MANIFEST}")]
     return sorted(done, key=lambda v: (_sequence(v), v))
+
+
+def history(storage: Storage, name: str) -> list[Manifest]:
+    """Manifests of the committed versions still stored, oldest first: the current version and its
+    ancestors (``parent`` links) back to the first one vacuumed away; [] if never committed."""
+    m = current_manifest(storage, name)
+    chain = []
+    while m is not None:
+        chain.append(m)
+        try:
+            m = read_manifest(storage, name, m.parent) if m.parent else None
+        except FileNotFoundError:
+            m = None
+    return chain[::-1]
 
 
 def scan(storage: Storage, name: str, version: str | None = None,
