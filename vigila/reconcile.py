@@ -8,7 +8,7 @@ Each reporter's weekly total per place comes from `vigila.alerts._series` (the s
 detection: summed over classification, sex and age group, a total row counting alone). A reporter's
 national figure is its own admin0 rows, or the sum of its admin1 rows when its rule says
 `national_from: admin1`; nothing is summed up without that declaration. Weeks are matched by
-(epi_year, epi_week).
+(epi_year, epi_week). Only admin0 and admin1 rows are reconciled.
 """
 
 from __future__ import annotations
