@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from schemas.harmonised import KEY
-from vigila import alerts, completeness, pipeline, publish, read
+from vigila import alerts, completeness, pipeline, publish, read, reconcile
 from vigila.config import load_source
 from vigila.storage import Storage
 
@@ -44,7 +44,7 @@ def revised_paho(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def wh(tmp_path_factory):
     """PAHO + Peru line list issued FIRST, PAHO revised on SECOND; `reporting` published twice
-    (moments between and after recorded), `alerts` by EARS C2 only."""
+    (moments between and after recorded), `alerts` by EARS C2 only, `cases_reconciled`/`discrepancies`."""
     tmp = tmp_path_factory.mktemp("read")
     wh = tmp / "warehouse"
     paho, peru = load_source(SOURCES / f"{PAHO}.yaml"), load_source(SOURCES / f"{PERU}.yaml")
@@ -57,6 +57,7 @@ def wh(tmp_path_factory):
     config = tmp / "ears.yaml"
     config.write_text("methods:\n  - method: ears\n    params: {method: C2, baseline: 7, alpha: 0.001}\n")
     alerts.run_detection(Storage.open(wh), alerts.load_config(config), run_id="read-test")
+    reconcile.run_reconciliation(wh, reconcile.load_config(), run_id="read-test")
     return {"path": wh, "reporting": (first, second), "between": between}
 
 
@@ -101,6 +102,16 @@ def test_alerts_and_reporting_filters(wh):
     r = raw(wh, "reporting")
     want = r.filter(pl.col("source_id") == PAHO, pl.col("epi_year") == 2023)
     same(read.reporting(wh["path"], source=PAHO, weeks=2023).collect(), want, ["source_id", "week_start"])
+
+
+def test_reconciled_and_discrepancies_filters(wh):
+    r = raw(wh, "cases_reconciled")
+    want = r.filter(pl.col("country_iso3").is_in(["PER", "BRA"]), ORDINAL.is_between(202201, 202226))
+    same(read.reconciled(wh["path"], country=["PE", "BRA"], weeks=("2022-W01", "2022-W26")).collect(), want,
+         ["geo_code", "disease", "epi_year", "epi_week"])
+    d = raw(wh, "discrepancies")
+    got = read.discrepancies(wh["path"], country="PER", disease="dengue").collect()
+    assert got.height == d.filter(pl.col("country_iso3") == "PER", pl.col("disease") == "dengue").height
 
 
 def test_partition_filters_prune_the_files_read(wh):
@@ -173,8 +184,8 @@ def test_clear_errors(wh, call, message):
 def test_unpublished_dataset_is_named(wh):
     with pytest.raises(FileNotFoundError, match="weekly_summary"):
         read.weekly_summary(wh["path"])
-    with pytest.raises(FileNotFoundError, match="cases_reconciled"):
-        read.versions(wh["path"], "reconciled")
+    with pytest.raises(FileNotFoundError, match="no published dataset 'weekly_summary'"):
+        read.versions(wh["path"], "weekly_summary")
 
 
 # -- README snippets ------------------------------------------------------------------------------
