@@ -21,7 +21,7 @@ from schemas.harmonised import CasesWeekly
 from schemas.outputs import ALERTS_SCHEMA_VERSION, Alert
 from vigila import epiweek, publish, read
 from vigila import log as vlog
-from vigila.config import ConfigError, _line_of, deep_merge
+from vigila.config import load_layered
 from vigila.detect import registry
 from vigila.storage import Storage
 
@@ -107,25 +107,7 @@ class DetectionConfig(_Strict):
 def load_config(path: str | Path | None = None) -> DetectionConfig:
     """vigila/detection.yaml with the YAML at `path` (if given) layered over it; `ConfigError`
     naming the file, line and key on any problem."""
-    where = Path(path) if path is not None else CONFIG_PATH
-    try:
-        text = where.read_text(encoding="utf-8")
-        node, data = yaml.compose(text), yaml.safe_load(text) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such detection config") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a detection config must be a YAML mapping of keys")
-    if path is not None:
-        data = deep_merge(yaml.safe_load(CONFIG_PATH.read_text()), data)
-    try:
-        return DetectionConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{where}:{_line_of(node, loc) or 1}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}") from None
+    return load_layered(path, CONFIG_PATH, DetectionConfig, what="detection config")
 
 
 # --------------------------------------------------------------------------- series

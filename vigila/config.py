@@ -294,6 +294,30 @@ def _defaults() -> dict:
     return yaml.safe_load(DEFAULTS_PATH.read_text())
 
 
+def load_layered(path: str | Path | None, defaults: Path, model: type[BaseModel], *, what: str) -> Any:
+    """The defaults YAML with the YAML at `path` (if given) layered over it (mappings merge key by key,
+    lists and scalars replace), validated by `model`; `ConfigError` naming file, line and key."""
+    where = Path(path) if path is not None else defaults
+    try:
+        text = where.read_text(encoding="utf-8")
+        node, data = yaml.compose(text), yaml.safe_load(text) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such {what}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a {what} must be a YAML mapping of keys")
+    if path is not None:
+        data = deep_merge(yaml.safe_load(defaults.read_text(encoding="utf-8")) or {}, data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}:{_line_of(node, loc) or 1}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}") from None
+
+
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     """The 1-based line of the YAML node at `loc` (keys/indices), or of its nearest parent."""
     line = node.start_mark.line + 1 if node is not None else None
