@@ -184,3 +184,64 @@ class Discrepancy(pa.DataFrameModel):
         strict = True
         coerce = False
         unique = ["country_iso3", "geo_level", "geo_code", "disease", "epi_year", "epi_week", "source_a", "source_b"]
+
+
+SUMMARY_SCHEMA_VERSION = "1.0.0"
+
+ZONES = ["success", "safety", "alert", "epidemic"]
+
+
+class WeeklySummary(pa.DataFrameModel):
+    """The regional weekly summary: one row per disease x place x epi week (vigila/summary.py)."""
+
+    disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code")
+    country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
+    country_name: pl.Utf8 = pa.Field(description="the country's common name (ISO 3166, via pycountry)")
+    geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1", "admin2", "admin3"],
+                                  description="admin0 national, admin1 state/departamento")
+    geo_code: pl.Utf8 = pa.Field(description="the country's ISO3 code (admin0) or the place's code (admin1, e.g. PE-LOR)")
+    geo_name: pl.Utf8 = pa.Field(nullable=True, description="place name")
+    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (the reporter's convention: MMWR weeks "
+                                  "start on Sunday, ISO weeks on Monday)")
+    epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
+    week_start: pl.Date = pa.Field(description="first day of the epi week")
+    cases: pl.Int64 = pa.Field(ge=0, nullable=True, description="reconciled weekly cases (cases_reconciled); null: nobody "
+                               "reported the week (it lies between the series' first report and the region's latest week)")
+    sources: pl.Utf8 = pa.Field(nullable=True, description="reporters whose counts make `cases` (comma-joined source ids); for a "
+                                "week not reported, the reporters of the series' last reported week")
+    basis: pl.Utf8 = pa.Field(nullable=True, description="how `cases` was reconciled: authoritative | fallback | sum | single")
+    population: pl.Int64 = pa.Field(ge=0, nullable=True, description="population of the place (latest configured year not after "
+                                    "epi_year); null when none is configured")
+    incidence_100k: pl.Float64 = pa.Field(ge=0, nullable=True, description="cases per 100,000 population in the week")
+    prev4_mean: pl.Float64 = pa.Field(ge=0, nullable=True, description="mean weekly cases of the previous change_weeks (default 4) "
+                                      "weeks; null when any of them was not reported")
+    change_prev4: pl.Float64 = pa.Field(nullable=True, description="cases / prev4_mean - 1 (0.5 = 50 % more); null when "
+                                        "prev4_mean is 0 or null")
+    ytd_cases: pl.Int64 = pa.Field(ge=0, description="cases of epi_year up to and including this week (weeks not reported count 0)")
+    ytd_previous_mean: pl.Float64 = pa.Field(ge=0, nullable=True, description="mean of ytd_cases at the same epi week over the "
+                                             "previous ytd_years (default 5) years with data")
+    ytd_ratio: pl.Float64 = pa.Field(ge=0, nullable=True, description="ytd_cases / ytd_previous_mean")
+    endemic_method: pl.Utf8 = pa.Field(nullable=True, description="the endemic channel giving the zone: bortman | quartile")
+    endemic_lower: pl.Float64 = pa.Field(nullable=True, description="lower line of the endemic channel for the week")
+    endemic_median: pl.Float64 = pa.Field(nullable=True, description="central line of the endemic channel for the week")
+    endemic_upper: pl.Float64 = pa.Field(nullable=True, description="upper line of the endemic channel (the epidemic threshold)")
+    endemic_zone: pl.Utf8 = pa.Field(isin=ZONES, nullable=True, description="success: cases < lower; safety: lower <= cases <= "
+                                     "median; alert: median < cases <= upper; epidemic: cases > upper; null without a channel")
+    threshold: pl.Float64 = pa.Field(nullable=True, description="upper bound of the detection method threshold_method for the week "
+                                     "(null when the count is a sum of reporters or the method gave none)")
+    threshold_method: pl.Utf8 = pa.Field(nullable=True, description="the alerts `method` whose bound is `threshold`, e.g. ears_C2")
+    alarm: pl.Boolean = pa.Field(nullable=True, description="any configured detection method alarmed on a reporter of `sources` "
+                                 "this week; null when no method evaluated the week")
+    alarm_methods: pl.Utf8 = pa.Field(nullable=True, description="methods that alarmed (comma-joined), null when none")
+    reporting_status: pl.Utf8 = pa.Field(isin=REPORTING_STATUSES, nullable=True, description="the worst reporting status "
+                                         "(dataset `reporting`) of the week's reporters")
+    completeness: pl.Float64 = pa.Field(ge=0, le=1, nullable=True, description="the lowest reporting completeness of the week's reporters")
+    signal: pl.Boolean = pa.Field(description="the week is a signal: an alarm, or a zone listed in summary.yaml signal.zones")
+    signal_note: pl.Utf8 = pa.Field(nullable=True, description="why the numbers need care: 'not reported this week', 'reporting "
+                                    "late: counts may be incomplete', 'fallback reporter ...'")
+    run_id: pl.Utf8 = pa.Field(description="summary run that published the row")
+
+    class Config:
+        strict = True
+        coerce = False
+        unique = ["disease", "country_iso3", "geo_level", "geo_code", "epi_year", "epi_week"]
