@@ -3,12 +3,14 @@
 Input: a folder of source YAMLs and a warehouse root; output: `RunnerDeployment`s — one
 `ingest_source` deployment per source with a `schedule.cron` (named after the source id, its cron
 read in its timezone, tagged `country:`, `disease:`, `reporter:`, `source:`), plus one weekly
-`detect_alerts` deployment after the ingests. `serve_all` runs them from this process (embedded
+`detect_alerts` deployment after the ingests and one hourly `check_overdue` (operator alerts for
+overdue sources; cron `VIGILA_OVERDUE_CRON`, empty for none). `serve_all` runs them from this process (embedded
 mode); `register` puts them on a Prefect server for workers of a work pool (production mode).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,11 @@ DETECT_NAME = "detect-alerts"
 # Thursdays 06:00 UTC: after every bundled source's weekly ingest (Tuesday/Wednesday mornings in the Americas).
 DETECT_CRON = "0 6 * * 4"
 DETECT_TIMEZONE = "UTC"
+OVERDUE_ENTRYPOINT = "flows/notify.py:check_overdue"
+OVERDUE_NAME = "check-overdue"
+OVERDUE_CRON_ENV = "VIGILA_OVERDUE_CRON"   # overrides OVERDUE_CRON; set it empty for no check_overdue deployment
+# Every hour at :15 UTC: an overdue source is reported within the hour of its deadline (the check is cheap).
+OVERDUE_CRON = "15 * * * *"
 
 
 def _absolute(warehouse: str | Path) -> str:
@@ -66,20 +73,28 @@ def scheduled_sources(sources_dir: str | Path) -> list[Scheduled]:
 
 
 def _flows(from_source: bool):
-    """The two flows: imported here (`serve`), or loaded from the project checkout (`deploy`, for workers)."""
+    """The three flows: imported here (`serve`), or loaded from the project checkout (`deploy`, for workers)."""
     if from_source:
         from prefect import Flow
 
-        return (Flow.from_source(str(ROOT), INGEST_ENTRYPOINT), Flow.from_source(str(ROOT), DETECT_ENTRYPOINT))
+        return tuple(Flow.from_source(str(ROOT), e) for e in (INGEST_ENTRYPOINT, DETECT_ENTRYPOINT, OVERDUE_ENTRYPOINT))
     from flows.detect import detect_alerts
     from flows.ingest import ingest_source
+    from flows.notify import check_overdue
 
-    return ingest_source, detect_alerts
+    return ingest_source, detect_alerts, check_overdue
+
+
+def overdue_cron() -> str | None:
+    """The `check_overdue` cron: `VIGILA_OVERDUE_CRON` when set (empty: none), else `OVERDUE_CRON`."""
+    return os.environ.get(OVERDUE_CRON_ENV, OVERDUE_CRON).strip() or None
 
 
 def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse", *, from_source: bool = False,
-                    detect: bool = True) -> list[RunnerDeployment]:
-    """One `ingest_source` deployment per scheduled source config, then the weekly `detect-alerts`.
+                    detect: bool = True, overdue: str | None = "env") -> list[RunnerDeployment]:
+    """One `ingest_source` deployment per scheduled source config, then the weekly `detect-alerts`,
+    then `check-overdue` on cron OVERDUE ("env": `overdue_cron()`; None: no such deployment) over the
+    same sources folder, in UTC.
 
     from_source=False (serve): the entrypoint is the module path `flows.ingest.ingest_source`, importable
     wherever this environment is. from_source=True (deploy): the flow is loaded from the project
@@ -87,7 +102,8 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
     carries a pull step that sets the working directory to this checkout for the worker.
     """
     warehouse = _absolute(warehouse)
-    ingest, detect_flow = _flows(from_source)
+    overdue = overdue_cron() if overdue == "env" else overdue
+    ingest, detect_flow, overdue_flow = _flows(from_source)
     kind = {} if from_source else {"entrypoint_type": EntrypointType.MODULE_PATH}
     out = []
     diseases: set[str] = set()
@@ -110,6 +126,16 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
             parameters={"warehouse": warehouse},
             description="Weekly early detection over the published cases_weekly (vigila/detection.yaml), "
                         "after the week's ingests",
+            **kind,
+        ))
+    if overdue and out:
+        out.append(overdue_flow.to_deployment(
+            name=OVERDUE_NAME,
+            schedule=Cron(overdue, timezone="UTC"),
+            tags=["operate"],
+            parameters={"warehouse": warehouse, "sources_dir": str(Path(sources_dir).resolve())},
+            description="Operator alerts: a vigila.source.overdue event (and webhook) per source past its "
+                        "reporting deadline (VIGILA_ALERT_WEBHOOK / VIGILA_ALERT_BLOCK)",
             **kind,
         ))
     return out

@@ -2,18 +2,21 @@
 
 Input: a warehouse root and an optional detection YAML (layered over vigila/detection.yaml);
 output: the run summary (dict). Thin on purpose: the work is `vigila.alerts.run_detection`.
+Logs one `vigila.log` line per method (`event=detect method=...`) and one for the run
+(`event=detect_alerts`) through the Prefect run logger.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from vigila import alerts, artifacts
+from vigila import log as vlog
 from vigila.pipeline import new_run_id
 
 
@@ -24,14 +27,18 @@ def check_config(config_path: str | None) -> None:
 
 @task(cache_policy=NO_CACHE)
 def detect(warehouse: str, config_path: str | None, run_id: str, as_of: dt.date | None, force: bool) -> dict:
-    return alerts.run_detection(warehouse, alerts.load_config(config_path), run_id=run_id, as_of=as_of, force=force)
+    with vlog.to_logger(get_run_logger()):
+        return alerts.run_detection(warehouse, alerts.load_config(config_path), run_id=run_id, as_of=as_of, force=force)
 
 
 @flow(name="detect_alerts", flow_run_name=lambda: f"detect-{dt.date.today():%G-W%V}", log_prints=True)
 def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, as_of: dt.date | None = None,
                   force: bool = False) -> dict:
     check_config(config_path)
-    summary = detect(warehouse, config_path, str(flow_run.id or new_run_id()), as_of, force)
+    with vlog.to_logger(get_run_logger()), vlog.stage("detect_alerts", as_of=as_of, force=force) as logged:
+        summary = detect(warehouse, config_path, str(flow_run.id or new_run_id()), as_of, force)
+        logged.update(status=summary["status"], version=summary["version"], series=summary["series"],
+                      rows=summary["rows"], alarms=sum(summary["alarms"].values()))
     create_table_artifact(artifacts.detect_table(summary), key="detect-alarms",
                           description=f"alerts {summary.get('version')}: alarms per method")
     print(f"alerts {summary['version']} ({summary['status']}): {summary['series']} series, alarms {summary['alarms']}")

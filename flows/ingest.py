@@ -5,7 +5,9 @@ Thin on purpose: every step is a function of `vigila.pipeline`; only fetching re
 backoff, jitter and a timeout). Publishing holds the Prefect global concurrency limit
 `publish-<source id>` (one slot, created on first use), so two runs of one source never publish at
 once: the second waits up to `PUBLISH_WAIT_SECONDS`, then fails naming the source. Each run
-leaves artifacts: the data-quality summary (markdown), the checks table and the quarantine link.
+leaves artifacts: the data-quality summary (markdown), the checks table and the quarantine link,
+and logs one `vigila.log` line per stage (fetch, land, parse, harmonise, validate, publish), one
+per report (`event=report`) and one for the run (`event=ingest`) through the Prefect run logger.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import datetime as dt
 import tempfile
 from pathlib import Path
 
-from epiweeks import Week
-from prefect import flow, get_client, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -26,6 +27,7 @@ from prefect.runtime import flow_run
 import connectors
 from connectors import Fetched, FetchError
 from vigila import artifacts, completeness, pipeline
+from vigila import log as vlog
 from vigila.config import SourceConfig, load_source
 from vigila.storage import Storage
 
@@ -49,17 +51,20 @@ class PublishBusy(RuntimeError):
 @task(retries=3, retry_delay_seconds=[2, 10, 30], retry_jitter_factor=0.5, timeout_seconds=FETCH_TIMEOUT_SECONDS,
       retry_condition_fn=_retryable, cache_policy=NO_CACHE)
 def fetch(location: str, source: SourceConfig | None = None, state: dict | None = None) -> list[Fetched]:
-    return connectors.fetch(location, source=source, state=state)
+    with vlog.to_logger(get_run_logger()):
+        return pipeline.fetch(location, source, state)
 
 
 @task(cache_policy=NO_CACHE)
 def land(warehouse: str, source: SourceConfig, path: str, origin: str | None = None) -> pipeline.Landed:
-    return pipeline.land(Storage.open(warehouse), source, path, origin=origin)
+    with vlog.to_logger(get_run_logger()):
+        return pipeline.land(Storage.open(warehouse), source, path, origin=origin)
 
 
 @task(cache_policy=NO_CACHE)
 def process(path: str, source: SourceConfig, run_id: str, sha: str, issue_date: dt.date, workdir: str) -> pipeline.Processed:
-    return pipeline.process(path, source, run_id=run_id, file_sha256=sha, issue_date=issue_date, workdir=Path(workdir))
+    with vlog.to_logger(get_run_logger()):
+        return pipeline.process(path, source, run_id=run_id, file_sha256=sha, issue_date=issue_date, workdir=Path(workdir))
 
 
 def publish_limit(source_id: str) -> str:
@@ -84,7 +89,8 @@ def publish(warehouse: str, source: SourceConfig, landed: pipeline.Landed, proce
     wait_seconds = PUBLISH_WAIT_SECONDS if wait_seconds is None else wait_seconds
     try:
         # strict: a missing limit would otherwise not limit anything
-        with concurrency(limit, occupy=1, timeout_seconds=wait_seconds, lease_duration=60, strict=True):
+        with concurrency(limit, occupy=1, timeout_seconds=wait_seconds, lease_duration=60, strict=True), \
+                vlog.to_logger(get_run_logger()):
             return pipeline.publish_run(Storage.open(warehouse), source, landed, processed, run_id)
     except TimeoutError as exc:
         raise PublishBusy(f"{source.id}: another run is still publishing this source (Prefect concurrency limit "
@@ -101,8 +107,7 @@ def _run_name() -> str:
         name, day = source.id, pipeline.resolve_issue_date(source, given)
     except Exception:  # a broken config fails in the flow itself, with its own message
         name, day = Path(params["source_path"]).stem, dt.date.today()
-    week = Week.fromdate(day, system="cdc")
-    return f"ingest-{name}-{week.year}-W{week.week:02d}"
+    return f"ingest-{name}-{pipeline.epi_week_label(day)}"
 
 
 def report_artifacts(warehouse: str, report: dict) -> None:
@@ -126,13 +131,35 @@ def report_artifacts(warehouse: str, report: dict) -> None:
 @task(cache_policy=NO_CACHE)
 def update_reporting(warehouse: str, source: SourceConfig) -> str:
     """This source's weeks in the `reporting` dataset (completeness and timeliness), as of now."""
-    return completeness.publish_completeness(Storage.open(warehouse), [source], dt.datetime.now(dt.UTC)).version
+    with vlog.to_logger(get_run_logger()), vlog.stage("reporting", source=source.id) as logged:
+        logged["version"] = completeness.publish_completeness(Storage.open(warehouse), [source], dt.datetime.now(dt.UTC)).version
+    return logged["version"]
+
+
+def log_report(report: dict, epi_week: str) -> None:
+    """One `event=report` line per report: what this file added (or why it added nothing)."""
+    vlog.event("report", source=report["source_id"], epi_week=epi_week, run_id=report.get("run_id"),
+               status=report.get("status"), rows=report.get("rows_read"), quarantined=report.get("rows_quarantined"),
+               harmonised=report.get("harmonised_rows"), revisions=report.get("revisions_added"),
+               file=(report.get("file") or {}).get("original_name"))
 
 
 @flow(name="ingest_source", flow_run_name=_run_name, log_prints=True, on_failure=[alert_failed_run])
 def ingest_source(source_path: str, warehouse: str = "warehouse", location: str | None = None,
                   issue_date: dt.date | None = None, force: bool = False) -> list[dict]:
     source = load_source(source_path)
+    week = pipeline.epi_week_label(pipeline.resolve_issue_date(source, issue_date))
+    with vlog.to_logger(get_run_logger()), vlog.stage("ingest", source=source.id, epi_week=week,
+                                                      flow_run=flow_run.name) as logged:
+        reports = _ingest(source_path, source, warehouse, location, issue_date, force, week)
+        logged.update(files=len(reports), published=sum(r["status"] == "published" for r in reports),
+                      rows=sum(r.get("harmonised_rows", 0) for r in reports))
+    return reports
+
+
+def _ingest(source_path: str, source: SourceConfig, warehouse: str, location: str | None, issue_date: dt.date | None,
+            force: bool, week: str) -> list[dict]:
+    """The flow's steps (tasks), file by file; then this source's weeks in `reporting`."""
     where = location or source.location
     if not where:
         raise ValueError(f"{source_path}: no `location` in the config and none given")
@@ -145,6 +172,7 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
             run_id = f"{flow_run.id or pipeline.new_run_id()}-{i}"
             if got.not_modified:
                 reports.append(pipeline.not_modified_report(source, got.origin, state, run_id))
+                log_report(reports[-1], week)
                 report_artifacts(warehouse, reports[-1])
                 continue
             path = str(got.path)
@@ -155,6 +183,7 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
                 with tempfile.TemporaryDirectory(prefix="vigila-flow-") as tmp:
                     staged = process(path, source, run_id, landed.sha256, pipeline.resolve_issue_date(source, issue_date), tmp)
                     reports.append(publish(warehouse, source, landed, staged, run_id))
+            log_report(reports[-1], week)
             report_artifacts(warehouse, reports[-1])
             # only now that these bytes are published may a 304 stand for them
             pipeline.save_fetch_state(Storage.open(warehouse), source.id, kind, got.origin, got.validators,
