@@ -33,3 +33,26 @@ def prefect_harness():
 @pytest.fixture()
 def warehouse(tmp_path) -> Path:
     return tmp_path / "warehouse"
+
+
+@pytest.fixture(scope="session")
+def demo_ingested(tmp_path_factory) -> Path:
+    """Both bundled real reports (PAHO national, Peru's line list) ingested once, issued 2024-01-10.
+    Read-only: a test that publishes more copies it first (`copy_warehouse`)."""
+    import datetime as dt
+
+    from vigila import pipeline
+    from vigila.config import load_source
+
+    wh = tmp_path_factory.mktemp("demo") / "warehouse"
+    for name in ("paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml"):
+        cfg = load_source(SOURCES / name)
+        pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2024, 1, 10))
+    return wh
+
+
+def copy_warehouse(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst

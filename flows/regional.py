@@ -1,0 +1,56 @@
+"""Prefect flow `regional_summary`: reconcile reporters -> endemic channels -> weekly summary -> bulletin.
+
+Input: a warehouse root with published cases_weekly (and alerts, reporting) and optional config YAMLs layered
+over vigila/{reconciliation,endemic,summary}.yaml; output: the run summary (dict). Thin: the work is in
+`vigila.reconcile` and `vigila.regional`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from vigila import endemic, reconcile, regional, summary
+from vigila.pipeline import new_run_id
+
+
+@task(cache_policy=NO_CACHE)
+def reconcile_reporters(warehouse: str, config_path: str | None, run_id: str, force: bool) -> dict:
+    return reconcile.run_reconciliation(warehouse, reconcile.load_config(config_path), run_id=run_id, force=force)
+
+
+@task(cache_policy=NO_CACHE)
+def endemic_channels(warehouse: str, config_path: str | None, run_id: str, force: bool) -> dict:
+    return regional.run_endemic(warehouse, endemic.load_config(config_path), run_id=run_id, force=force)
+
+
+@task(cache_policy=NO_CACHE)
+def weekly_summary(warehouse: str, config_path: str | None, run_id: str, force: bool) -> dict:
+    return regional.run_summary(warehouse, summary.load_config(config_path), run_id=run_id, force=force)
+
+
+@task(cache_policy=NO_CACHE)
+def weekly_bulletin(warehouse: str, config_path: str | None) -> dict:
+    return regional.write_bulletin(warehouse, config=summary.load_config(config_path))
+
+
+@flow(name="regional_summary", flow_run_name=lambda: f"regional-{dt.date.today():%G-W%V}", log_prints=True)
+def regional_summary(warehouse: str = "warehouse", reconciliation_path: str | None = None, endemic_path: str | None = None,
+                     summary_path: str | None = None, force: bool = False) -> dict:
+    for load, path in ((reconcile.load_config, reconciliation_path), (endemic.load_config, endemic_path),
+                       (summary.load_config, summary_path)):
+        load(path)                               # fail fast on a broken config, before reading any data
+    run_id = str(flow_run.id or new_run_id())
+    result = {"reconciliation": reconcile_reporters(warehouse, reconciliation_path, run_id, force),
+              "endemic_channel": endemic_channels(warehouse, endemic_path, run_id, force),
+              "weekly_summary": weekly_summary(warehouse, summary_path, run_id, force)}
+    result["bulletin"] = weekly_bulletin(warehouse, summary_path)
+    create_markdown_artifact(regional.run_markdown(result), key="regional-summary",
+                             description=f"weekly summary {result['weekly_summary']['version']} and bulletin")
+    b = result["bulletin"]
+    print(f"bulletin {b['epi_year']}-W{b['epi_week']:02d}: {b['signals']} signals -> {b['uri']}")
+    return result

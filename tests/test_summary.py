@@ -1,0 +1,254 @@
+"""The regional weekly summary: each measure on small hand-made frames, then the real demo reports end to end
+(reconcile -> endemic channel -> summary -> bulletin), and the `regional_summary` flow under Prefect."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from schemas.outputs import WeeklySummary
+from vigila import alerts, completeness, read, reconcile, regional, summary
+from vigila.config import ConfigError, load_source
+from vigila.storage import Storage
+
+from conftest import SOURCES, copy_warehouse
+
+sys.path.insert(0, str(Path(__file__).parent))
+from browser import body_text, chromium, console_errors, wait_for  # noqa: E402
+
+SUNDAY = dt.date(2023, 12, 31)        # MMWR 2024-W01 starts on Sunday 31 December 2023
+
+
+def rec(rows, *, country="PER", level="admin0", geo=None, sources="per_a", basis="single") -> pl.DataFrame:
+    """cases_reconciled-shaped rows from (week_start, epi_year, epi_week, cases)."""
+    return pl.DataFrame(
+        [(country, level, geo or country, "Peru", "dengue", y, w, d, c, basis, sources) for d, y, w, c in rows],
+        schema={"country_iso3": pl.Utf8, "geo_level": pl.Utf8, "geo_code": pl.Utf8, "geo_name": pl.Utf8, "disease": pl.Utf8,
+                "epi_year": pl.Int32, "epi_week": pl.Int32, "week_start": pl.Date, "cases": pl.Int64, "basis": pl.Utf8,
+                "sources": pl.Utf8}, orient="row")
+
+
+def weeks(first: dt.date, counts: list[int | None], year: int = 2024, week: int = 1):
+    """(week_start, epi_year, epi_week, cases) for consecutive weeks; None = no row (not reported)."""
+    return [(first + dt.timedelta(weeks=i), year, week + i, c) for i, c in enumerate(counts) if c is not None]
+
+
+def build(reconciled, **kw) -> pl.DataFrame:
+    out = summary.build(reconciled, **kw)
+    WeeklySummary.validate(out.with_columns(pl.lit("t").alias("run_id")))
+    return out
+
+
+def test_a_week_nobody_reported_is_a_row_marked_not_reported_with_its_expected_reporter():
+    out = build(rec(weeks(SUNDAY, [10, 12, None, 15])))
+    assert out["cases"].to_list() == [10, 12, None, 15]
+    gap = out.row(2, named=True)
+    assert gap["epi_week"] == 3 and gap["week_start"] == dt.date(2024, 1, 14)
+    assert gap["signal_note"] == "not reported this week" and gap["sources"] == "per_a" and gap["signal"] is False
+
+
+def test_series_extend_to_the_regions_latest_week_unless_dormant():
+    latest = rec(weeks(SUNDAY, [5] * 40), country="BRA", sources="bra")          # the region's latest week: 2024-W40
+    recent = rec(weeks(SUNDAY, [5] * 36), country="PER")                           # stopped 4 weeks before
+    dormant = rec(weeks(dt.date(2023, 1, 1), [5] * 5, year=2023), country="COL", sources="col")
+    out = build(pl.concat([latest, recent, dormant]))
+    per = out.filter(pl.col("country_iso3") == "PER")
+    assert per.height == 40 and per["cases"].tail(4).is_null().all()
+    assert per.tail(4)["signal_note"].unique().to_list() == ["not reported this week"]
+    assert out.filter(pl.col("country_iso3") == "COL").height == 5                 # dormant: not extended
+
+
+def test_change_against_the_previous_four_weeks_and_year_to_date_against_previous_years():
+    rows = (weeks(dt.date(2022, 1, 2), [1, 2, 3, 4], year=2022) + weeks(dt.date(2022, 12, 25), [], year=2022)
+            + weeks(dt.date(2023, 1, 1), [3, 3, 3, 3], year=2023) + weeks(SUNDAY, [4, 4, 4, 4, 8, 2]))
+    out = build(rec(rows), config=summary.SummaryConfig(stale_after_weeks=0))
+    y24 = out.filter(pl.col("epi_year") == 2024).sort("epi_week")
+    assert y24["prev4_mean"].to_list()[4] == pytest.approx(4.0)
+    assert y24["change_prev4"].to_list()[4] == pytest.approx(8 / 4 - 1)
+    assert y24["change_prev4"].to_list()[5] == pytest.approx(2 / ((4 + 4 + 4 + 8) / 4) - 1)
+    assert y24["ytd_cases"].to_list() == [4, 8, 12, 16, 24, 26]
+    # week 3: 2022 had 1+2+3 = 6 by then, 2023 had 9 -> mean 7.5
+    w3 = y24.filter(pl.col("epi_week") == 3).row(0, named=True)
+    assert w3["ytd_previous_mean"] == pytest.approx(7.5) and w3["ytd_ratio"] == pytest.approx(12 / 7.5)
+    # 2023-W05..W52 were not reported: rows of the grid, so 2024-W01 has no 4-week baseline
+    assert y24.filter(pl.col("epi_week") == 1)["prev4_mean"].item() is None
+    assert out.filter(pl.col("epi_year") == 2022).height > 4                       # the 2022 gap weeks are rows
+
+
+def test_a_week_after_a_missing_one_has_no_change_baseline():
+    out = build(rec(weeks(SUNDAY, [10, 10, None, 10, 10, 40])))
+    assert out["prev4_mean"].to_list()[5] is None and out["change_prev4"].to_list()[5] is None
+
+
+def channel_for(reconciled: pl.DataFrame, lower: float, median: float, upper: float, method: str = "bortman") -> pl.DataFrame:
+    keys = reconciled.select("country_iso3", "geo_level", "geo_code", "disease", "epi_year", "epi_week").unique()
+    return keys.with_columns(pl.lit(method).alias("method"), pl.lit(lower).alias("lower"), pl.lit(median).alias("median"),
+                             pl.lit(upper).alias("upper"), pl.lit(None, pl.Int64).alias("per"))
+
+
+def test_endemic_zones_from_the_configured_channel_and_zone_signals():
+    r = rec(weeks(SUNDAY, [1, 5, 9, 10, 20]))
+    channel = pl.concat([channel_for(r, 5, 9, 10, "bortman"), channel_for(r, 0, 0, 0, "quartile")])
+    out = build(r, channel=channel)
+    assert out["endemic_zone"].to_list() == ["success", "safety", "safety", "alert", "epidemic"]
+    assert out["endemic_method"].unique().to_list() == ["bortman"]
+    assert out["signal"].to_list() == [False, False, False, False, True]
+    q = build(r, channel=channel, config=summary.SummaryConfig(endemic_method="quartile"))
+    assert q["endemic_zone"].to_list() == ["epidemic"] * 5
+    assert q["signal"].to_list() == [False, True, True, True, True]              # 1 case: below signal.min_cases
+
+
+def alert_rows(source: str, country: str, place: str | None, week_start: dt.date, y: int, w: int, *, method: str,
+               upper: float | None, alarm: bool | None) -> dict:
+    return {"source_id": source, "country_iso3": country, "geo_level": "admin0" if place is None else "admin1",
+            "place": place, "disease": "dengue", "epi_year": y, "epi_week": w, "week_start": week_start,
+            "method": method, "upperbound": upper, "alarm": alarm}
+
+
+def test_alarms_of_the_reporters_used_and_the_threshold_only_for_one_reporters_count():
+    r = pl.concat([rec(weeks(SUNDAY, [30, 40])), rec(weeks(SUNDAY, [30, 40]), country="BRA", sources="bra_a,bra_b", basis="sum")])
+    a = pl.DataFrame([
+        alert_rows("per_a", "PER", None, SUNDAY, 2024, 1, method="ears_C2", upper=35.0, alarm=False),
+        alert_rows("per_a", "PER", None, SUNDAY + dt.timedelta(weeks=1), 2024, 2, method="ears_C2", upper=35.0, alarm=True),
+        alert_rows("per_a", "PER", None, SUNDAY + dt.timedelta(weeks=1), 2024, 2, method="farrington_flexible", upper=50.0, alarm=False),
+        alert_rows("per_other", "PER", None, SUNDAY, 2024, 1, method="ears_C2", upper=1.0, alarm=True),   # not a reporter used
+        alert_rows("bra_b", "BRA", None, SUNDAY, 2024, 1, method="ears_C2", upper=10.0, alarm=True),
+    ])
+    out = build(r, alerts=a)
+    per = out.filter(pl.col("country_iso3") == "PER").sort("epi_week")
+    assert per["alarm"].to_list() == [False, True] and per["alarm_methods"].to_list() == [None, "ears_C2"]
+    assert per["threshold"].to_list() == [35.0, 35.0] and per["threshold_method"].to_list() == ["ears_C2"] * 2
+    assert per["signal"].to_list() == [False, True]
+    bra = out.filter(pl.col("country_iso3") == "BRA").sort("epi_week")
+    assert bra["alarm"].to_list() == [True, None]                    # week 2: no method evaluated it
+    assert bra["threshold"].to_list() == [None, None]                # a sum of two reporters has no one bound
+
+
+def test_reporting_status_flags_a_one_country_reporter_but_not_a_regional_compilation():
+    r = pl.concat([rec(weeks(SUNDAY, [30]), sources="per_ministry"),
+                   rec(weeks(SUNDAY, [30]), country="BRA", sources="paho"), rec(weeks(SUNDAY, [30]), country="COL", sources="paho")])
+    rep = pl.DataFrame({"source_id": ["per_ministry", "paho"], "epi_year": [2024, 2024], "epi_week": [1, 1],
+                        "status": ["partial", "partial"], "completeness": [0.5, 0.1]},
+                       schema_overrides={"epi_year": pl.Int32, "epi_week": pl.Int32})
+    out = build(r, reporting=rep).sort("country_iso3")
+    assert out["reporting_status"].to_list() == ["partial"] * 3
+    assert dict(zip(out["country_iso3"], out["signal_note"])) == {
+        "BRA": None, "COL": None, "PER": "reporting partial: counts may be incomplete"}
+
+
+def test_incidence_from_the_population_table():
+    pop = pl.DataFrame({"country_iso3": ["PER"], "geo_code": ["PER"], "year": [2019], "population": [32_000_000], "source": ["t"]},
+                       schema_overrides={"year": pl.Int32})
+    out = build(rec(weeks(SUNDAY, [320])), population=pop)
+    assert out["population"].item() == 32_000_000 and out["incidence_100k"].item() == pytest.approx(1.0)
+
+
+def test_config_layering_and_errors(tmp_path):
+    (p := tmp_path / "s.yaml").write_text("signal:\n  min_cases: 0\n")
+    cfg = summary.load_config(p)
+    assert cfg.signal.min_cases == 0 and cfg.signal.zones == ["epidemic"] and cfg.threshold_method == "ears_C2"
+    (bad := tmp_path / "bad.yaml").write_text("endemic_method: median\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:1: endemic_method"):
+        summary.load_config(bad)
+
+
+# --------------------------------------------------------------------------- real data end to end
+
+
+@pytest.fixture(scope="module")
+def regional_wh(demo_ingested, tmp_path_factory):
+    wh = copy_warehouse(demo_ingested, tmp_path_factory.mktemp("regional") / "warehouse")
+    sources = [load_source(SOURCES / n) for n in ("paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml")]
+    completeness.publish_completeness(wh, sources, dt.datetime(2025, 1, 15, tzinfo=dt.UTC))
+    alerts.run_detection(Storage.open(wh), alerts.load_config(), run_id="reg")
+    reconcile.run_reconciliation(wh, reconcile.load_config(), run_id="reg")
+    from vigila import endemic
+
+    channel = regional.run_endemic(wh, endemic.load_config(), run_id="reg")
+    result = regional.run_summary(wh, summary.load_config(), run_id="reg")
+    return wh, channel, result
+
+
+def test_real_summary_counts_are_the_reconciled_counts(regional_wh):
+    wh, channel, result = regional_wh
+    assert channel["status"] == "published" and result["status"] == "published"
+    s = read.weekly_summary(wh).collect()
+    r = read.reconciled(wh).collect()
+    joined = r.join(s, on=["country_iso3", "geo_level", "geo_code", "disease", "epi_year", "epi_week"], how="left")
+    assert joined["cases_right"].null_count() == 0 and (joined["cases"] == joined["cases_right"]).all()
+    assert s.filter(pl.col("cases").is_not_null()).height == r.height          # every other row is a week not reported
+    per = s.filter(pl.col("geo_code") == "PER", pl.col("epi_year") == 2022)
+    assert per["sources"].unique().to_list() == ["per_minsa_dengue_linelist"] and per["population"].drop_nulls().len() > 0
+    assert s.filter(pl.col("endemic_zone").is_not_null()).height > 1000 and s["signal"].sum() > 100
+
+
+def test_real_signals_follow_the_rule(regional_wh):
+    wh, *_ = regional_wh
+    s = read.weekly_summary(wh).collect()
+    rule = ((pl.col("alarm").fill_null(False) | (pl.col("endemic_zone") == "epidemic").fill_null(False))
+            & (pl.col("cases").fill_null(0) >= 5))
+    assert (s["signal"] == s.select(rule).to_series()).all()
+    # ytd_cases restarts each epi year and never decreases within it
+    ytd = s.filter(pl.col("geo_code") == "BRA").sort("week_start")
+    assert (ytd.group_by("epi_year").agg((pl.col("ytd_cases").diff().fill_null(0) >= 0).all())["ytd_cases"]).all()
+
+
+def test_summary_is_idempotent_and_republishes_on_new_input(regional_wh):
+    wh, _, first = regional_wh
+    again = regional.run_summary(wh, summary.load_config(), run_id="reg-2")
+    assert again["status"] == "unchanged" and again["version"] == first["version"]
+    changed = regional.run_summary(wh, summary.SummaryConfig(change_weeks=3), run_id="reg-3")
+    assert changed["status"] == "published" and changed["version"] != first["version"]
+
+
+def test_real_bulletin_renders_the_signalled_series_in_chromium(regional_wh, tmp_path):
+    wh, *_ = regional_wh
+    s = read.weekly_summary(wh, country="Peru").collect()
+    week = s.filter(pl.col("signal"), pl.col("geo_level") == "admin1").sort("week_start").row(-1, named=True)
+    out = regional.write_bulletin(wh, epi_year=week["epi_year"], epi_week=week["epi_week"], output=tmp_path / "b.html")
+    assert Path(out["uri"]).exists() and out["signals"] >= 1
+    signalled = (read.weekly_summary(wh).collect()
+                 .filter(pl.col("epi_year") == week["epi_year"], pl.col("epi_week") == week["epi_week"], pl.col("signal")))
+    with chromium() as driver:
+        driver.get((tmp_path / "b.html").as_uri())
+        wait_for(lambda: driver.execute_script(
+            "return document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length") >= 1 + signalled.height,
+            what="every chart drawn")
+        text = body_text(driver)
+        assert console_errors(driver) == []
+    for row in signalled.iter_rows(named=True):   # a national series is shown by its country's name
+        assert (row["country_name"] if row["geo_level"] == "admin0" else row["geo_name"]) in text
+    assert f"{week['epi_year']}-W{week['epi_week']:02d}" in text
+
+
+def test_a_week_outside_the_summary_is_a_clear_error(regional_wh):
+    wh, *_ = regional_wh
+    with pytest.raises(ValueError, match=r"no epi week 1800-W01 \(it covers .*-W\d\d \.\. 2024-W52\)"):
+        regional.write_bulletin(wh, epi_year=1800, epi_week=1)
+
+
+def test_regional_flow_publishes_and_leaves_an_artifact(prefect_harness, demo_ingested, tmp_path):
+    from prefect import get_client
+
+    from flows.regional import regional_summary
+
+    wh = copy_warehouse(demo_ingested, tmp_path / "warehouse")
+    alerts.run_detection(Storage.open(wh), alerts.load_config(), run_id="flow")
+    result = regional_summary(str(wh))
+    assert result["weekly_summary"]["status"] == "published" and Path(result["bulletin"]["uri"]).exists()
+    assert json.loads(Storage.open(wh).read_bytes("catalog.json"))  # catalog lists the new datasets
+    names = {d["name"] for d in Storage.open(wh).read_json("catalog.json")["datasets"]}
+    assert {"cases_reconciled", "discrepancies", "endemic_channel", "weekly_summary"} <= names
+
+    async def artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+    import asyncio
+
+    latest = [a for a in asyncio.run(artifact()) if a.key == "regional-summary"]
+    assert latest and "Bulletin" in latest[0].data
