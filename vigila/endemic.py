@@ -13,7 +13,7 @@ the history goes. Week 53 of a baseline year that has no week 53 is that year's 
 Methods (per series x T x w, over the n baseline values x_1..x_n):
   quartile  lower = Q1, median = Q2, upper = Q3 of x, quantiles by linear interpolation between
             order statistics: Q(p) = x_(k) + (h - k)(x_(k+1) - x_(k)), h = 1 + (n - 1)p, k = floor(h)
-            (R's quantile type 7, the default of R and numpy, polars interpolation "linear").
+            (R's quantile type 7, the default of R and numpy; polars interpolation "linear").
   bortman   on y = ln(x + 1): m = mean(y), s = sd(y) (n - 1 denominator);
             median = exp(m) - 1 (the geometric mean of x + 1, minus 1),
             lower = max(0, exp(m - k s) - 1), upper = exp(m + k s) - 1, k = `multiplier` (1.96, Bortman 1999).
@@ -38,7 +38,6 @@ METHODS = ("quartile", "bortman")
 ZONES = ("success", "safety", "alert", "epidemic")
 KEYS = ["country_iso3", "geo_level", "geo_code", "disease"]
 Method = Literal["quartile", "bortman"]
-Interpolation = Literal["linear", "lower", "higher", "nearest", "midpoint"]
 
 
 class EndemicInputError(ValueError):
@@ -64,7 +63,6 @@ class EndemicConfig(_Strict):
     methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
     multiplier: float = Field(default=1.96, gt=0)
     min_years: int = Field(default=3, ge=1)
-    interpolation: Interpolation = "linear"
     per: int | None = Field(default=None, gt=0)
     exclude: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
 
@@ -171,7 +169,7 @@ def _excluded(series: pl.DataFrame, exclude: pl.DataFrame | Sequence[int] | None
 def channel(weekly: pl.DataFrame | pl.LazyFrame, *, keys: list[str] | None = None, years: int = 5,
             method: Method | Sequence[Method] = "quartile", exclude_years: pl.DataFrame | Sequence[int] | None = None,
             target_years: Sequence[int] | None = None, min_years: int = 3, multiplier: float = 1.96,
-            per: int | None = None, interpolation: Interpolation = "linear") -> pl.DataFrame:
+            per: int | None = None) -> pl.DataFrame:
     """Endemic channel of every series in `weekly` (one row per keys x epi_year x epi_week).
 
     Output: keys, epi_year (target), epi_week, method, lower, median, upper, years_used,
@@ -188,61 +186,86 @@ def channel(weekly: pl.DataFrame | pl.LazyFrame, *, keys: list[str] | None = Non
     if years < 1 or min_years < 1:
         raise ValueError("years and min_years must be >= 1")
     data = _check_input(weekly.lazy().collect() if isinstance(weekly, pl.LazyFrame) else weekly, keys, per)
-    series = data.select(keys).unique()
+    series = data.select(keys).unique(maintain_order=True).with_row_index("_sid")  # work on one integer id per series
+    excluded = _excluded(series.drop("_sid"), exclude_years, keys).join(series, on=keys, nulls_equal=True).select("_sid", "epi_year")
+    data = data.join(series, on=keys, nulls_equal=True).select("_sid", "epi_year", "epi_week", "x").lazy()  # one query from here
 
     # candidate baseline values: (series, year, week) with a value, not an excluded year; week 53 of
     # a year without one (no week-53 row) is its week 52
     values = data.filter(pl.col("x").is_not_null())
-    has53 = data.filter(pl.col("epi_week") == 53).select(*keys, "epi_year").unique()
-    wk53 = (values.filter(pl.col("epi_week") == 52).join(has53, on=[*keys, "epi_year"], how="anti", nulls_equal=True)
+    has53 = data.filter(pl.col("epi_week") == 53).select("_sid", "epi_year").unique()
+    wk53 = (values.filter(pl.col("epi_week") == 52).join(has53, on=["_sid", "epi_year"], how="anti")
             .with_columns(pl.lit(53, pl.Int32).alias("epi_week")))
-    excluded = _excluded(series, exclude_years, keys)
-    cand = (pl.concat([values, wk53]).join(excluded, on=[*keys, "epi_year"], how="anti", nulls_equal=True)
-            .with_columns(pl.lit(False).alias("_target")))
+    cand = pl.concat([values, wk53]).join(excluded.lazy(), on=["_sid", "epi_year"], how="anti").with_columns(pl.lit(False).alias("_target"))
 
-    # targets: series x target year x week
+    # targets: series x target year x week 1..52, and 53 where the series has a week 53 that year
     if target_years is None:
-        tyears = data.select(*keys, "epi_year").unique()
+        tyears = data.select("_sid", "epi_year").unique()
     else:
-        tyears = series.join(pl.DataFrame({"epi_year": list(target_years)}, schema={"epi_year": pl.Int32}), how="cross")
-    weeks = pl.DataFrame({"epi_week": list(range(1, 53))}, schema={"epi_week": pl.Int32})
-    targets = pl.concat([tyears.join(weeks, how="cross"), tyears.join(has53, on=[*keys, "epi_year"], how="semi",
-                                                                       nulls_equal=True)
-                         .with_columns(pl.lit(53, pl.Int32).alias("epi_week"))])
-    targets = targets.select(*keys, "epi_year", "epi_week", pl.lit(None, pl.Float64).alias("x"), pl.lit(True).alias("_target"))
+        tyears = series.lazy().select("_sid").join(pl.LazyFrame({"epi_year": list(target_years)}, schema={"epi_year": pl.Int32}),
+                                                   how="cross")
+    weeks = pl.LazyFrame({"epi_week": list(range(1, 53))}, schema={"epi_week": pl.Int32})
+    targets = pl.concat([tyears.join(weeks, how="cross"),
+                         tyears.join(has53, on=["_sid", "epi_year"], how="semi").with_columns(pl.lit(53, pl.Int32).alias("epi_week"))])
+    targets = targets.select("_sid", "epi_year", "epi_week", pl.lit(None, pl.Float64).alias("x"), pl.lit(True).alias("_target"))
 
     # one sort over candidates and targets: a target sorts before its own year's candidate, so the
-    # running count of candidates before it is the number of earlier years with a value (k); its
-    # baseline is candidates k-years..k-1 of its series-week
-    group = [*keys, "epi_week"]
-    both = (pl.concat([cand.select(targets.columns), targets])
-            .sort([*group, "epi_year", pl.col("_target").not_()], nulls_last=True)
-            .with_columns((pl.col("_target").not_().cast(pl.Int64).cum_sum().over(group) - pl.col("_target").not_()
-                           .cast(pl.Int64)).alias("_idx")))
-    cand = both.filter(~pl.col("_target")).select(*group, "_idx", pl.col("epi_year").alias("_year"), "x")
-    targets = both.filter("_target").select(*keys, "epi_year", "epi_week", "_idx")
-    window = targets.with_columns(pl.int_ranges((pl.col("_idx") - years).clip(lower_bound=0), pl.col("_idx"),
-                                                dtype=pl.Int64).alias("_pos")).explode("_pos", empty_as_null=True)
-    base = window.join(cand, left_on=[*group, "_pos"], right_on=[*group, "_idx"], how="left", nulls_equal=True)
+    # running count of candidates before it is the number k of earlier years with a value; its
+    # baseline is candidate k-1 of its series-week and the `years`-1 candidates before that one,
+    # carried as lag columns _x{j}/_y{j} (j = 0: the most recent; null past the start of the history)
+    group = ["_sid", "epi_week"]
+    is_cand = pl.col("_target").not_().cast(pl.Int64)
+    both = (pl.concat([cand.select(targets.collect_schema().names()), targets]).sort([*group, "epi_year", pl.col("_target").not_()])
+            .with_columns((is_cand.cum_sum().over(group) - 1).alias("_idx")))  # a candidate: its 0-based index; a target: k - 1
+    lags = both.filter(~pl.col("_target")).select(
+        *group, "_idx", *(pl.col("x").shift(j).over(group).alias(f"_x{j}") for j in range(years)),
+        *(pl.col("epi_year").shift(j).over(group).alias(f"_y{j}") for j in range(years)))
+    base = both.filter("_target").select(*group, "epi_year", "_idx").join(lags, on=[*group, "_idx"], how="left")
 
-    y = (pl.col("x") + 1).log()
-    k = multiplier
-    stats = {
-        "quartile": [pl.col("x").quantile(q, interpolation).alias(n) for q, n in ((0.25, "lower"), (0.5, "median"), (0.75, "upper"))],
-        "bortman": [((y.mean() - k * y.std()).exp() - 1).clip(lower_bound=0).alias("lower"),
-                    (y.mean().exp() - 1).alias("median"), ((y.mean() + k * y.std()).exp() - 1).alias("upper")],
-    }
-    out = []
-    for m in methods:  # one group_by per method (at most two), each over every series at once
-        agg = base.group_by([*keys, "epi_year", "epi_week"]).agg(
-            *stats[m], pl.col("_year").drop_nulls().count().cast(pl.Int32).alias("years_used"),
-            pl.col("_year").drop_nulls().sort().cast(pl.Utf8).str.join(",").alias("baseline_years"))
-        enough = pl.col("years_used") >= min_years
-        out.append(agg.with_columns(pl.lit(m).alias("method"),
-                                    *(pl.when(enough).then(pl.col(c).cast(pl.Float64)).alias(c) for c in ("lower", "median", "upper"))))
-    return (pl.concat(out).with_columns(pl.lit(per, pl.Int64).alias("per"))
-            .select(*keys, "epi_year", "epi_week", "method", "lower", "median", "upper", "years_used", "baseline_years", "per")
-            .sort([*keys, "method", "epi_year", "epi_week"], nulls_last=True))
+    # every statistic row-wise over the lag columns (no per-group aggregation, no lists), in steps
+    # so that each intermediate column is computed once: n, the sorted values _s{j}, ln(x + 1), their mean
+    xs = [pl.col(f"_x{j}") for j in range(years)]
+    base = _sorted(base.with_columns(pl.sum_horizontal(x.is_not_null() for x in xs).alias("_n"),
+                                     *((x + 1).log().alias(f"_l{j}") for j, x in enumerate(xs)),
+                                     *(x.fill_null(float("inf")).alias(f"_s{j}") for j, x in enumerate(xs))), years)
+    n, logs = pl.col("_n"), [pl.col(f"_l{j}") for j in range(years)]
+    base = base.with_columns(pl.mean_horizontal(logs).alias("_m"))
+    m = pl.col("_m")
+    base = base.with_columns(pl.when(n > 1).then((pl.sum_horizontal((lg - m) ** 2 for lg in logs) / (n - 1)).sqrt()).alias("_sd"))
+    sd, k = pl.col("_sd"), multiplier
+    stats = {"quartile": tuple(_quantile([pl.col(f"_s{j}") for j in range(years)], n, p) for p in (0.25, 0.5, 0.75)),
+             "bortman": (((m - k * sd).exp() - 1).clip(lower_bound=0), m.exp() - 1, (m + k * sd).exp() - 1)}
+    enough = n >= min_years
+    common = [n.cast(pl.Int32).alias("years_used"),
+              pl.concat_str([pl.col(f"_y{j}") for j in reversed(range(years))], separator=",", ignore_nulls=True)
+              .fill_null("").alias("baseline_years"), pl.lit(per, pl.Int64).alias("per")]
+    out = [base.select("_sid", "epi_year", "epi_week", pl.lit(meth).alias("method"),
+                       *(pl.when(enough).then(e.cast(pl.Float64)).alias(c) for e, c in zip(stats[meth], ("lower", "median", "upper"))),
+                       *common) for meth in methods]
+    return (pl.concat(out).join(series.lazy(), on="_sid").sort("_sid", "method", "epi_year", "epi_week")
+            .select(*keys, "epi_year", "epi_week", "method", "lower", "median", "upper", "years_used", "baseline_years", "per").collect())
+
+
+def _sorted(frame: pl.LazyFrame, width: int) -> pl.LazyFrame:
+    """Columns _s0.._s{width-1} sorted row-wise (ascending; nulls must be +inf) by an odd-even
+    transposition network: `width` rounds of min/max over neighbouring pairs, one projection per
+    round (so the expressions stay linear in size)."""
+    for r in range(width):
+        pairs = [(f"_s{i}", f"_s{i + 1}") for i in range(r % 2, width - 1, 2)]
+        frame = frame.with_columns(*(e for a, b in pairs for e in (pl.min_horizontal(a, b).alias(a), pl.max_horizontal(a, b).alias(b))))
+    return frame
+
+
+def _quantile(s: list[pl.Expr], n: pl.Expr, p: float) -> pl.Expr:
+    """Quantile p of the first n of the row-wise sorted columns `s`: R type 7,
+    Q = s[lo] + (h - lo)(s[lo+1] - s[lo]) with h = (n - 1)p, lo = floor(h) (0-based)."""
+    out = pl.lit(None, pl.Float64)
+    for count in range(len(s), 0, -1):
+        h = (count - 1) * p
+        lo = int(h)
+        value = s[lo] if h == lo else s[lo] + (h - lo) * (s[lo + 1] - s[lo])
+        out = pl.when(n == count).then(value).otherwise(out)
+    return out
 
 
 def channel_from_config(weekly: pl.DataFrame | pl.LazyFrame, config: EndemicConfig, *, keys: list[str] | None = None,
@@ -254,7 +277,7 @@ def channel_from_config(weekly: pl.DataFrame | pl.LazyFrame, config: EndemicConf
     ex = ex.select([c for c in ex.columns if c in keys or c == "epi_year"])
     return channel(weekly, keys=keys, years=config.years, method=config.methods, exclude_years=ex,
                    target_years=target_years, min_years=config.min_years, multiplier=config.multiplier,
-                   per=config.per, interpolation=config.interpolation)
+                   per=config.per)
 
 
 def zone(cases: str | pl.Expr = "cases", lower: str | pl.Expr = "lower", median: str | pl.Expr = "median",
