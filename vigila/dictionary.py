@@ -11,6 +11,7 @@ import pandera.polars as pa
 from schemas.harmonised import SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord
 from schemas.outputs import ALERTS_SCHEMA_VERSION, ENDEMIC_SCHEMA_VERSION, REPORTING_SCHEMA_VERSION, Alert, EndemicChannel, Reporting
 from schemas.outputs import DISCREPANCIES_SCHEMA_VERSION, RECONCILED_SCHEMA_VERSION, CasesReconciled, Discrepancy
+from schemas.outputs import SUMMARY_SCHEMA_VERSION, WeeklySummary
 from vigila.vocab import AGE_GROUPS, CLASSIFICATION_DESCRIPTIONS, DISEASES
 
 DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
@@ -32,6 +33,11 @@ DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "discrepancies": (Discrepancy, f"Two reporters of the same population counting the same place-week (schema "
                       f"{DISCREPANCIES_SCHEMA_VERSION}): both counts, their difference and whether it exceeds the configured "
                       "tolerance (vigila/reconcile.py, vigila/reconciliation.yaml). Partitioned by country_iso3."),
+    "weekly_summary": (WeeklySummary, f"The regional weekly summary (schema {SUMMARY_SCHEMA_VERSION}): one row per disease x "
+                       "country x place x epi week from each series' first report to the region's latest week (weeks nobody "
+                       "reported have null cases), with incidence, change, year-to-date, endemic zone, alarms, reporting "
+                       "status and the signal flag; the bulletin's input (vigila/summary.py, vigila/summary.yaml). "
+                       "Partitioned by disease."),
 }
 
 
