@@ -13,7 +13,7 @@ the history goes. Week 53 of a baseline year that has no week 53 is that year's 
 Methods (per series x T x w, over the n baseline values x_1..x_n):
   quartile  lower = Q1, median = Q2, upper = Q3 of x, quantiles by linear interpolation between
             order statistics: Q(p) = x_(k) + (h - k)(x_(k+1) - x_(k)), h = 1 + (n - 1)p, k = floor(h)
-            (R's quantile type 7, the default of R and numpy; polars interpolation "linear").
+            (R's quantile type 7, the default of R and numpy, = polars interpolation "linear").
   bortman   on y = ln(x + 1): m = mean(y), s = sd(y) (n - 1 denominator);
             median = exp(m) - 1 (the geometric mean of x + 1, minus 1),
             lower = max(0, exp(m - k s) - 1), upper = exp(m + k s) - 1, k = `multiplier` (1.96, Bortman 1999).
@@ -177,7 +177,8 @@ def channel(weekly: pl.DataFrame | pl.LazyFrame, *, keys: list[str] | None = Non
     1..52, plus 53 when that series has a week-53 row in the target year. `target_years` None:
     every year in which the series has a row. Fewer than `min_years` baseline values: null
     lower/median/upper (years_used and baseline_years still say what there was). Null `cases`
-    (or `population` with `per`) mean "no value": such a week is in no baseline.
+    (or `population` with `per`) mean "no value": such a week is in no baseline. Rows come in the
+    order series first appear in `weekly`, then method, epi_year, epi_week.
     """
     keys = list(KEYS if keys is None else keys)
     methods = [method] if isinstance(method, str) else list(method)
