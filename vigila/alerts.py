@@ -121,7 +121,7 @@ def _epi_weeks(dates: pl.Series) -> pl.DataFrame:
         pl.col("date").alias("week_start"), "epi_year", "epi_week")
 
 
-def _series(rows: pl.LazyFrame | pl.DataFrame, gaps: Gaps) -> pl.DataFrame:
+def weekly_series(rows: pl.LazyFrame | pl.DataFrame, gaps: Gaps) -> pl.DataFrame:
     week = [*SERIES_KEY, "week_start"]
     rows = rows.lazy()
     for col, total in (("classification", "total"), ("sex", "all"), ("age_group", "all")):
@@ -156,7 +156,7 @@ def build_series(cases_weekly: pl.LazyFrame | pl.DataFrame, level: str, disease:
     segment (unbroken run), t (1-based within it), week_start, epi_year, epi_week, cases (summed over
     classification, sex, age group), imputed, source_id, country_iso3, geo_level, place, place_name, disease."""
     rows = cases_weekly.lazy().filter(pl.col("geo_level") == level, pl.col("disease") == disease)
-    return _series(rows, gaps or Gaps())
+    return weekly_series(rows, gaps or Gaps())
 
 
 # --------------------------------------------------------------------------- detection
@@ -183,7 +183,7 @@ def evaluate(series: pl.DataFrame, run: MethodRun, *, weeks: int, min_history: i
         pl.lit(json.dumps(run.effective_params(), sort_keys=True)).alias("params"))
 
 
-def _input(storage: Storage, as_of: dt.date | None) -> tuple[pl.DataFrame, str]:
+def published_input(storage: Storage, as_of: dt.date | None) -> tuple[pl.DataFrame, str]:
     """The weekly counts (as published, or as known on `as_of`) and the version id they were read from."""
     name = "cases_weekly" if as_of is None else "cases_revisions"
     manifest = publish.current_manifest(storage, name)
@@ -210,7 +210,7 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
     atomically). The same input version, `as_of` and config as the current version publish
     nothing (status "unchanged") unless `force`."""
     storage = Storage.open(storage)
-    rows, version = _input(storage, as_of)
+    rows, version = published_input(storage, as_of)
     fingerprint = hashlib.sha256(json.dumps({"input": version, "as_of": str(as_of), "config": config.model_dump(mode="json")},
                                             sort_keys=True, default=str).encode()).hexdigest()
     current = publish.current_manifest(storage, DATASET)
@@ -219,7 +219,7 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
                          cases_weekly_version=version)
     rows = rows.filter(pl.col("geo_level").is_in(config.levels),
                        pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True))
-    series = _series(rows, config.gaps)
+    series = weekly_series(rows, config.gaps)
     computed_at = dt.datetime.now(dt.UTC)
     parts = []
     for i, run in enumerate(config.methods, 1):   # one logged `detect` stage per method (the CLI shows them)

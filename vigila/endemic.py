@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vigila.config import ConfigError, _line_of, deep_merge
+from vigila.config import load_layered
 
 CONFIG_PATH = Path(__file__).with_name("endemic.yaml")
 METHODS = ("quartile", "bortman")
@@ -95,25 +94,7 @@ class EndemicConfig(_Strict):
 def load_config(path: str | Path | None = None) -> EndemicConfig:
     """vigila/endemic.yaml with the YAML at `path` (if given) layered over it; `ConfigError`
     naming the file, line and key on any problem."""
-    where = Path(path) if path is not None else CONFIG_PATH
-    try:
-        text = where.read_text(encoding="utf-8")
-        node, data = yaml.compose(text), yaml.safe_load(text) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such endemic-channel config") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: an endemic-channel config must be a YAML mapping of keys")
-    if path is not None:
-        data = deep_merge(yaml.safe_load(CONFIG_PATH.read_text()) or {}, data)
-    try:
-        return EndemicConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{where}:{_line_of(node, loc) or 1}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}") from None
+    return load_layered(path, CONFIG_PATH, EndemicConfig, what="endemic-channel config")
 
 
 # --------------------------------------------------------------------------- input

@@ -4,7 +4,7 @@ Input: the published `cases_weekly` and a `ReconcileConfig` (vigila/reconciliati
 new versions of `cases_reconciled` (schemas.outputs.CasesReconciled) and `discrepancies`
 (schemas.outputs.Discrepancy), and a summary dict. No Prefect here.
 
-Each reporter's weekly total per place comes from `vigila.alerts._series` (the same aggregation as
+Each reporter's weekly total per place comes from `vigila.alerts.weekly_series` (the same aggregation as
 detection: summed over classification, sex and age group, a total row counting alone). A reporter's
 national figure is its own admin0 rows, or the sum of its admin1 rows when its rule says
 `national_from: admin1`; nothing is summed up without that declaration. Weeks are matched by
@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.outputs import (DISCREPANCIES_SCHEMA_VERSION, RECONCILED_SCHEMA_VERSION, CasesReconciled,
                              Discrepancy)
 from vigila import publish
-from vigila.alerts import Gaps, _input, _series
-from vigila.config import ConfigError, _line_of, deep_merge
+from vigila.alerts import Gaps, published_input, weekly_series
+from vigila.config import load_layered
 from vigila.storage import Storage
 
 CONFIG_PATH = Path(__file__).with_name("reconciliation.yaml")
@@ -129,25 +128,7 @@ class ReconcileConfig(_Strict):
 def load_config(path: str | Path | None = None) -> ReconcileConfig:
     """vigila/reconciliation.yaml with the YAML at `path` (if given) layered over it; `ConfigError`
     naming the file, line and key on any problem."""
-    where = Path(path) if path is not None else CONFIG_PATH
-    try:
-        text = where.read_text(encoding="utf-8")
-        node, data = yaml.compose(text), yaml.safe_load(text) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such reconciliation config") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a reconciliation config must be a YAML mapping of keys")
-    if path is not None:
-        data = deep_merge(yaml.safe_load(CONFIG_PATH.read_text()), data)
-    try:
-        return ReconcileConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{where}:{_line_of(node, loc) or 1}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}") from None
+    return load_layered(path, CONFIG_PATH, ReconcileConfig, what="reconciliation config")
 
 
 # --------------------------------------------------------------------------- reporters' weekly totals
@@ -180,7 +161,7 @@ def reporter_weeks(cases_weekly: pl.DataFrame | pl.LazyFrame, config: ReconcileC
                    ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Every reporter's weekly count per place (admin0 and admin1), national figures derived as each
     rule declares; and the problems found (structured: check, column, row, value)."""
-    series = _series(cases_weekly.lazy().filter(pl.col("geo_level").is_in(["admin0", "admin1"])), config.gaps)
+    series = weekly_series(cases_weekly.lazy().filter(pl.col("geo_level").is_in(["admin0", "admin1"])), config.gaps)
     weekly = series.select(
         "source_id", "country_iso3", "geo_level", pl.coalesce("place", "country_iso3").alias("geo_code"),
         pl.col("place_name").alias("geo_name"), "disease", "epi_year", "epi_week", "week_start", "cases",
@@ -317,7 +298,7 @@ def run_reconciliation(storage: Storage | str | Path, config: ReconcileConfig, *
     `force`; a dataset whose fingerprint already matches (a run stopped between the two commits)
     is not published again."""
     storage = Storage.open(storage)
-    rows, version = _input(storage, None)
+    rows, version = published_input(storage, None)
     fingerprint = hashlib.sha256(json.dumps({"input": version, "config": config.model_dump(mode="json")},
                                             sort_keys=True, default=str).encode()).hexdigest()
     current = {name: publish.current_manifest(storage, name) for name in (RECONCILED, DISCREPANCIES)}
