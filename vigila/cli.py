@@ -3,7 +3,8 @@
 Input: source YAMLs, report files, a warehouse root; output: rich tables on the terminal, exit
 status 0 (ok), 1 (rows failed a check), 2 (a user error: one line, no traceback).
 `check`, `detect` and `status` never start Prefect; `ingest` and `demo` run the Prefect flows,
-`serve` and `deploy` turn the source configs into Prefect deployments.
+`serve` and `deploy` turn the source configs into Prefect deployments. Long commands show their
+progress on stderr when it is a terminal (`--quiet`: never), from the `vigila.log` stage events.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import logging
 import sys
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import polars as pl
 import typer
 from rich.console import Console
+from rich.file_proxy import FileProxy
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from vigila import log as vlog
 from vigila import pipeline
 from vigila.config import ConfigError, load_source
 from vigila.readers import ReadError
@@ -49,12 +55,115 @@ def _user_errors():
 
 
 @contextmanager
-def _row_progress(label: str):
+def _row_progress(label: str, quiet: bool = False):
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed:,} rows"), TimeElapsedColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as bar:
+                  disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task(label, total=None)
         yield lambda n: bar.advance(task, n)
+
+
+QUIET = Annotated[bool, typer.Option("--quiet", "-q", help="no progress display on stderr")]
+INGEST_STAGES = ["fetch", "land", "parse", "harmonise", "validate", "publish"]  # in order, per file
+
+
+class StageDisplay:
+    """A `vigila.log` listener drawing one progress line per source (its current stage of
+    INGEST_STAGES, rows read) and one per detection method; thread-safe (tasks may run in threads)."""
+
+    def __init__(self, bar: Progress):
+        self.bar, self.lines, self.lock = bar, {}, threading.Lock()
+        self.waiting = bar.add_task("starting", who="vigila", rows="", total=None)
+
+    def _line(self, who: str, total: int | None) -> int:
+        if self.waiting is not None:
+            self.bar.remove_task(self.waiting)
+            self.waiting = None
+        if who not in self.lines:
+            self.lines[who] = self.bar.add_task("", who=who, rows="", total=total)
+        return self.lines[who]
+
+    def __call__(self, rec: dict) -> None:
+        name, phase = rec["event"], rec["phase"]
+        with self.lock:
+            if "method" in rec:                                   # one detection method
+                line = self._line(f"{name} {rec['method']}", 1)
+                if phase == "start":
+                    self.bar.update(line, description=f"{rec.get('series', '?'):,} series ({rec.get('step', '')})")
+                else:
+                    self.bar.update(line, completed=1, description=f"{rec.get('status')}: {rec.get('alarms', 0):,} alarms "
+                                                                   f"in {rec.get('rows', 0):,} series-weeks")
+            elif name in INGEST_STAGES and "source" in rec:      # a stage of one source's file
+                line = self._line(rec["source"], len(INGEST_STAGES))
+                done = INGEST_STAGES.index(name) + (phase == "end")
+                self.bar.update(line, completed=done, description=f"{name}…" if phase == "start" else
+                                f"{name} {rec.get('status')}")
+                if rec.get("rows") is not None and name in ("harmonise", "publish"):
+                    self.bar.update(line, rows=f"{rec['rows']:,} rows")
+            elif name == "report" and rec.get("status") == "unchanged":
+                self.bar.update(self._line(rec["source"], len(INGEST_STAGES)), completed=len(INGEST_STAGES),
+                                description="unchanged: nothing to publish")
+            elif name == "ingest" and phase == "end":            # a source's whole run
+                self.bar.update(self._line(rec["source"], len(INGEST_STAGES)), completed=len(INGEST_STAGES),
+                                description=f"{rec.get('status')}: {rec.get('files', 0)} file(s)")
+            elif phase == "start":                               # any other stage: a spinner line
+                who = rec.get("source") or name
+                self.bar.update(self._line(who, len(INGEST_STAGES) if name == "ingest" else None), description=f"{name}…")
+            elif phase == "end" and (rec.get("source") or name) in self.lines:
+                self.bar.update(self.lines[rec.get("source") or name], description=f"{name} {rec.get('status', 'done')}")
+
+
+class _AboveDisplay(FileProxy):
+    """A file whose lines `err` prints (above its live display, unwrapped); unlike rich's own proxy,
+    consoles writing to it keep it instead of unwrapping it to the real stderr."""
+
+    def __init__(self, console: Console, file) -> None:
+        super().__init__(console, file)
+        self._console, self._pending = console, ""
+
+    @property
+    def rich_proxied_file(self):
+        return self
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self._console.print(Text.from_ansi(line), soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def _prefect_console_through():
+    """Prefect's console log lines printed above the live display instead of across it."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    handlers = {h for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs")
+                for h in logging.getLogger(name).handlers if isinstance(h, PrefectConsoleHandler)}
+    saved = [(h, h.console.file) for h in handlers]
+    for h, file in saved:
+        h.console.file = _AboveDisplay(err, file)
+    try:
+        yield
+    finally:
+        for h, file in saved:
+            h.console.file = file
+
+
+@contextmanager
+def stage_progress(quiet: bool = False, prefect: bool = False):
+    """Show the `vigila.log` stages of the work inside (on stderr, only when a terminal and not QUIET)."""
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[who]}"), BarColumn(bar_width=20),
+                  TextColumn("{task.description}"), TextColumn("[dim]{task.fields[rows]}"), TimeElapsedColumn(),
+                  console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
+        if bar.disable:
+            yield
+            return
+        display = StageDisplay(bar)
+        with _prefect_console_through() if prefect else nullcontext(), vlog.listening(display):
+            yield
 
 
 def print_report(report: dict, *, title: str | None = None) -> None:
@@ -100,11 +209,12 @@ def print_failures(quarantine: pl.DataFrame, limit: int) -> None:
 def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
           file: Annotated[Path, typer.Argument(help="the report file to validate")],
           limit: Annotated[int, typer.Option(help="failure rows to list")] = 50,
-          json_out: Annotated[Path | None, typer.Option("--json", help="also save the report as JSON here")] = None) -> None:
+          json_out: Annotated[Path | None, typer.Option("--json", help="also save the report as JSON here")] = None,
+          quiet: QUIET = False) -> None:
     """Validate FILE against SOURCE without publishing; exit 1 when any row fails."""
     with _user_errors():
         cfg = load_source(source)
-        with _row_progress(f"checking {file.name}") as progress:
+        with _row_progress(f"checking {file.name}", quiet) as progress:
             report, quarantine = pipeline.check(cfg, file, progress=progress)
     print_report(report)
     print_failures(quarantine, limit)
@@ -113,10 +223,16 @@ def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
     raise typer.Exit(1 if report["rows_quarantined"] else 0)
 
 
-def _run_flow(source: Path, warehouse: str, location: str | None, issue_date: dt.date | None, force: bool) -> list[dict]:
+def _import_flows() -> None:
     # Without PREFECT_API_URL Prefect starts a temporary server: 11-24 s here, more on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from flows.ingest import ingest_source  # imports Prefect only for commands that orchestrate
+    import flows.detect  # noqa: F401  imports Prefect (and sets up its logging) only for commands that orchestrate
+    import flows.ingest  # noqa: F401
+
+
+def _run_flow(source: Path, warehouse: str, location: str | None, issue_date: dt.date | None, force: bool) -> list[dict]:
+    _import_flows()
+    from flows.ingest import ingest_source
 
     load_source(source)  # fail fast, with one line, before Prefect starts
     return ingest_source(str(source), warehouse, location, issue_date, force)
@@ -127,29 +243,35 @@ def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
            warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
            file: Annotated[str | None, typer.Option(help="a file, glob or folder instead of the config's location")] = None,
            issue_date: Annotated[str | None, typer.Option(help="issue date YYYY-MM-DD (default: config, else today)")] = None,
-           force: Annotated[bool, typer.Option(help="re-process bytes that were already ingested")] = False) -> None:
+           force: Annotated[bool, typer.Option(help="re-process bytes that were already ingested")] = False,
+           quiet: QUIET = False) -> None:
     """Fetch, validate, harmonise and publish SOURCE's reports (runs the Prefect flow)."""
     with _user_errors():
         try:
             when = dt.date.fromisoformat(issue_date) if issue_date else None
         except ValueError:
             _fail(f"--issue-date {issue_date!r} is not a YYYY-MM-DD date")
-        reports = _run_flow(source, warehouse, file, when, force)
+        load_source(source)
+        _import_flows()
+        with stage_progress(quiet, prefect=True):
+            reports = _run_flow(source, warehouse, file, when, force)
     for r in reports:
         print_report(r)
     out.print(f"warehouse: [bold]{warehouse}[/]")
 
 
 @app.command()
-def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse") -> None:
+def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse", quiet: QUIET = False) -> None:
     """Ingest the bundled real reports (PAHO national dengue, Peru's line list), run detection, summarise."""
     with _user_errors():
-        for name in DEMO_SOURCES:
-            for r in _run_flow(ROOT / "sources" / name, warehouse, None, None, False):
-                print_report(r)
+        _import_flows()
         from flows.detect import detect_alerts
 
-        detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
+        with stage_progress(quiet, prefect=True):
+            reports = [r for name in DEMO_SOURCES for r in _run_flow(ROOT / "sources" / name, warehouse, None, None, False)]
+            detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
+        for r in reports:
+            print_report(r)
     summarise(warehouse)
     print_alarms(warehouse, detection)
 
@@ -239,7 +361,7 @@ def _print_deployments(deployments: list, title: str, ids: list[str] | None = No
 def serve(sources: Annotated[Path, typer.Option(help="folder of source configs")] = ROOT / "sources",
           warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
           limit: Annotated[int | None, typer.Option(help="most flow runs at a time (default: no limit)")] = None) -> None:
-    """Serve every scheduled source's deployment (and detect-alerts) from this process until Ctrl-C."""
+    """Serve every scheduled source's deployment (and detect-alerts, check-overdue) from this process until Ctrl-C."""
     with _user_errors():
         found = _deployments(sources, warehouse, from_source=False)
     _print_deployments(found, f"serving {len(found)} deployments (Ctrl-C stops; schedules are paused on exit)")
@@ -252,7 +374,7 @@ def serve(sources: Annotated[Path, typer.Option(help="folder of source configs")
 def deploy(work_pool: Annotated[str, typer.Option("--work-pool", help="Prefect work pool whose workers run the flows")],
            sources: Annotated[Path, typer.Option(help="folder of source configs")] = ROOT / "sources",
            warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse") -> None:
-    """Register every scheduled source's deployment (and detect-alerts) on the Prefect server at PREFECT_API_URL."""
+    """Register every scheduled source's deployment (and detect-alerts, check-overdue) on the Prefect server at PREFECT_API_URL."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
@@ -319,7 +441,8 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
            param: Annotated[list[str] | None, typer.Option(help="a method parameter key=value (repeatable), e.g. method=C2")] = None,
            weeks: Annotated[str | None, typer.Option("--range", help="START:END weeks to evaluate (R's 1-based t); default: the method's")] = None,
            gaps: Annotated[str, typer.Option(help="missing weeks inside a series: error | zero | consecutive (R: rows are weeks)")] = "error",
-           top: Annotated[int, typer.Option(help="alarms to list")] = 10) -> None:
+           top: Annotated[int, typer.Option(help="alarms to list")] = 10,
+           quiet: QUIET = False) -> None:
     """Run an aberration-detection method over every series of INPUT (no Prefect)."""
     from vigila.detect import registry
 
@@ -327,17 +450,23 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
     try:
         params = registry.parse_params(method, param)
         span = registry.parse_range(weeks) if weeks else None
-        try:
-            frame = pl.read_parquet(input_file) if kind == "parquet" else pl.read_csv(input_file, infer_schema_length=None)
-        except FileNotFoundError:
-            _fail(f"--input {input_file}: no such file")
-        except pl.exceptions.PolarsError as e:
-            _fail(f"--input {input_file}: cannot read it ({str(e).splitlines()[0]})")
-        result = registry.detect(frame, method, params, span, gaps)
+        with stage_progress(quiet):
+            try:
+                with vlog.stage("read", source=input_file.name):
+                    frame = pl.read_parquet(input_file) if kind == "parquet" else pl.read_csv(input_file, infer_schema_length=None)
+            except FileNotFoundError:
+                _fail(f"--input {input_file}: no such file")
+            except pl.exceptions.PolarsError as e:
+                _fail(f"--input {input_file}: cannot read it ({str(e).splitlines()[0]})")
+            series = frame["series_id"].n_unique() if "series_id" in frame.columns else 1
+            with vlog.stage("detect", method=method, step="1/1", series=series) as logged:
+                result = registry.detect(frame, method, params, span, gaps)
+                logged.update(rows=result.height, alarms=int(result["alarm"].fill_null(False).sum()))
+            with vlog.stage("write", source=output.name):
+                output.parent.mkdir(parents=True, exist_ok=True)
+                result.write_parquet(output) if out_kind == "parquet" else result.write_csv(output)
     except (ValueError, NotImplementedError) as e:  # DetectInputError and the methods' parameter checks
         _fail(str(e))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    result.write_parquet(output) if out_kind == "parquet" else result.write_csv(output)
     alarms = result.filter(pl.col("alarm").fill_null(False))
     t = Table(title=f"{method} on {input_file.name}", title_justify="left", show_edge=False, show_header=False)
     t.add_column(justify="right")

@@ -24,23 +24,29 @@ _listeners: list[Listener] = []
 _listeners_lock = threading.Lock()
 _logger: contextvars.ContextVar[logging.Logger | logging.LoggerAdapter | None] = contextvars.ContextVar(
     "vigila_log_logger", default=None)
-FALLBACK = logging.getLogger("vigila.run")
+FALLBACK = logging.getLogger("vigila.run")   # outside a flow; silent unless the application configures logging
+FALLBACK.addHandler(logging.NullHandler())
 
 
 def _value(v: Any) -> str:
-    """A field value as one token: bare when safe, else JSON-quoted (so `shlex`/grep can split lines)."""
+    """A field value as one token: bare when safe, else JSON-quoted (so `shlex`/grep can split lines);
+    a dict is `k:v,k:v`, a list `a,b`."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
         return f"{v:.3f}".rstrip("0").rstrip(".") if v == v else "nan"
-    text = v if isinstance(v, str) else json.dumps(v, default=str, sort_keys=True, separators=(",", ":")) \
-        if isinstance(v, dict | list | tuple) else str(v)
+    if isinstance(v, dict):
+        text = ",".join(f"{k}:{x}" for k, x in v.items())
+    elif isinstance(v, list | tuple | set):
+        text = ",".join(map(str, v))
+    else:
+        text = str(v)
     if text and not any(c.isspace() or c in '"=\\' for c in text):
         return text
     return json.dumps(text, ensure_ascii=False)
 
 
-def line(event: str, **fields: Any) -> str:
+def line(event: str, /, **fields: Any) -> str:
     """`event=<event> k=v ...` in the given order; None fields are left out."""
     return " ".join(f"{k}={_value(v)}" for k, v in {"event": event, **fields}.items() if v is not None)
 
@@ -97,7 +103,7 @@ def _tell(record: dict[str, Any]) -> None:
             FALLBACK.debug("vigila.log listener failed", exc_info=True)
 
 
-def event(name: str, *, level: int = logging.INFO, **fields: Any) -> str:
+def event(name: str, /, *, level: int = logging.INFO, **fields: Any) -> str:
     """Log one structured line (and tell the listeners, phase "end"); returns the line."""
     text = line(name, **fields)
     (_logger.get() or FALLBACK).log(level, text)
@@ -105,13 +111,13 @@ def event(name: str, *, level: int = logging.INFO, **fields: Any) -> str:
     return text
 
 
-def progress(name: str, **fields: Any) -> None:
+def progress(name: str, /, **fields: Any) -> None:
     """Tell the listeners only (no log line): e.g. rows read so far."""
     _tell({"event": name, "phase": "progress", **fields})
 
 
 @contextmanager
-def stage(name: str, **fields: Any) -> Iterator[dict[str, Any]]:
+def stage(name: str, /, **fields: Any) -> Iterator[dict[str, Any]]:
     """Time one stage: listeners hear its start; on exit one line with `status=ok|failed` and
     `duration_s` (plus `error=<type>` on failure). Fields added to the yielded dict are logged too."""
     extra: dict[str, Any] = {}
