@@ -1,5 +1,6 @@
 """Alerts to operators: a failed ingest run and an overdue source each emit a Prefect event and
-are POSTed to the webhook (`VIGILA_ALERT_WEBHOOK`), here a receiver on 127.0.0.1."""
+are POSTed to the webhook (`VIGILA_ALERT_WEBHOOK`) or through a saved Prefect notification block
+(`VIGILA_ALERT_BLOCK`), here to a receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,21 +8,33 @@ import datetime as dt
 import json
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from vigila import log as vlog
 from vigila import notify, pipeline
 from vigila.config import load_source
 
 from conftest import SOURCES
+from test_progress_logs import _run_logs
 
 PAHO = SOURCES / "paho_opendengue_national.yaml"
 
 
 @pytest.fixture()
 def receiver(monkeypatch):
-    """A webhook receiver on a free loopback port; yields the list of JSON bodies POSTed to it."""
+    """A webhook receiver on a free loopback port, set as VIGILA_ALERT_WEBHOOK; yields the JSON bodies POSTed to it."""
+    with _receiving() as (url, got):
+        monkeypatch.setenv("VIGILA_ALERT_WEBHOOK", f"{url}/hook?token=x")
+        monkeypatch.delenv("VIGILA_ALERT_BLOCK", raising=False)
+        yield got
+
+
+@contextmanager
+def _receiving():
+    """A JSON receiver on a free loopback port: (its base URL, the list of bodies POSTed to it)."""
     got: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -35,11 +48,11 @@ def receiver(monkeypatch):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("VIGILA_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook?token=x")
-    monkeypatch.delenv("VIGILA_ALERT_BLOCK", raising=False)
-    yield got
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", got
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _events(name: str, resource_id: str, timeout: float = 15) -> list:
@@ -94,7 +107,8 @@ def test_check_overdue_emits_and_posts_per_overdue_source(prefect_harness, recei
     wh = tmp_path / "wh"
     cfg = load_source(PAHO)
     pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2025, 1, 1))      # its data stop in 2024
-    alerts = check_overdue(str(wh), str(PAHO))
+    state = check_overdue(str(wh), str(PAHO), return_state=True)
+    alerts = state.result()
     [body] = receiver
     assert body["event"] == "vigila.source.overdue" and body["source"] == "paho_opendengue_national"
     assert body["overdue_since"].startswith("2025-01") and body["weeks_missing"] > 0
@@ -102,3 +116,49 @@ def test_check_overdue_emits_and_posts_per_overdue_source(prefect_harness, recei
     assert alert["delivered"] and alert["event_id"]
     [event] = _events("vigila.source.overdue", "vigila.source.paho_opendengue_national")
     assert str(event.id) == alert["event_id"]
+    logged = {e["event"]: e for e in _run_logs(state.state_details.flow_run_id)}   # the run's structured lines
+    assert logged["alert"]["source"] == "paho_opendengue_national" and logged["alert"]["delivered"] == "true"
+    assert logged["alert"]["event_id"] == alert["event_id"] and logged["alert"]["name"] == "vigila.source.overdue"
+    assert (logged["check_overdue"]["sources"], logged["check_overdue"]["overdue"], logged["check_overdue"]["status"]) == ("1", "1", "ok")
+
+
+def _failing_source(tmp_path):
+    src = tmp_path / "gtm.yaml"
+    src.write_text("id: gtm_mspas_weekly\ncountry: GTM\nreporter: {institution: MSPAS, type: ministry}\n"
+                   "diseases: [dengue]\ngeo_level: admin1\nlocation: nowhere\n"
+                   "columns: {place: departamento, epi_year: anio, epi_week: semana, cases: casos}\n")
+    return src
+
+
+def test_a_failed_run_is_delivered_through_a_saved_notification_block(prefect_harness, tmp_path, monkeypatch):
+    """VIGILA_ALERT_BLOCK names a real Prefect webhook block (saved on the API); its notify() POSTs."""
+    import flows.ingest as ingest
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    monkeypatch.setattr(ingest, "fetch", ingest.fetch.with_options(retries=0))
+    monkeypatch.delenv("VIGILA_ALERT_WEBHOOK", raising=False)
+    with _receiving() as (url, got):
+        block = CustomWebhookNotificationBlock(name="vigila-ops", url=f"{url}/ops", method="POST",
+                                               json_data={"title": "{{subject}}", "alert": "{{body}}"})
+        block.save("vigila-ops", overwrite=True)
+        monkeypatch.setenv("VIGILA_ALERT_BLOCK", f"{block.get_block_type_slug()}/vigila-ops")
+        with pytest.raises(Exception, match="no such file or folder"):
+            ingest.ingest_source(str(_failing_source(tmp_path)), str(tmp_path / "wh"))
+    [posted] = got
+    assert posted["title"].startswith("Vigila: ingest of gtm_mspas_weekly failed (run ingest-gtm_mspas_weekly-")
+    body = json.loads(posted["alert"])      # the block's {{body}}: the same JSON the webhook route POSTs
+    assert body["event"] == "vigila.ingest.failed" and body["source"] == "gtm_mspas_weekly" and body["country"] == "GTM"
+    assert "nowhere: no such file or folder" in body["error"]
+
+
+def test_an_undeliverable_alert_is_logged_not_raised(prefect_harness, monkeypatch, caplog):
+    from flows.notify import deliver
+
+    monkeypatch.setenv("VIGILA_ALERT_WEBHOOK", "http://127.0.0.1:9/closed-port")   # discard port: refused
+    monkeypatch.setenv("VIGILA_ALERT_BLOCK", "custom-webhook/no-such-block")
+    alert = notify.failed_alert("gtm", "GTM", "run", "abc", "boom")
+    with caplog.at_level("WARNING"):
+        assert deliver(alert) is False
+    lines = [vlog.parse(r.getMessage()) for r in caplog.records if r.getMessage().startswith("event=alert_undelivered")]
+    assert [(e["route"], e["source"]) for e in lines] == [("webhook", "gtm"), ("block", "gtm")]
+    assert lines[1]["block"] == "custom-webhook/no-such-block" and "closed-port" not in caplog.text  # no URL logged
