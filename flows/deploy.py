@@ -26,6 +26,10 @@ DETECT_NAME = "detect-alerts"
 # Thursdays 06:00 UTC: after every bundled source's weekly ingest (Tuesday/Wednesday mornings in the Americas).
 DETECT_CRON = "0 6 * * 4"
 DETECT_TIMEZONE = "UTC"
+REGIONAL_ENTRYPOINT = "flows/regional.py:regional_summary"
+REGIONAL_NAME = "regional-summary"
+# Thursdays 07:00 UTC: an hour after detect-alerts, whose alarms the weekly summary and bulletin carry.
+REGIONAL_CRON = "0 7 * * 4"
 OVERDUE_ENTRYPOINT = "flows/notify.py:check_overdue"
 OVERDUE_NAME = "check-overdue"
 OVERDUE_CRON_ENV = "VIGILA_OVERDUE_CRON"   # overrides OVERDUE_CRON; set it empty for no check_overdue deployment
@@ -73,16 +77,18 @@ def scheduled_sources(sources_dir: str | Path) -> list[Scheduled]:
 
 
 def _flows(from_source: bool):
-    """The three flows: imported here (`serve`), or loaded from the project checkout (`deploy`, for workers)."""
+    """The four flows: imported here (`serve`), or loaded from the project checkout (`deploy`, for workers)."""
     if from_source:
         from prefect import Flow
 
-        return tuple(Flow.from_source(str(ROOT), e) for e in (INGEST_ENTRYPOINT, DETECT_ENTRYPOINT, OVERDUE_ENTRYPOINT))
+        return tuple(Flow.from_source(str(ROOT), e)
+                     for e in (INGEST_ENTRYPOINT, DETECT_ENTRYPOINT, REGIONAL_ENTRYPOINT, OVERDUE_ENTRYPOINT))
     from flows.detect import detect_alerts
     from flows.ingest import ingest_source
     from flows.notify import check_overdue
+    from flows.regional import regional_summary
 
-    return ingest_source, detect_alerts, check_overdue
+    return ingest_source, detect_alerts, regional_summary, check_overdue
 
 
 def overdue_cron() -> str | None:
@@ -92,8 +98,8 @@ def overdue_cron() -> str | None:
 
 def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse", *, from_source: bool = False,
                     detect: bool = True, overdue: str | None = "env") -> list[RunnerDeployment]:
-    """One `ingest_source` deployment per scheduled source config, then the weekly `detect-alerts`,
-    then `check-overdue` on cron OVERDUE ("env": `overdue_cron()`; None: no such deployment) over the
+    """One `ingest_source` deployment per scheduled source config, then the weekly `detect-alerts` and
+    `regional-summary` (with `detect`), then `check-overdue` on cron OVERDUE ("env": `overdue_cron()`; None: no such deployment) over the
     same sources folder, in UTC.
 
     from_source=False (serve): the entrypoint is the module path `flows.ingest.ingest_source`, importable
@@ -103,7 +109,7 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
     """
     warehouse = _absolute(warehouse)
     overdue = overdue_cron() if overdue == "env" else overdue
-    ingest, detect_flow, overdue_flow = _flows(from_source)
+    ingest, detect_flow, regional_flow, overdue_flow = _flows(from_source)
     kind = {} if from_source else {"entrypoint_type": EntrypointType.MODULE_PATH}
     out = []
     diseases: set[str] = set()
@@ -126,6 +132,15 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
             parameters={"warehouse": warehouse},
             description="Weekly early detection over the published cases_weekly (vigila/detection.yaml), "
                         "after the week's ingests",
+            **kind,
+        ))
+        out.append(regional_flow.to_deployment(
+            name=REGIONAL_NAME,
+            schedule=Cron(REGIONAL_CRON, timezone=DETECT_TIMEZONE),
+            tags=["summary", *(f"disease:{d}" for d in sorted(diseases))],
+            parameters={"warehouse": warehouse},
+            description="Weekly regional summary: reconcile reporters, endemic channels, weekly_summary and the "
+                        "bulletin of the latest week (vigila/summary.yaml), after detect-alerts",
             **kind,
         ))
     if overdue and out:

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DEMO, ROOT, SOURCES
-from flows.deploy import (DETECT_CRON, DETECT_NAME, DETECT_TIMEZONE, OVERDUE_CRON, OVERDUE_CRON_ENV, OVERDUE_NAME,
+from flows.deploy import (REGIONAL_CRON, REGIONAL_NAME, DETECT_CRON, DETECT_NAME, DETECT_TIMEZONE, OVERDUE_CRON, OVERDUE_CRON_ENV, OVERDUE_NAME,
                           deployments_for, full_name)
 from vigila.cli import app
 from vigila.config import load_source
@@ -48,7 +48,7 @@ def test_deployments_for_the_bundled_sources(monkeypatch):
     scheduled = [load_source(p) for p in sorted(SOURCES.glob("*.yaml"))]
     scheduled = [c for c in scheduled if c.schedule.cron]
     assert len(scheduled) >= 2
-    assert set(by_name) == {c.id for c in scheduled} | {DETECT_NAME, OVERDUE_NAME}
+    assert set(by_name) == {c.id for c in scheduled} | {DETECT_NAME, REGIONAL_NAME, OVERDUE_NAME}
     for cfg in scheduled:
         d = by_name[cfg.id]
         assert d.flow_name == "ingest_source"
@@ -63,7 +63,11 @@ def test_deployments_for_the_bundled_sources(monkeypatch):
     assert (per.schedules[0].schedule.cron, per.schedules[0].schedule.timezone) == ("0 8 * * 2", "America/Lima")
     assert per.tags[:3] == ["country:PER", "disease:dengue", "reporter:ministry"]
     detect = by_name[DETECT_NAME]
-    assert detect.flow_name == "detect_alerts" and deployments[-2] is detect
+    assert detect.flow_name == "detect_alerts" and deployments[-3] is detect
+    regional = by_name[REGIONAL_NAME]
+    assert regional.flow_name == "regional_summary" and deployments[-2] is regional
+    assert regional.entrypoint == "flows.regional.regional_summary"
+    assert regional.schedules[0].schedule.cron == REGIONAL_CRON and regional.parameters == detect.parameters
     assert (detect.schedules[0].schedule.cron, detect.schedules[0].schedule.timezone) == (DETECT_CRON, DETECT_TIMEZONE)
     assert detect.parameters == {"warehouse": str(Path("warehouse").resolve())}
     overdue = by_name[OVERDUE_NAME]
@@ -78,7 +82,8 @@ def test_the_overdue_check_cron_is_configurable(monkeypatch, tmp_path):
     monkeypatch.setenv(OVERDUE_CRON_ENV, "*/30 * * * *")
     assert deployments_for(folder)[-1].schedules[0].schedule.cron == "*/30 * * * *"
     monkeypatch.setenv(OVERDUE_CRON_ENV, "")   # empty: no check_overdue deployment
-    assert [full_name(d) for d in deployments_for(folder)] == [f"ingest_source/{PAHO}", f"detect_alerts/{DETECT_NAME}"]
+    assert [full_name(d) for d in deployments_for(folder)] == [f"ingest_source/{PAHO}", f"detect_alerts/{DETECT_NAME}",
+                                                               f"regional_summary/{REGIONAL_NAME}"]
     assert deployments_for(folder, overdue="0 7 * * *")[-1].schedules[0].schedule.cron == "0 7 * * *"
 
 
@@ -87,6 +92,7 @@ def test_deployments_skip_unscheduled_sources_and_keep_uris(tmp_path, monkeypatc
     folder = _sources_dir(tmp_path)
     deployments = deployments_for(folder, "s3://bucket/vigila")
     assert [full_name(d) for d in deployments] == [f"ingest_source/{PAHO}", f"detect_alerts/{DETECT_NAME}",
+                                                   f"regional_summary/{REGIONAL_NAME}",
                                                    f"check_overdue/{OVERDUE_NAME}"]
     assert deployments[-1].parameters == {"warehouse": "s3://bucket/vigila", "sources_dir": str(folder.resolve())}
     assert deployments[0].tags == ["country:multi", "disease:dengue", "reporter:other", f"source:{PAHO}"]
@@ -95,8 +101,9 @@ def test_deployments_skip_unscheduled_sources_and_keep_uris(tmp_path, monkeypatc
 
 def test_deploy_from_source_points_workers_at_the_checkout(tmp_path, monkeypatch):
     monkeypatch.delenv(OVERDUE_CRON_ENV, raising=False)
-    [ingest, detect, overdue] = deployments_for(_sources_dir(tmp_path), tmp_path / "wh", from_source=True)
+    [ingest, detect, regional, overdue] = deployments_for(_sources_dir(tmp_path), tmp_path / "wh", from_source=True)
     assert ingest.entrypoint == "flows/ingest.py:ingest_source" and detect.entrypoint == "flows/detect.py:detect_alerts"
+    assert regional.entrypoint == "flows/regional.py:regional_summary"
     assert overdue.entrypoint == "flows/notify.py:check_overdue"
     step = {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
     assert ingest.storage.to_pull_step() == step
@@ -181,7 +188,7 @@ def test_deploy_to_a_real_server_and_a_worker_runs_the_flow(tmp_path, monkeypatc
             result = CliRunner().invoke(app, ["deploy", "--work-pool", pool, "--sources", str(sources),
                                               "--warehouse", str(warehouse)])
             assert result.exit_code == 0, result.output + repr(result.exception)
-            assert f"created work pool {pool}" in result.output and "registered 3 deployments" in result.output
+            assert f"created work pool {pool}" in result.output and "registered 4 deployments" in result.output
 
             with get_client(sync_client=True) as client:
                 d = client.read_deployment_by_name(f"ingest_source/{PAHO}")
@@ -193,6 +200,8 @@ def test_deploy_to_a_real_server_and_a_worker_runs_the_flow(tmp_path, monkeypatc
                 assert d.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
                 detect = client.read_deployment_by_name(f"detect_alerts/{DETECT_NAME}")
                 assert detect.schedules[0].schedule.cron == DETECT_CRON
+                regional = client.read_deployment_by_name(f"regional_summary/{REGIONAL_NAME}")
+                assert regional.schedules[0].schedule.cron == REGIONAL_CRON and regional.work_pool_name == pool
                 overdue = client.read_deployment_by_name(f"check_overdue/{OVERDUE_NAME}")
                 assert overdue.schedules[0].schedule.cron == OVERDUE_CRON and overdue.work_pool_name == pool
                 assert overdue.parameters == {"warehouse": str(warehouse), "sources_dir": str(sources)}

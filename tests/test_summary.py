@@ -252,3 +252,20 @@ def test_regional_flow_publishes_and_leaves_an_artifact(prefect_harness, demo_in
 
     latest = [a for a in asyncio.run(artifact()) if a.key == "regional-summary"]
     assert latest and "Bulletin" in latest[0].data
+
+
+def test_cli_bulletin_writes_a_week_and_never_imports_prefect(regional_wh, tmp_path):
+    import subprocess
+
+    wh, *_ = regional_wh
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-X", "importtime", "-c", "from vigila.cli import app; app()", "bulletin", "--warehouse", str(wh), *args],
+        capture_output=True, text=True, timeout=300)
+    ok = run("--week", "2022-W10", "--output", str(tmp_path / "w10.html"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "2022-W10" in ok.stdout and (tmp_path / "w10.html").read_text().count("2022-W10") >= 1
+    assert (wh / "bulletins" / "2022-W10.html").exists()
+    imported = [line.split("|")[-1].strip() for line in ok.stderr.splitlines() if line.startswith("import time:")]
+    assert imported and not [m for m in imported if m.split(".")[0] == "prefect"]
+    bad = run("--week", "W10")
+    assert bad.returncode == 2 and "is not an epi week like 2024-W07" in bad.stderr and "Traceback" not in bad.stderr

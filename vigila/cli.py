@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import logging
 import sys
 import threading
@@ -228,6 +229,7 @@ def _import_flows() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     import flows.detect  # noqa: F401  imports Prefect (and sets up its logging) only for commands that orchestrate
     import flows.ingest  # noqa: F401
+    import flows.regional  # noqa: F401
 
 
 def _run_flow(source: Path, warehouse: str, location: str | None, issue_date: dt.date | None, force: bool) -> list[dict]:
@@ -262,18 +264,33 @@ def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
 
 @app.command()
 def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse", quiet: QUIET = False) -> None:
-    """Ingest the bundled real reports (PAHO national dengue, Peru's line list), run detection, summarise."""
+    """Ingest the bundled real reports (PAHO national dengue, Peru's line list), run detection, build the
+    regional weekly summary and the bulletin of the latest week, summarise."""
     with _user_errors():
         _import_flows()
         from flows.detect import detect_alerts
+        from flows.regional import regional_summary
 
         with stage_progress(quiet, prefect=True):
             reports = [r for name in DEMO_SOURCES for r in _run_flow(ROOT / "sources" / name, warehouse, None, None, False)]
             detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
+            regional = regional_summary(warehouse)  # reconcile -> endemic channels -> weekly summary -> bulletin
         for r in reports:
             print_report(r)
     summarise(warehouse)
     print_alarms(warehouse, detection)
+    print_regional(regional)
+
+
+def print_regional(result: dict) -> None:
+    """What the regional_summary flow published, and the bulletin's signals."""
+    rec, s, b = result["reconciliation"], result["weekly_summary"], result["bulletin"]
+    basis = ", ".join(f"{k} {v:,}" for k, v in rec.get("basis", {}).items())
+    out.print(f"cases_reconciled {rec['version']}: {rec['rows']:,} rows ({basis}); discrepancies: {rec['discrepancies']:,} "
+              f"place-weeks compared, {rec['exceeding']:,} beyond tolerance")
+    out.print(f"weekly_summary {s['version']}: {s['rows']:,} rows; latest week {s['epi_year']}-W{s['epi_week']:02d}")
+    out.print(f"bulletin {b['epi_year']}-W{b['epi_week']:02d}: {b['signals']} signal(s) -> [bold]{b['uri']}[/] "
+              "(other weeks: vigila bulletin --week YYYY-Www)")
 
 
 def print_alarms(warehouse: str, summary: dict, limit: int = 25) -> None:
@@ -322,6 +339,29 @@ def summarise(warehouse: str) -> None:
     for ds in catalog.get("datasets", []):
         c.add_row(ds["name"], f"{ds['rows']:,}", ds["version"], publish.current_uri(storage, ds["name"]))
     out.print(c)
+
+
+@app.command()
+def bulletin(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
+             week: Annotated[str | None, typer.Option(help="epi week YYYY-Www (default: the latest in weekly_summary)")] = None,
+             output: Annotated[Path | None, typer.Option(help="also write the HTML here")] = None,
+             config: Annotated[Path | None, typer.Option(help="summary config layered over vigila/summary.yaml")] = None) -> None:
+    """Write the weekly bulletin (HTML) of an epi week from the published weekly_summary (no Prefect)."""
+    from vigila import regional, summary
+
+    with _user_errors():
+        year = wk = None
+        if week is not None:
+            m = re.fullmatch(r"(\d{4})-?W(\d{1,2})", week.strip(), flags=re.IGNORECASE)
+            if not m:
+                _fail(f"--week {week!r} is not an epi week like 2024-W07")
+            year, wk = int(m[1]), int(m[2])
+        try:
+            r = regional.write_bulletin(warehouse, config=summary.load_config(config), epi_year=year, epi_week=wk, output=output)
+        except ValueError as e:
+            _fail(str(e))
+    out.print(f"bulletin {r['epi_year']}-W{r['epi_week']:02d}: {r['signals']} signal(s), {r['bytes']:,} bytes -> "
+              f"[bold]{r['output'] or r['uri']}[/]" + (f" (also {r['uri']})" if r["output"] else ""))
 
 
 @app.command()
