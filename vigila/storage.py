@@ -337,6 +337,22 @@ class Storage:
                 self.delete(probe)
         return self._conditional_put
 
+    def _read_lease(self, lease_key: str, tries: int = 5) -> dict | None:
+        """Another writer's lease, None once it is gone. The read races with that writer's release and
+        renewals: pyarrow sizes an object (HEAD) before it GETs it, and an object deleted or rewritten
+        in between fails the GET with an OSError ("INTERNAL_FAILURE ... Failed to flush response
+        stream"); such a read is tried again, a little later, and only a persistent error is raised."""
+        for attempt in range(tries):
+            try:
+                return self.read_json(lease_key)
+            except (FileNotFoundError, ValueError):
+                return None  # released (a lease is written whole: unreadable JSON is a vanishing object)
+            except OSError:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return None
+
     @contextlib.contextmanager
     def _s3_lease(self, key: str, wait_seconds: float, ttl_seconds: float) -> Iterator[None]:
         if not self.supports_conditional_put():
@@ -353,13 +369,12 @@ class Storage:
 
         deadline, pause = time.monotonic() + wait_seconds, 0.05
         while not self.put_if_absent(lease_key, lease()):
-            try:
-                current = self.read_json(lease_key)
-            except (FileNotFoundError, ValueError):
-                continue  # released (or being written) meanwhile: try again at once
+            current = self._read_lease(lease_key)
+            if current is None:
+                continue  # released meanwhile: try again at once
             if current.get("expires_at", 0) < time.time():  # a dead writer's lease: take it over
                 log.warning("taking over the expired lock %s of %s", self.uri(lease_key), current)
-                if self.read_json(lease_key).get("owner") == current.get("owner"):
+                if (self._read_lease(lease_key) or {}).get("owner") == current.get("owner"):
                     self.delete(lease_key)
                 continue
             if time.monotonic() >= deadline:
