@@ -106,7 +106,7 @@ def test_ingest_shows_the_source_stages_with_prefect_lines_above(prefect_harness
     assert not isinstance(handler.console.file, cli._AboveDisplay)             # restored afterwards
 
 
-def _run_logs(flow_run_id: UUID) -> list[dict]:
+def _run_logs(flow_run_id: UUID, until: str | None = None) -> list[dict]:
     """The run's `event=` lines as the Prefect API stored them (log shipping is asynchronous)."""
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
@@ -124,7 +124,8 @@ def _run_logs(flow_run_id: UUID) -> list[dict]:
                                     sort=LogSort.TIMESTAMP_ASC, limit=200)
             events = [vlog.parse(log.message) | {"_level": log.level, "_task": log.task_run_id}
                       for log in logs if log.message.startswith("event=")]
-            if any(e["event"] in ("ingest", "detect_alerts", "check_overdue") for e in events) or time.monotonic() > deadline:
+            last = {until} if until else {"ingest", "detect_alerts", "check_overdue"}  # a run's last line
+            if any(e["event"] in last for e in events) or time.monotonic() > deadline:
                 return events
             time.sleep(0.5)
 
@@ -175,3 +176,23 @@ def test_a_failed_stage_is_an_error_line_of_the_run(prefect_harness, tmp_path):
     assert failed[0]["error"] == failed[1]["error"] == "ReadError"
     [alert] = [e for e in events if e["event"] == "alert"]                   # the on_failure hook's line
     assert alert["name"] == "vigila.ingest.failed" and alert["delivered"] == "false" and alert["event_id"]
+
+
+def test_the_regional_run_logs_each_step(prefect_harness, tmp_path):
+    from flows.detect import detect_alerts
+    from flows.ingest import ingest_source
+    from flows.regional import regional_summary
+
+    wh = str(tmp_path / "wh")
+    ingest_source(str(PAHO), wh, str(DEMO / "opendengue_paho_national_v1_3.csv.gz"), dt.date(2024, 3, 6))
+    detect_alerts(wh)
+    state = regional_summary(wh, return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    events = {e["event"]: e for e in _run_logs(state.state_details.flow_run_id, until="regional_summary")}
+    assert {"reconcile", "endemic", "summary", "bulletin", "regional_summary"} <= set(events)
+    assert all(events[n]["status"] == "ok" and float(events[n]["duration_s"]) >= 0 for n in events)
+    assert events["summary"]["version"] == result["weekly_summary"]["version"]
+    bulletin = result["bulletin"]
+    assert events["bulletin"]["epi_week"] == events["regional_summary"]["epi_week"] == \
+        f"{bulletin['epi_year']}-W{bulletin['epi_week']:02d}"
