@@ -74,6 +74,10 @@ def test_report_table_markdown_and_quarantine_location(source: Path, tmp_path: P
     unchanged = artifacts.report_markdown(pipeline.ingest(cfg, tmp_path / "drop" / "semana10.csv", st, run_id="r2"))
     assert "unchanged" in unchanged and "none (no row failed a check)" in unchanged
     assert artifacts.report_table({"status": "unchanged"}) == []
+    # a missing value or one that looks like HTML is shown as text in the UI's markdown, never as a tag
+    odd = {**report, "by_check": [{**report["by_check"][0], "example": None}, {**report["by_check"][1], "example": "<b>|x"}]}
+    md = artifacts.report_markdown(odd)
+    assert "&lt;missing&gt;" in md and "&lt;b&gt;\\|x" in md and "<missing>" not in md and "<b>" not in md
 
 
 def test_detect_table() -> None:

@@ -7,6 +7,7 @@ artifacts) and markdown strings. No Prefect here: `flows/` turns these into arti
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 from urllib.parse import quote
@@ -61,7 +62,9 @@ def report_table(report: dict) -> list[dict[str, Any]]:
 
 
 def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
+    """A markdown table cell: pipes and newlines escaped, and <, >, & as entities (the Prefect UI would
+    otherwise render a value like `<missing>` as an HTML tag, i.e. an empty cell)."""
+    text = "" if value is None else html.escape(str(value), quote=False)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
