@@ -109,9 +109,15 @@ class StageDisplay:
                                 description=f"{rec.get('status')}: {rec.get('files', 0)} file(s)")
             elif phase == "start":                               # any other stage: a spinner line
                 who = rec.get("source") or name
-                self.bar.update(self._line(who, len(INGEST_STAGES) if name == "ingest" else None), description=f"{name}…")
+                self.bar.update(self._line(who, len(INGEST_STAGES) if name == "ingest" else None),
+                                description=f"{name}…" if who != name else "running…")
             elif phase == "end" and (rec.get("source") or name) in self.lines:
-                self.bar.update(self.lines[rec.get("source") or name], description=f"{name} {rec.get('status', 'done')}")
+                line, who = self.lines[rec.get("source") or name], rec.get("source") or name
+                if who == name:   # a step of its own (e.g. reconcile): finished
+                    self.bar.update(line, total=1, completed=1, description=" ".join(
+                        str(v) for v in (rec.get("status"), rec.get("version"), rec.get("epi_week")) if v))
+                else:
+                    self.bar.update(line, description=f"{name} {rec.get('status', 'done')}")
 
 
 class _AboveDisplay(FileProxy):
