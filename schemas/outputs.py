@@ -234,8 +234,10 @@ class WeeklySummary(pa.DataFrameModel):
                                  "this week; null when no method evaluated the week")
     alarm_methods: pl.Utf8 = pa.Field(nullable=True, description="methods that alarmed (comma-joined), null when none")
     reporting_status: pl.Utf8 = pa.Field(isin=REPORTING_STATUSES, nullable=True, description="the worst reporting status "
-                                         "(dataset `reporting`) of the week's reporters")
-    completeness: pl.Float64 = pa.Field(ge=0, le=1, nullable=True, description="the lowest reporting completeness of the week's reporters")
+                                         "(dataset `reporting`) of the week's reporters, when they report for this country "
+                                         "alone; null for a regional compilation (its status is about all its countries)")
+    completeness: pl.Float64 = pa.Field(ge=0, le=1, nullable=True, description="the lowest reporting completeness of the week's "
+                                       "reporters (one-country reporters only, as reporting_status)")
     signal: pl.Boolean = pa.Field(description="the week is a signal: an alarm, or a zone listed in summary.yaml signal.zones")
     signal_note: pl.Utf8 = pa.Field(nullable=True, description="why the numbers need care: 'not reported this week', 'reporting "
                                     "late: counts may be incomplete', 'fallback reporter ...'")

@@ -212,7 +212,8 @@ def build(reconciled: pl.DataFrame, *, channel: pl.DataFrame | None = None, aler
             .then(pl.format("reporting {}: counts may be incomplete", pl.col("reporting_status")))
             .when(pl.col("basis") == "fallback").then(pl.format("fallback reporter {}", pl.col("sources"))))
     df = df.with_columns(_single_country=pl.col("sources").is_in(_single_country_sources(reconciled)))
-    df = df.with_columns(signal.alias("signal"), note.alias("signal_note"))
+    df = df.with_columns(signal.alias("signal"), note.alias("signal_note"),
+                         *[pl.when(pl.col("_single_country")).then(c).alias(c) for c in ("reporting_status", "completeness")])
     columns = [c for c in WeeklySummary.to_schema().columns if c != "run_id"]
     return df.select(columns).sort(
         "disease", "country_iso3", "geo_level", "geo_code", "week_start")
