@@ -154,10 +154,13 @@ def _tail(log: Path, n: int = 40) -> str:
 @pytest.mark.timeout(300)
 def test_deploy_to_a_real_server_and_a_worker_runs_the_flow(tmp_path, monkeypatch):
     from prefect import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, DeploymentFilter,
+                                                DeploymentFilterId)
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from vigila import read
+    from vigila.artifacts import artifact_key
 
     monkeypatch.delenv(OVERDUE_CRON_ENV, raising=False)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
@@ -165,7 +168,8 @@ def test_deploy_to_a_real_server_and_a_worker_runs_the_flow(tmp_path, monkeypatc
     url = f"http://127.0.0.1:{port}/api"
     server_log, worker_log, serve_log = tmp_path / "server.log", tmp_path / "worker.log", tmp_path / "serve.log"
     server_env = _prefect_env(tmp_path / "prefect-home",
-                              PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}")
+                              PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+                              PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5")
     worker_env = _prefect_env(tmp_path / "worker-home", PREFECT_API_URL=url, PREFECT_WORKER_QUERY_SECONDS="2",
                               PREFECT_WORKER_PREFETCH_SECONDS="5")
     sources, warehouse, pool = _sources_dir(tmp_path), tmp_path / "warehouse", "vigila-test"
@@ -224,9 +228,16 @@ def test_deploy_to_a_real_server_and_a_worker_runs_the_flow(tmp_path, monkeypatc
             with get_client(sync_client=True) as client:
                 registered = client.read_deployment_by_name(f"ingest_source/{PAHO}").updated
 
-            # embedded mode: `vigila serve` registers the same deployments and runs them itself
+            # embedded mode: `vigila serve` registers the same deployments and runs them itself — here with the
+            # PAHO schedule set to every minute, so the server's scheduler (not the test) creates the run it executes
+            every_minute = tmp_path / "every-minute"
+            every_minute.mkdir()
+            text = (sources / f"{PAHO}.yaml").read_text()
+            text = re.sub(r'cron: "0 9 \* \* 3"', 'cron: "* * * * *"', text)
+            assert '"* * * * *"' in text
+            (every_minute / f"{PAHO}.yaml").write_text(text)
             serve_env = _prefect_env(tmp_path / "serve-home", PREFECT_API_URL=url, PREFECT_RUNNER_POLL_FREQUENCY="2")
-            served = _start([sys.executable, "-m", "vigila.cli", "serve", "--sources", str(sources),
+            served = _start([sys.executable, "-m", "vigila.cli", "serve", "--sources", str(every_minute),
                              "--warehouse", str(warehouse)], serve_env, serve_log, ROOT)
             with get_client(sync_client=True) as client:
                 deadline = time.monotonic() + 120
@@ -234,8 +245,26 @@ def test_deploy_to_a_real_server_and_a_worker_runs_the_flow(tmp_path, monkeypatc
                     assert served.poll() is None, f"vigila serve exited:\n{_tail(serve_log)}"
                     assert time.monotonic() < deadline, f"vigila serve did not register:\n{_tail(serve_log)}"
                     time.sleep(1)
-            run = run_deployment(f"ingest_source/{PAHO}", timeout=240, poll_interval=2)
-            assert run.state is not None and run.state.is_completed(), f"{run.state}\n{_tail(serve_log, 80)}"
+                dep = client.read_deployment_by_name(f"ingest_source/{PAHO}")
+                assert dep.schedules[0].schedule.cron == "* * * * *"
+                deadline = time.monotonic() + 240      # next minute + the scheduler loop (5 s here) + the run
+                while True:
+                    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+                    done = [r for r in runs if r.auto_scheduled and r.state is not None and r.state.is_completed()]
+                    if done:
+                        break
+                    assert served.poll() is None, f"vigila serve exited:\n{_tail(serve_log)}"
+                    assert time.monotonic() < deadline, (
+                        f"no scheduled run completed: {[(r.name, r.auto_scheduled, r.state_type) for r in runs]}\n"
+                        f"{_tail(serve_log, 80)}")
+                    time.sleep(2)
+                scheduled = done[0]
+                assert scheduled.name.startswith(f"ingest-{PAHO}-")
+                # the run's artifacts, read back through the API: summary, checks table, quarantine link
+                keys = {a.key for a in client.read_artifacts(
+                    artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[scheduled.id])))}
+                key = artifact_key("ingest", PAHO)
+                assert {key, f"{key}-checks"} <= keys, keys      # the same bytes again: an "unchanged" report
     finally:
         _stop(worker)
         _stop(served)
