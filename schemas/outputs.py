@@ -219,8 +219,10 @@ class WeeklySummary(pa.DataFrameModel):
                                         "prev4_mean is 0 or null")
     ytd_cases: pl.Int64 = pa.Field(ge=0, description="cases of epi_year up to and including this week (weeks not reported count 0)")
     ytd_previous_mean: pl.Float64 = pa.Field(ge=0, nullable=True, description="mean of ytd_cases at the same epi week over the "
-                                             "previous ytd_years (default 5) years with data")
-    ytd_ratio: pl.Float64 = pa.Field(ge=0, nullable=True, description="ytd_cases / ytd_previous_mean")
+                                             "previous ytd_years (default 5) years whose weeks 1..w were all reported (a year "
+                                             "without week 53 lends its week-52 total to week 53)")
+    ytd_ratio: pl.Float64 = pa.Field(ge=0, nullable=True, description="ytd_cases / ytd_previous_mean; null when a week "
+                                   "1..w of this year was not reported (it would count as 0)")
     endemic_method: pl.Utf8 = pa.Field(nullable=True, description="the endemic channel giving the zone: bortman | quartile")
     endemic_lower: pl.Float64 = pa.Field(nullable=True, description="lower line of the endemic channel for the week")
     endemic_median: pl.Float64 = pa.Field(nullable=True, description="central line of the endemic channel for the week")

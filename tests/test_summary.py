@@ -66,7 +66,7 @@ def test_series_extend_to_the_regions_latest_week_unless_dormant():
 def test_change_against_the_previous_four_weeks_and_year_to_date_against_previous_years():
     rows = (weeks(dt.date(2022, 1, 2), [1, 2, 3, 4], year=2022) + weeks(dt.date(2022, 12, 25), [], year=2022)
             + weeks(dt.date(2023, 1, 1), [3, 3, 3, 3], year=2023) + weeks(SUNDAY, [4, 4, 4, 4, 8, 2]))
-    out = build(rec(rows), config=summary.SummaryConfig(stale_after_weeks=0))
+    out = build(rec(rows))
     y24 = out.filter(pl.col("epi_year") == 2024).sort("epi_week")
     assert y24["prev4_mean"].to_list()[4] == pytest.approx(4.0)
     assert y24["change_prev4"].to_list()[4] == pytest.approx(8 / 4 - 1)
@@ -77,7 +77,7 @@ def test_change_against_the_previous_four_weeks_and_year_to_date_against_previou
     assert w3["ytd_previous_mean"] == pytest.approx(7.5) and w3["ytd_ratio"] == pytest.approx(12 / 7.5)
     # 2023-W05..W52 were not reported: rows of the grid, so 2024-W01 has no 4-week baseline
     assert y24.filter(pl.col("epi_week") == 1)["prev4_mean"].item() is None
-    assert out.filter(pl.col("epi_year") == 2022).height > 4                       # the 2022 gap weeks are rows
+    assert out.filter(pl.col("epi_year") == 2022).height == 4    # 48 missing weeks > stale_after_weeks: not filled
 
 
 def test_a_week_after_a_missing_one_has_no_change_baseline():
@@ -269,3 +269,27 @@ def test_cli_bulletin_writes_a_week_and_never_imports_prefect(regional_wh, tmp_p
     assert imported and not [m for m in imported if m.split(".")[0] == "prefect"]
     bad = run("--week", "W10")
     assert bad.returncode == 2 and "is not an epi week like 2024-W07" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_week_53_borrows_week_52_of_years_without_one_and_incomplete_years_have_no_ytd_ratio():
+    # MMWR 2020 has 53 weeks (2020-W53 starts 2020-12-27); 2019 and 2018 have 52
+    y2018 = weeks(dt.date(2017, 12, 31), [1] * 52, year=2018)
+    y2019 = weeks(dt.date(2018, 12, 30), [2] * 52, year=2019)
+    y2020 = weeks(dt.date(2019, 12, 29), [3] * 53, year=2020)
+    out = build(rec(y2018 + y2019 + y2020))
+    w53 = out.filter(pl.col("epi_year") == 2020, pl.col("epi_week") == 53).row(0, named=True)
+    assert w53["ytd_cases"] == 159 and w53["ytd_previous_mean"] == pytest.approx((52 + 104) / 2)
+    gappy = y2019[:10] + y2019[11:]                                 # 2019-W11 not reported
+    out = build(rec(y2018 + gappy + y2020[:20]))
+    y19 = out.filter(pl.col("epi_year") == 2019).sort("epi_week")
+    assert y19["ytd_ratio"].to_list()[9] == pytest.approx(20 / 10) and y19["ytd_ratio"].to_list()[10:].count(None) == 42
+    y20w15 = out.filter(pl.col("epi_year") == 2020, pl.col("epi_week") == 15).row(0, named=True)
+    assert y20w15["ytd_previous_mean"] == pytest.approx(15)         # 2019 up to W15 is incomplete: 2018 only
+
+
+def test_a_long_gap_inside_a_series_is_not_filled():
+    rows = weeks(dt.date(2019, 12, 29), [5] * 10, year=2020) + weeks(dt.date(2023, 1, 1), [5] * 10, year=2023)
+    out = build(rec(rows))
+    assert out.height == 20 and out["cases"].null_count() == 0
+    short = weeks(dt.date(2019, 12, 29), [5] * 10 + [None] * 3 + [5] * 5, year=2020)
+    assert build(rec(short))["cases"].null_count() == 3

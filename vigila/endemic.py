@@ -16,7 +16,7 @@ Methods (per series x T x w, over the n baseline values x_1..x_n):
             (R's quantile type 7, the default of R and numpy, = polars interpolation "linear").
   bortman   on y = ln(x + 1): m = mean(y), s = sd(y) (n - 1 denominator);
             median = exp(m) - 1 (the geometric mean of x + 1, minus 1),
-            lower = max(0, exp(m - k s) - 1), upper = exp(m + k s) - 1, k = `multiplier` (1.96, Bortman 1999).
+            lower = max(0, exp(m - k s) - 1), upper = exp(m + k s) - 1, k = `multiplier` (default 1.96: +/- 1.96 SD).
 With `per` set, x is the incidence rate cases / population * per instead of the count.
 """
 

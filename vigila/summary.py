@@ -32,7 +32,7 @@ class SignalRule(_Strict):
 
 
 class SummaryConfig(_Strict):
-    levels: list[Literal["admin0", "admin1", "admin2", "admin3"]] = Field(default_factory=lambda: ["admin0", "admin1"], min_length=1)
+    levels: list[Literal["admin0", "admin1"]] = Field(default_factory=lambda: ["admin0", "admin1"], min_length=1)  # reconciled levels
     threshold_method: str | None = "ears_C2"
     endemic_method: Literal["bortman", "quartile"] = "bortman"
     change_weeks: int = Field(default=4, ge=1, le=52)
@@ -55,13 +55,22 @@ def load_config(path: str | Path | None = None) -> SummaryConfig:
 
 def _grid(reconciled: pl.DataFrame, stale_after_weeks: int) -> pl.DataFrame:
     """Every week of every series from its first report to the region's latest week (dormant series:
-    to their last report), with the reported rows joined; weeks without a report have null cases and
-    carry the series' reporters forward (they are who should have reported)."""
+    to their last report; a run of more than `stale_after_weeks` missing weeks is left out), with the
+    reported rows joined; weeks without a report have null cases and carry the series' reporters
+    forward (they are who should have reported)."""
     if reconciled.is_empty():
         return reconciled.with_columns(pl.lit(None, pl.Boolean).alias("reported"))
     latest = reconciled["week_start"].max()
-    bounds = (reconciled.group_by(SERIES).agg(pl.col("week_start").min().alias("first"), pl.col("week_start").max().alias("last"))
-              .with_columns(pl.when((pl.lit(latest) - pl.col("last")).dt.total_days() > 7 * stale_after_weeks)
+    stale = 7 * stale_after_weeks
+    # A series is cut where more than `stale_after_weeks` weeks are missing in a row (a reporter that
+    # stopped for years is not "not reported" for every week of them); its last part reaches the region's
+    # latest week unless that part is dormant too.
+    parts = (reconciled.select(*SERIES, "week_start").unique().sort(*SERIES, "week_start")
+             .with_columns(((pl.col("week_start").diff().dt.total_days() - 7) > stale).fill_null(False)
+                           .cum_sum().over(SERIES).alias("_part")))
+    bounds = (parts.group_by(*SERIES, "_part").agg(pl.col("week_start").min().alias("first"), pl.col("week_start").max().alias("last"))
+              .with_columns((pl.col("_part") == pl.col("_part").max().over(SERIES)).alias("_final"))
+              .with_columns(pl.when(~pl.col("_final") | ((pl.lit(latest) - pl.col("last")).dt.total_days() > stale))
                             .then(pl.col("last"))
                             # a series' own weekday (Sunday MMWR / Monday ISO) up to the region's latest week
                             .otherwise(pl.col("last") + pl.duration(days=7 * ((pl.lit(latest) - pl.col("last")).dt.total_days() // 7)))
@@ -95,19 +104,30 @@ def _grid(reconciled: pl.DataFrame, stale_after_weeks: int) -> pl.DataFrame:
 def _trend(df: pl.DataFrame, cfg: SummaryConfig) -> pl.DataFrame:
     """change against the previous `change_weeks` weeks; year-to-date against the same weeks of previous years."""
     order = pl.col("week_start")
-    prev = (pl.col("cases").cast(pl.Float64).shift(1)
-            .rolling_mean(cfg.change_weeks, min_samples=cfg.change_weeks).over(SERIES, order_by=order))
+    k = cfg.change_weeks
+    prev = (pl.col("cases").cast(pl.Float64).shift(1).rolling_mean(k, min_samples=k).over(SERIES, order_by=order))
+    adjacent = (pl.col("week_start") - pl.col("week_start").shift(k).over(SERIES, order_by=order)) == pl.duration(weeks=k)
+    prev = pl.when(adjacent).then(prev)          # the k rows before are the k weeks before (no cut gap between)
     df = df.with_columns(prev.alias("prev4_mean"),
                          pl.col("cases").fill_null(0).cum_sum().over([*SERIES, "epi_year"], order_by=order).alias("ytd_cases"))
     df = df.with_columns(pl.when(pl.col("prev4_mean") > 0).then(pl.col("cases") / pl.col("prev4_mean") - 1).alias("change_prev4"))
-    ytd = df.select(*SERIES, "epi_year", "epi_week", "ytd_cases", "reported")
-    earlier = pl.concat([ytd.filter("reported").with_columns((pl.col("epi_year") + k).alias("epi_year")) for k in range(1, cfg.ytd_years + 1)])
+    # A year-to-date is complete when every week 1..w of the year was reported; only complete ones are
+    # compared (a week not reported would count as 0 cases). A previous year without a week 53 lends its
+    # week-52 total to week 53.
+    complete = pl.col("reported").cast(pl.Int32).cum_sum().over([*SERIES, "epi_year"], order_by=order) == pl.col("epi_week")
+    df = df.with_columns(complete.alias("_ytd_complete"))
+    ytd = df.filter("_ytd_complete").select(*SERIES, "epi_year", "epi_week", "ytd_cases")
+    lend53 = (ytd.filter(pl.col("epi_week") == 52)
+              .join(df.filter(pl.col("epi_week") == 53).select(*SERIES, "epi_year"), on=[*SERIES, "epi_year"], how="anti")
+              .with_columns(pl.lit(53, pl.Int32).alias("epi_week")))
+    base = pl.concat([ytd, lend53])
+    earlier = pl.concat([base.with_columns((pl.col("epi_year") + k).alias("epi_year")) for k in range(1, cfg.ytd_years + 1)])
     means = (earlier.group_by(*SERIES, "epi_year", "epi_week")
              .agg(pl.col("ytd_cases").mean().alias("ytd_previous_mean"), pl.len().alias("_n"))
              .filter(pl.col("_n") >= cfg.ytd_min_years).drop("_n"))
     df = df.join(means, on=[*SERIES, "epi_year", "epi_week"], how="left", maintain_order="left")
-    return df.with_columns(pl.when(pl.col("ytd_previous_mean") > 0)
-                           .then(pl.col("ytd_cases") / pl.col("ytd_previous_mean")).alias("ytd_ratio"))
+    return df.with_columns(pl.when((pl.col("ytd_previous_mean") > 0) & pl.col("_ytd_complete"))
+                           .then(pl.col("ytd_cases") / pl.col("ytd_previous_mean")).alias("ytd_ratio")).drop("_ytd_complete")
 
 
 def _endemic(df: pl.DataFrame, channel: pl.DataFrame | None, cfg: SummaryConfig) -> pl.DataFrame:
