@@ -229,11 +229,11 @@ class WeeklySummary(pa.DataFrameModel):
     endemic_upper: pl.Float64 = pa.Field(nullable=True, description="upper line of the endemic channel (the epidemic threshold)")
     endemic_zone: pl.Utf8 = pa.Field(isin=ZONES, nullable=True, description="success: cases < lower; safety: lower <= cases <= "
                                      "median; alert: median < cases <= upper; epidemic: cases > upper; null without a channel")
-    threshold: pl.Float64 = pa.Field(nullable=True, description="upper bound of the detection method threshold_method for the week "
-                                     "(null when the count is a sum of reporters or the method gave none)")
-    threshold_method: pl.Utf8 = pa.Field(nullable=True, description="the alerts `method` whose bound is `threshold`, e.g. ears_C2")
-    alarm: pl.Boolean = pa.Field(nullable=True, description="any configured detection method alarmed on a reporter of `sources` "
-                                 "this week; null when no method evaluated the week")
+    threshold: pl.Float64 = pa.Field(nullable=True, description="upper bound of the detection method threshold_method for the week, "
+                                     "computed on this series' own (reconciled) counts; null when the method gave none")
+    threshold_method: pl.Utf8 = pa.Field(nullable=True, description="the detection method label whose bound is `threshold`, e.g. ears_C2")
+    alarm: pl.Boolean = pa.Field(nullable=True, description="any configured detection method (vigila/detection.yaml) alarmed on "
+                                 "this series' reconciled count this week; null when no method evaluated the week")
     alarm_methods: pl.Utf8 = pa.Field(nullable=True, description="methods that alarmed (comma-joined), null when none")
     reporting_status: pl.Utf8 = pa.Field(isin=REPORTING_STATUSES, nullable=True, description="the worst reporting status "
                                          "(dataset `reporting`) of the week's reporters, when they report for this country "

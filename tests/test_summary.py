@@ -103,30 +103,47 @@ def test_endemic_zones_from_the_configured_channel_and_zone_signals():
     assert q["signal"].to_list() == [False, True, True, True, True]              # 1 case: below signal.min_cases
 
 
-def alert_rows(source: str, country: str, place: str | None, week_start: dt.date, y: int, w: int, *, method: str,
-               upper: float | None, alarm: bool | None) -> dict:
-    return {"source_id": source, "country_iso3": country, "geo_level": "admin0" if place is None else "admin1",
-            "place": place, "disease": "dengue", "epi_year": y, "epi_week": w, "week_start": week_start,
-            "method": method, "upperbound": upper, "alarm": alarm}
+def found_rows(country: str, y: int, w: int, *, method: str, upper: float | None, alarm: bool | None) -> dict:
+    return {"country_iso3": country, "geo_level": "admin0", "geo_code": country, "disease": "dengue", "epi_year": y,
+            "epi_week": w, "method": method, "upperbound": upper, "alarm": alarm}
 
 
-def test_alarms_of_the_reporters_used_and_the_threshold_only_for_one_reporters_count():
+def test_alarms_and_threshold_come_from_detection_on_the_rows_own_series():
     r = pl.concat([rec(weeks(SUNDAY, [30, 40])), rec(weeks(SUNDAY, [30, 40]), country="BRA", sources="bra_a,bra_b", basis="sum")])
-    a = pl.DataFrame([
-        alert_rows("per_a", "PER", None, SUNDAY, 2024, 1, method="ears_C2", upper=35.0, alarm=False),
-        alert_rows("per_a", "PER", None, SUNDAY + dt.timedelta(weeks=1), 2024, 2, method="ears_C2", upper=35.0, alarm=True),
-        alert_rows("per_a", "PER", None, SUNDAY + dt.timedelta(weeks=1), 2024, 2, method="farrington_flexible", upper=50.0, alarm=False),
-        alert_rows("per_other", "PER", None, SUNDAY, 2024, 1, method="ears_C2", upper=1.0, alarm=True),   # not a reporter used
-        alert_rows("bra_b", "BRA", None, SUNDAY, 2024, 1, method="ears_C2", upper=10.0, alarm=True),
-    ])
-    out = build(r, alerts=a)
+    found = pl.DataFrame([
+        found_rows("PER", 2024, 1, method="ears_C2", upper=35.0, alarm=False),
+        found_rows("PER", 2024, 2, method="ears_C2", upper=35.0, alarm=True),
+        found_rows("PER", 2024, 2, method="farrington_flexible", upper=50.0, alarm=False),
+        found_rows("BRA", 2024, 1, method="farrington_flexible", upper=10.0, alarm=True),
+    ], schema_overrides={"epi_year": pl.Int32, "epi_week": pl.Int32})
+    out = build(r, alarms=found)
     per = out.filter(pl.col("country_iso3") == "PER").sort("epi_week")
     assert per["alarm"].to_list() == [False, True] and per["alarm_methods"].to_list() == [None, "ears_C2"]
     assert per["threshold"].to_list() == [35.0, 35.0] and per["threshold_method"].to_list() == ["ears_C2"] * 2
     assert per["signal"].to_list() == [False, True]
     bra = out.filter(pl.col("country_iso3") == "BRA").sort("epi_week")
     assert bra["alarm"].to_list() == [True, None]                    # week 2: no method evaluated it
-    assert bra["threshold"].to_list() == [None, None]                # a sum of two reporters has no one bound
+    assert bra["threshold"].to_list() == [None, None] and bra["alarm_methods"].to_list() == ["farrington_flexible", None]
+
+
+def test_detection_runs_on_the_reconciled_series_and_never_across_a_gap():
+    import numpy as np
+
+    from vigila import alerts
+
+    counts = [10, 12, 9, 11, 10, 13, 12, 11, 40, 10] + [None, None] + [5, 6, 5, 7, 6, 5, 6, 30]
+    r = rec(weeks(SUNDAY, counts), sources="per_a,per_b", basis="sum")
+    cfg = alerts.DetectionConfig.model_validate(
+        {"methods": [{"method": "ears", "params": {"method": "C1", "baseline": 7, "alpha": 0.001}}], "min_history": 7,
+         "levels": ["admin0"]})
+    found = summary.detections(r, cfg, weeks=100).sort("epi_week")
+    got = dict(zip(found["epi_week"], found["upperbound"]))
+    z = 3.090232306167813                                            # qnorm(1 - 0.001)
+    for w in (9, 10, 20):                                            # C1: the 7 weeks before, within the same run
+        base = np.array([c for c in counts[w - 8:w - 1]], dtype=float)
+        assert got[w] == pytest.approx(base.mean() + z * base.std(ddof=1))
+    assert all(got[w] is None for w in range(13, 20))                # after the gap: fewer than 7 weeks of history
+    assert found.filter(pl.col("epi_week") == 9)["alarm"].item() is True
 
 
 def test_reporting_status_flags_a_one_country_reporter_but_not_a_regional_compilation():
@@ -165,7 +182,6 @@ def regional_wh(demo_ingested, tmp_path_factory):
     wh = copy_warehouse(demo_ingested, tmp_path_factory.mktemp("regional") / "warehouse")
     sources = [load_source(SOURCES / n) for n in ("paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml")]
     completeness.publish_completeness(wh, sources, dt.datetime(2025, 1, 15, tzinfo=dt.UTC))
-    alerts.run_detection(Storage.open(wh), alerts.load_config(), run_id="reg")
     reconcile.run_reconciliation(wh, reconcile.load_config(), run_id="reg")
     from vigila import endemic
 
@@ -185,6 +201,9 @@ def test_real_summary_counts_are_the_reconciled_counts(regional_wh):
     per = s.filter(pl.col("geo_code") == "PER", pl.col("epi_year") == 2022)
     assert per["sources"].unique().to_list() == ["per_minsa_dengue_linelist"] and per["population"].drop_nulls().len() > 0
     assert s.filter(pl.col("endemic_zone").is_not_null()).height > 1000 and s["signal"].sum() > 100
+    # Peru's national figure is the line list's departamentos summed: detection runs on it all the same
+    per22 = per.filter(pl.col("epi_week") >= 40)
+    assert per22["basis"].unique().to_list() == ["authoritative"] and per22["threshold"].null_count() == 0
 
 
 def test_real_signals_follow_the_rule(regional_wh):
@@ -238,7 +257,6 @@ def test_regional_flow_publishes_and_leaves_an_artifact(prefect_harness, demo_in
     from flows.regional import regional_summary
 
     wh = copy_warehouse(demo_ingested, tmp_path / "warehouse")
-    alerts.run_detection(Storage.open(wh), alerts.load_config(), run_id="flow")
     result = regional_summary(str(wh))
     assert result["weekly_summary"]["status"] == "published" and Path(result["bulletin"]["uri"]).exists()
     assert json.loads(Storage.open(wh).read_bytes("catalog.json"))  # catalog lists the new datasets

@@ -1,7 +1,7 @@
 """The region's weekly products, from published datasets: endemic channels, the weekly summary, the bulletin.
 
-Input: a warehouse holding `cases_reconciled` (vigila.reconcile), `alerts`, `reporting` and `quarantine`, with
-the configs vigila/endemic.yaml and vigila/summary.yaml; output: new versions of `endemic_channel` and
+Input: a warehouse holding `cases_reconciled` (vigila.reconcile), `reporting` and `quarantine`, with the
+configs vigila/endemic.yaml, vigila/summary.yaml and vigila/detection.yaml; output: new versions of `endemic_channel` and
 `weekly_summary` (atomic, idempotent) and `bulletins/<epi year>-W<ww>.html` in the warehouse. No Prefect here.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from schemas.outputs import ENDEMIC_SCHEMA_VERSION, SUMMARY_SCHEMA_VERSION, EndemicChannel, WeeklySummary
-from vigila import bulletin, endemic, publish, summary
+from vigila import alerts, bulletin, endemic, publish, summary
 from vigila import population as pop
 from vigila.storage import Storage
 
@@ -66,25 +66,30 @@ def run_endemic(storage: Storage | str | Path, config: endemic.EndemicConfig, *,
 
 
 def run_summary(storage: Storage | str | Path, config: summary.SummaryConfig, *, run_id: str,
-                population: str | Path | None = None, force: bool = False) -> dict[str, Any]:
-    """The weekly summary of the reconciled series, joined with endemic channels, alerts, reporting and
-    populations (`population`: a CSV, default the bundled reference), published as `weekly_summary`."""
+                detection: alerts.DetectionConfig | None = None, population: str | Path | None = None,
+                force: bool = False) -> dict[str, Any]:
+    """The weekly summary of the reconciled series, with their endemic channels, the `detection` methods
+    (default vigila/detection.yaml) run on those series, reporting statuses and populations (`population`:
+    a CSV, default the bundled reference), published as `weekly_summary`."""
     storage = Storage.open(storage)
+    detection = detection or alerts.load_config()
     reconciled, rec_v = _current(storage, "cases_reconciled")
     channel, ch_v = _current(storage, "endemic_channel", required=False)
-    alerts, al_v = _current(storage, "alerts", required=False)
     reporting, rep_v = _current(storage, "reporting", required=False)
     populations = pop.load(population)
-    inputs = {"cases_reconciled": rec_v, "endemic_channel": ch_v, "alerts": al_v, "reporting": rep_v}
-    fingerprint = _fingerprint(inputs=inputs, population=populations.hash_rows().sum(), config=config.model_dump(mode="json"))
+    inputs = {"cases_reconciled": rec_v, "endemic_channel": ch_v, "reporting": rep_v}
+    fingerprint = _fingerprint(inputs=inputs, population=populations.hash_rows().sum(), config=config.model_dump(mode="json"),
+                               detection=detection.model_dump(mode="json"))
     if current := _unchanged(storage, "weekly_summary", fingerprint, force):
         return {"status": "unchanged", "version": current.version, "rows": current.rows, **latest_week_of(storage)}
-    frame = summary.build(reconciled, channel=channel, alerts=alerts, reporting=reporting, population=populations, config=config)
+    found = summary.detections(reconciled, detection, weeks=config.detection_weeks)
+    frame = summary.build(reconciled, channel=channel, alarms=found, reporting=reporting, population=populations, config=config)
     frame = frame.with_columns(pl.lit(run_id).alias("run_id"))
     WeeklySummary.validate(frame)
     manifest = publish.commit(storage, "weekly_summary", partition_by=["disease"], replace_all=frame, run_id=run_id,
                               schema_version=SUMMARY_SCHEMA_VERSION,
-                              extra={"fingerprint": fingerprint, "inputs": inputs, "config": config.model_dump(mode="json")})
+                              extra={"fingerprint": fingerprint, "inputs": inputs, "config": config.model_dump(mode="json"),
+                                     "detection": detection.model_dump(mode="json")})
     publish.write_catalog(storage)
     year, week = latest_week(frame)
     this_week = frame.filter((pl.col("epi_year") == year) & (pl.col("epi_week") == week))

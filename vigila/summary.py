@@ -1,6 +1,7 @@
 """The regional weekly summary: one row per disease x place x epi week, for analysts and the bulletin.
 
-Input: reconciled weekly counts, endemic channels, alerts, reporting statuses and populations (polars
+Input: reconciled weekly counts, endemic channels, detection results on those series (`detections`),
+reporting statuses and populations (polars
 frames of the published datasets) and a `SummaryConfig` (vigila/summary.yaml); output: a frame of
 schemas.outputs.WeeklySummary. Pure polars; no Prefect, no storage (vigila/regional.py publishes it).
 """
@@ -33,6 +34,7 @@ class SignalRule(_Strict):
 
 class SummaryConfig(_Strict):
     levels: list[Literal["admin0", "admin1"]] = Field(default_factory=lambda: ["admin0", "admin1"], min_length=1)  # reconciled levels
+    detection_weeks: int = Field(default=260, ge=1, le=5200)
     threshold_method: str | None = "ears_C2"
     endemic_method: Literal["bortman", "quartile"] = "bortman"
     change_weeks: int = Field(default=4, ge=1, le=52)
@@ -145,24 +147,40 @@ def _endemic(df: pl.DataFrame, channel: pl.DataFrame | None, cfg: SummaryConfig)
                            endemic.zone("cases", "endemic_lower", "endemic_median", "endemic_upper").alias("endemic_zone"))
 
 
-def _alarms(df: pl.DataFrame, alerts: pl.DataFrame | None, cfg: SummaryConfig) -> pl.DataFrame:
-    """Alarms of the reporters whose counts the row uses (any method); the threshold of `threshold_method`
-    when the row's count is one reporter's (not a sum of several, whose bounds do not add up)."""
-    if alerts is None or alerts.is_empty():
+def detections(reconciled: pl.DataFrame, config, *, weeks: int) -> pl.DataFrame:
+    """Every detection method of `config` (an alerts.DetectionConfig, vigila/detection.yaml) run on the
+    reconciled series themselves — the counts the summary shows, whatever their basis (one reporter, a
+    fallback, a sum, a national figure summed from departamentos) — over each series' last `weeks`
+    weeks. Unbroken runs of weeks are evaluated separately (a gap is never read as consecutive weeks).
+    Output: the series keys, epi_year, epi_week, method, upperbound, alarm."""
+    from vigila import alerts
+
+    rows = reconciled.filter(pl.col("geo_level").is_in(config.levels),
+                             pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True))
+    gap = (pl.col("week_start").diff().over(SERIES).dt.total_days() != 7).fill_null(False)
+    series = (rows.sort(*SERIES, "week_start").with_columns(gap.cum_sum().over(SERIES).cast(pl.Int64).alias("segment"))
+              .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over([*SERIES, "segment"]).alias("t"),
+                            pl.format("{}|{}", "geo_code", "disease").alias("series_id")))
+    empty = pl.DataFrame(schema={**{k: pl.Utf8 for k in SERIES}, "epi_year": pl.Int32, "epi_week": pl.Int32,
+                                 "method": pl.Utf8, "upperbound": pl.Float64, "alarm": pl.Boolean})
+    if series.is_empty():
+        return empty
+    parts = [alerts.evaluate(series, run, weeks=weeks, min_history=config.min_history).select(empty.columns)
+             for run in config.methods]
+    return pl.concat(parts)
+
+
+def _alarms(df: pl.DataFrame, found: pl.DataFrame | None, cfg: SummaryConfig) -> pl.DataFrame:
+    """Alarms of the detection methods on the row's own series (any method), and the upper bound of
+    `threshold_method` as its threshold."""
+    if found is None or found.is_empty():
         return df.with_columns(pl.lit(None, pl.Float64).alias("threshold"), pl.lit(None, pl.Utf8).alias("threshold_method"),
                                pl.lit(None, pl.Boolean).alias("alarm"), pl.lit(None, pl.Utf8).alias("alarm_methods"))
-    used = (df.select(*SERIES, "epi_year", "epi_week", "basis", pl.col("sources").str.split(","))
-            .with_row_index("_row").explode("sources").rename({"sources": "source_id"}))
-    alerts = alerts.with_columns(pl.coalesce("place", "country_iso3").alias("geo_code"))   # alerts: place null = national
-    hits = used.join(alerts.select("source_id", *SERIES, "epi_year", "epi_week", "method", "upperbound", "alarm"),
-                     on=["source_id", *SERIES, "epi_year", "epi_week"], how="inner")
-    single = pl.col("basis") != "sum"
-    agg = (hits.group_by("_row").agg(
-        pl.col("alarm").any(ignore_nulls=True).alias("alarm").fill_null(False)
-        .pipe(lambda a: pl.when(pl.col("alarm").is_not_null().any()).then(a)),
+    agg = (found.group_by(*SERIES, "epi_year", "epi_week").agg(
+        pl.when(pl.col("alarm").is_not_null().any()).then(pl.col("alarm").fill_null(False).any()).alias("alarm"),
         pl.col("method").filter(pl.col("alarm").fill_null(False)).unique().sort().str.join(",").alias("alarm_methods"),
-        pl.col("upperbound").filter((pl.col("method") == cfg.threshold_method) & single).first().alias("threshold")))
-    df = df.with_row_index("_row").join(agg, on="_row", how="left", maintain_order="left").drop("_row")
+        pl.col("upperbound").filter(pl.col("method") == cfg.threshold_method).first().alias("threshold")))
+    df = df.join(agg, on=[*SERIES, "epi_year", "epi_week"], how="left", maintain_order="left")
     return df.with_columns(pl.when(pl.col("alarm_methods") == "").then(None).otherwise("alarm_methods").alias("alarm_methods"),
                            pl.when(pl.col("threshold").is_not_null()).then(pl.lit(cfg.threshold_method)).alias("threshold_method"))
 
@@ -199,7 +217,7 @@ def _single_country_sources(reconciled: pl.DataFrame) -> list[str]:
             .filter(pl.col("n") == 1)["sources"].to_list())
 
 
-def build(reconciled: pl.DataFrame, *, channel: pl.DataFrame | None = None, alerts: pl.DataFrame | None = None,
+def build(reconciled: pl.DataFrame, *, channel: pl.DataFrame | None = None, alarms: pl.DataFrame | None = None,
           reporting: pl.DataFrame | None = None, population: pl.DataFrame | None = None,
           config: SummaryConfig | None = None) -> pl.DataFrame:
     """The weekly summary of every series of `reconciled` (cases_reconciled) at the configured levels."""
@@ -212,7 +230,7 @@ def build(reconciled: pl.DataFrame, *, channel: pl.DataFrame | None = None, aler
                cfg.stale_after_weeks)
     df = _trend(df, cfg)
     df = _endemic(df, channel, cfg)
-    df = _alarms(df, alerts, cfg)
+    df = _alarms(df, alarms, cfg)
     df = _reporting(df, reporting)
     if population is not None:
         df = pop.per_100k(df, population, column="incidence_100k").drop("population_year")
