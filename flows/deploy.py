@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 
-from vigila.config import SourceConfig, load_source
+from vigila.config import SourceConfig, load_source, source_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 INGEST_ENTRYPOINT = "flows/ingest.py:ingest_source"
@@ -63,7 +63,7 @@ def scheduled_sources(sources_dir: str | Path) -> list[Scheduled]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such sources folder")
     found = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+    for path in source_paths(folder):
         cfg = load_source(path)
         if cfg.schedule.cron:
             found.append(Scheduled(path.resolve(), cfg))

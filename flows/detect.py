@@ -19,6 +19,8 @@ from vigila import alerts, artifacts
 from vigila import log as vlog
 from vigila.pipeline import new_run_id
 
+from flows.notify import failure_hooks
+
 
 @task(cache_policy=NO_CACHE)
 def check_config(config_path: str | None) -> None:
@@ -31,7 +33,8 @@ def detect(warehouse: str, config_path: str | None, run_id: str, as_of: dt.date 
         return alerts.run_detection(warehouse, alerts.load_config(config_path), run_id=run_id, as_of=as_of, force=force)
 
 
-@flow(name="detect_alerts", flow_run_name=lambda: f"detect-{dt.date.today():%G-W%V}", log_prints=True)
+@flow(name="detect_alerts", flow_run_name=lambda: f"detect-{dt.date.today():%G-W%V}", log_prints=True,
+      **failure_hooks())
 def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, as_of: dt.date | None = None,
                   force: bool = False) -> dict:
     check_config(config_path)

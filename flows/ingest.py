@@ -31,7 +31,7 @@ from vigila import log as vlog
 from vigila.config import SourceConfig, load_source
 from vigila.storage import Storage
 
-from flows.notify import alert_failed_run
+from flows.notify import failure_hooks
 
 
 def _retryable(task, task_run, state) -> bool:
@@ -144,7 +144,7 @@ def log_report(report: dict, epi_week: str) -> None:
                file=(report.get("file") or {}).get("original_name"))
 
 
-@flow(name="ingest_source", flow_run_name=_run_name, log_prints=True, on_failure=[alert_failed_run])
+@flow(name="ingest_source", flow_run_name=_run_name, log_prints=True, **failure_hooks())
 def ingest_source(source_path: str, warehouse: str = "warehouse", location: str | None = None,
                   issue_date: dt.date | None = None, force: bool = False) -> list[dict]:
     source = load_source(source_path)

@@ -7,9 +7,12 @@ JSON POST (`vigila.notify.webhook_body`); `VIGILA_ALERT_BLOCK`, a saved Prefect 
 A delivery failure is logged, never raised: an alert must not fail or mask the run it reports.
 The events are emitted whatever the delivery, so a Prefect automation can act on them instead.
 
-`alert_failed_run` is the `on_failure` hook of `ingest_source`; `check_overdue` is a flow (deployed
-hourly by `flows/deploy.py`). Each alert logs one `vigila.log` line, `event=alert name=<event>
-source=<id> delivered=true|false`; a failed delivery `event=alert_undelivered route=webhook|block`.
+`alert_failed_run` is the `on_failure` and `on_crashed` hook of every flow (ingest_source,
+detect_alerts, regional_summary, check_overdue); `check_overdue` is a flow (deployed hourly by
+`flows/deploy.py`) that alerts each overdue episode of a source once (`state/alerts/<source>.json`
+in the warehouse). Each alert logs one `vigila.log` line, `event=alert name=<event>
+source=<id> delivered=true|false`; a failed delivery `event=alert_undelivered route=webhook|block`;
+an overdue episode already alerted `event=alert_skipped`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +29,12 @@ import httpx
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 from prefect.logging import get_logger
+from prefect.runtime import flow_run as current_run
 
 from vigila import completeness, notify
 from vigila import log as vlog
-from vigila.config import load_source
+from vigila.config import load_source, source_paths
+from vigila.storage import Storage
 
 WEBHOOK_ENV = "VIGILA_ALERT_WEBHOOK"
 BLOCK_ENV = "VIGILA_ALERT_BLOCK"
@@ -69,7 +75,8 @@ def send(alert: dict[str, Any], related: list[dict[str, str]] | None = None) -> 
     event = emit(alert, related)
     alert["event_id"] = str(event.id) if event else None
     alert["delivered"] = deliver(alert)
-    vlog.event("alert", name=alert["event"], source=alert["payload"]["source"], event_id=alert["event_id"],
+    vlog.event("alert", name=alert["event"], source=alert["payload"]["source"], flow=alert["payload"].get("flow"),
+               state=alert["payload"].get("state"), event_id=alert["event_id"],
                delivered=alert["delivered"], flow_run=alert["payload"].get("flow_run_name"),
                overdue_since=alert["payload"].get("overdue_since"), weeks_missing=alert["payload"].get("weeks_missing"))
     return alert
@@ -80,36 +87,97 @@ def emit(alert: dict[str, Any], related: list[dict[str, str]] | None = None):
     return emit_event(event=alert["event"], resource=alert["resource"], payload=alert["payload"], related=related)
 
 
+_hook = threading.local()   # set while a failure alert is being sent: a hook never nests in another
+
+
 def alert_failed_run(flow, flow_run, state) -> None:
-    """`on_failure` hook of `ingest_source`: emit `vigila.ingest.failed` and deliver it."""
+    """`on_failure` / `on_crashed` hook of every Vigila flow: emit and deliver `vigila.ingest.failed`
+    (an ingest_source run: the alert names its source) or `vigila.run.failed` (any other flow: its name,
+    run name, parameters and error). It only emits and POSTs (no flow runs from here), and a hook
+    entered while another is sending (e.g. a notification block running a flow that fails) logs instead
+    of alerting again, so a failing `check_overdue` is alerted once, without a loop."""
+    if getattr(_hook, "active", False):
+        _logger().warning("failure alert of %s not sent: raised while sending another failure alert", flow_run.name)
+        return
+    _hook.active = True
     try:
-        path = (flow_run.parameters or {}).get("source_path", "unknown")
-        try:
-            source = load_source(path)
-            source_id, country = source.id, source.country
-        except Exception:  # the config itself is broken: that is the error reported
-            source_id, country = Path(str(path)).stem, None
-        alert = notify.failed_alert(source_id, country, flow_run.name, flow_run.id, state.message)
+        params = dict(flow_run.parameters or {})
+        kind = state.name or str(state.type.value).title()
+        if flow.name == "ingest_source":
+            path = params.get("source_path", "unknown")
+            try:
+                source = load_source(path)
+                source_id, country = source.id, source.country
+            except Exception:  # the config itself is broken: that is the error reported
+                source_id, country = Path(str(path)).stem, None
+            alert = notify.failed_alert(source_id, country, flow_run.name, flow_run.id, state.message, state=kind)
+        else:
+            alert = notify.run_failed_alert(flow.name, flow_run.name, flow_run.id, params, state.message, state=kind)
         related = [{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.role": "flow-run",
                     "prefect.resource.name": flow_run.name or ""}]
         with vlog.to_logger(_logger()):
             send(alert, related)
     except Exception as exc:  # a hook must never hide the run's own failure
         _logger().warning("failure alert not sent: %s: %s", type(exc).__name__, exc)
+    finally:
+        _hook.active = False
 
 
-@flow(name="check_overdue", log_prints=True)
+def failure_hooks() -> dict[str, list]:
+    """`@flow(..., **failure_hooks())`: `alert_failed_run` on failure and on crash (fresh lists per flow)."""
+    return {"on_failure": [alert_failed_run], "on_crashed": [alert_failed_run]}
+
+
+def _routes() -> bool:
+    """Whether any delivery route is configured (without one, an emitted event is all there is)."""
+    return bool(os.environ.get(WEBHOOK_ENV) or os.environ.get(BLOCK_ENV))
+
+
+def _overdue_run_name() -> str:
+    """`overdue-<UTC date>T<HH:MM>` of the check (its `today` parameter when given, else now)."""
+    given = current_run.parameters.get("today")
+    try:
+        when = dt.datetime.fromisoformat(given) if isinstance(given, str) else given
+    except ValueError:
+        when = None
+    if isinstance(when, dt.datetime) and when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
+    elif isinstance(when, dt.date) and not isinstance(when, dt.datetime):
+        when = dt.datetime.combine(when, dt.time())
+    return f"overdue-{(when or dt.datetime.now(dt.UTC)):%Y-%m-%dT%H:%M}"
+
+
+def alert_overdue(storage: Storage, alert: dict[str, Any]) -> bool:
+    """Send one overdue alert unless its episode (`overdue_since`) was already alerted; True if sent.
+    Remembered once delivered (or emitted, with no delivery route): an undelivered one is retried next check."""
+    source = alert["payload"]["source"]
+    with storage.lock(f"state/alerts/.{source}.lock"):
+        if seen := notify.already_alerted(storage, alert):
+            vlog.event("alert_skipped", name=alert["event"], source=source, reason="already_alerted",
+                       overdue_since=seen.get("overdue_since"), alerted_at=seen.get("alerted_at"),
+                       event_id=seen.get("event_id"))
+            return False
+        send(alert)
+        if alert["delivered"] or not _routes():
+            notify.remember_alerted(storage, alert, dt.datetime.now(dt.UTC))
+    return True
+
+
+@flow(name="check_overdue", flow_run_name=_overdue_run_name, log_prints=True, **failure_hooks())
 def check_overdue(warehouse: str = "warehouse", sources_dir: str = "sources", today: dt.datetime | None = None,
                   weeks: int = 12) -> list[dict[str, Any]]:
-    """Emit `vigila.source.overdue` (and deliver it) for every overdue source of `sources_dir`
-    (a folder of configs or one YAML), by `vigila.completeness.status` as of `today` (now)."""
-    where = Path(sources_dir)
-    paths = sorted(where.glob("*.yaml")) if where.is_dir() else [where]
+    """Emit `vigila.source.overdue` (and deliver it) for every source of `sources_dir` (a folder of
+    `*.yaml`/`*.yml` configs, or one YAML) that became overdue since the last alert of it, by
+    `vigila.completeness.status` as of `today` (now); returns the alerts sent this run."""
+    paths = source_paths(sources_dir)
     with vlog.to_logger(get_run_logger()), vlog.stage("check_overdue", sources=len(paths)) as logged:
         rows = completeness.status(warehouse, [load_source(p) for p in paths], today=today or dt.datetime.now(dt.UTC),
                                    weeks=weeks)
-        alerts = [send(alert) for alert in notify.overdue_alerts(rows)]
-        logged.update(overdue=len(alerts), delivered=sum(a["delivered"] for a in alerts))
+        storage = Storage.open(warehouse)
+        overdue = notify.overdue_alerts(rows)
+        alerts = [a for a in overdue if alert_overdue(storage, a)]
+        logged.update(overdue=len(overdue), alerted=len(alerts), skipped=len(overdue) - len(alerts),
+                      delivered=sum(a["delivered"] for a in alerts))
     for alert in alerts:
         print(alert["text"])
     return alerts

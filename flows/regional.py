@@ -1,7 +1,7 @@
 """Prefect flow `regional_summary`: reconcile reporters -> endemic channels -> weekly summary -> bulletin.
 
-Input: a warehouse root with published cases_weekly (and alerts, reporting) and optional config YAMLs layered
-over vigila/{reconciliation,endemic,summary}.yaml; output: the run summary (dict). Thin: the work is in
+Input: a warehouse root with published cases_weekly (and reporting) and optional config YAMLs layered
+over vigila/{reconciliation,endemic,summary,detection}.yaml; output: the run summary (dict). Thin: the work is in
 `vigila.reconcile` and `vigila.regional`. Each step logs one `vigila.log` line (`event=reconcile|endemic|
 summary|bulletin`, with version, rows, epi_week) and the run `event=regional_summary`, through the Prefect run logger.
 """
@@ -17,9 +17,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from vigila import endemic, reconcile, regional, summary
+from vigila import alerts, endemic, reconcile, regional, summary
 from vigila import log as vlog
 from vigila.pipeline import new_run_id
+
+from flows.notify import failure_hooks
 
 
 def logged(name: str, step: Callable[[], dict]) -> dict:
@@ -45,9 +47,9 @@ def endemic_channels(warehouse: str, config_path: str | None, run_id: str, force
 
 
 @task(cache_policy=NO_CACHE)
-def weekly_summary(warehouse: str, config_path: str | None, run_id: str, force: bool) -> dict:
+def weekly_summary(warehouse: str, config_path: str | None, detection_path: str | None, run_id: str, force: bool) -> dict:
     return logged("summary", lambda: regional.run_summary(warehouse, summary.load_config(config_path), run_id=run_id,
-                                                          force=force))
+                                                          detection=alerts.load_config(detection_path), force=force))
 
 
 @task(cache_policy=NO_CACHE)
@@ -55,17 +57,18 @@ def weekly_bulletin(warehouse: str, config_path: str | None) -> dict:
     return logged("bulletin", lambda: regional.write_bulletin(warehouse, config=summary.load_config(config_path)))
 
 
-@flow(name="regional_summary", flow_run_name=lambda: f"regional-{dt.date.today():%G-W%V}", log_prints=True)
+@flow(name="regional_summary", flow_run_name=lambda: f"regional-{dt.date.today():%G-W%V}", log_prints=True,
+      **failure_hooks())
 def regional_summary(warehouse: str = "warehouse", reconciliation_path: str | None = None, endemic_path: str | None = None,
-                     summary_path: str | None = None, force: bool = False) -> dict:
+                     summary_path: str | None = None, detection_path: str | None = None, force: bool = False) -> dict:
     for load, path in ((reconcile.load_config, reconciliation_path), (endemic.load_config, endemic_path),
-                       (summary.load_config, summary_path)):
+                       (summary.load_config, summary_path), (alerts.load_config, detection_path)):
         load(path)                               # fail fast on a broken config, before reading any data
     run_id = str(flow_run.id or new_run_id())
     with vlog.to_logger(get_run_logger()), vlog.stage("regional_summary", force=force) as fields:
         result = {"reconciliation": reconcile_reporters(warehouse, reconciliation_path, run_id, force),
                   "endemic_channel": endemic_channels(warehouse, endemic_path, run_id, force),
-                  "weekly_summary": weekly_summary(warehouse, summary_path, run_id, force)}
+                  "weekly_summary": weekly_summary(warehouse, summary_path, detection_path, run_id, force)}
         result["bulletin"] = weekly_bulletin(warehouse, summary_path)
         fields.update(epi_week=f"{result['bulletin']['epi_year']}-W{result['bulletin']['epi_week']:02d}",
                       signals=result["bulletin"].get("signals"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -162,3 +163,101 @@ def test_an_undeliverable_alert_is_logged_not_raised(prefect_harness, monkeypatc
     lines = [vlog.parse(r.getMessage()) for r in caplog.records if r.getMessage().startswith("event=alert_undelivered")]
     assert [(e["route"], e["source"]) for e in lines] == [("webhook", "gtm"), ("block", "gtm")]
     assert lines[1]["block"] == "custom-webhook/no-such-block" and "closed-port" not in caplog.text  # no URL logged
+
+
+def test_every_flow_alerts_operators_when_it_fails_or_crashes():
+    from flows.detect import detect_alerts
+    from flows.ingest import ingest_source
+    from flows.notify import alert_failed_run, check_overdue
+    from flows.regional import regional_summary
+
+    for f in (ingest_source, detect_alerts, regional_summary, check_overdue):
+        assert f.on_failure_hooks == [alert_failed_run] and f.on_crashed_hooks == [alert_failed_run], f.name
+    assert ingest_source.on_failure_hooks is not detect_alerts.on_failure_hooks   # no list shared between flows
+
+
+def test_a_failed_detect_alerts_posts_to_the_webhook(prefect_harness, receiver, tmp_path):
+    from flows.detect import detect_alerts
+
+    wh = tmp_path / "empty"      # nothing published (as_of reads cases_revisions)
+    with pytest.raises(FileNotFoundError, match="no published dataset"):
+        detect_alerts(str(wh), as_of=dt.date(2024, 3, 1))
+    [body] = receiver
+    assert body["event"] == "vigila.run.failed" and body["flow"] == "detect_alerts" and body["state"] == "Failed"
+    assert body["flow_run_name"].startswith("detect-") and body["flow_run_id"]
+    assert body["parameters"]["warehouse"] == str(wh) and body["parameters"]["as_of"] == "2024-03-01"
+    assert "no published dataset 'cases_revisions'" in body["error"] and body["source"] is None
+    assert body["text"].startswith("Vigila: detect_alerts failed (run detect-")
+    events = _events("vigila.run.failed", "vigila.flow.detect_alerts")
+    assert any(e.payload["flow_run_id"] == body["flow_run_id"] for e in events)
+
+
+def test_a_failing_check_overdue_alerts_once_without_a_loop(prefect_harness, receiver, tmp_path):
+    from flows.notify import check_overdue
+
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    (folder / "broken.yml").write_text("id: broken\nno_such_key: 1\n")
+    with pytest.raises(Exception, match="broken.yml"):
+        check_overdue(str(tmp_path / "wh"), str(folder))
+    [body] = receiver       # the hook's own alert only: nothing re-entered check_overdue
+    assert body["event"] == "vigila.run.failed" and body["flow"] == "check_overdue"
+    assert body["parameters"]["sources_dir"] == str(folder) and "broken.yml" in body["error"]
+
+
+def test_check_overdue_alerts_each_overdue_episode_once(prefect_harness, receiver, tmp_path):
+    from flows.notify import check_overdue
+
+    wh, folder = tmp_path / "wh", tmp_path / "sources"
+    folder.mkdir()
+    (folder / "paho.yml").write_text(PAHO.read_text())     # a .yml config counts too
+    cfg = load_source(PAHO)
+    pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2025, 1, 1))      # its data stop in 2024
+    first = check_overdue(str(wh), str(folder), return_state=True)
+    when = dt.datetime(2025, 3, 1, 10, 15, tzinfo=dt.UTC)
+    second = check_overdue(str(wh), str(folder), today=when, return_state=True)
+    assert len(receiver) == 1 and len(first.result()) == 1 and second.result() == []
+    stored = json.loads((wh / "state" / "alerts" / "paho_opendengue_national.json").read_text())
+    assert stored["overdue_since"] == receiver[0]["overdue_since"] and stored["delivered"] is True
+    logged = {e["event"]: e for e in _run_logs(second.state_details.flow_run_id)}
+    skipped = logged["alert_skipped"]
+    assert (skipped["source"], skipped["reason"], skipped["overdue_since"]) == (
+        "paho_opendengue_national", "already_alerted", stored["overdue_since"])
+    assert "alert" not in logged and (logged["check_overdue"]["overdue"], logged["check_overdue"]["alerted"]) == ("1", "0")
+
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        names = [client.read_flow_run(s.state_details.flow_run_id).name for s in (first, second)]
+    assert names[1] == "overdue-2025-03-01T10:15"
+    assert re.fullmatch(r"overdue-\d{4}-\d\d-\d\dT\d\d:\d\d", names[0])
+
+    # a new episode (another overdue_since than the one alerted) is alerted again
+    stored["overdue_since"] = "2024-06-01T00:00:00+00:00"
+    (wh / "state" / "alerts" / "paho_opendengue_national.json").write_text(json.dumps(stored))
+    check_overdue(str(wh), str(folder))
+    assert len(receiver) == 2 and receiver[1]["overdue_since"] == receiver[0]["overdue_since"]
+
+
+def test_source_paths_are_the_yaml_and_yml_configs_of_a_folder(tmp_path):
+    from vigila.config import source_paths
+
+    for name in ("b.yaml", "a.yml", "c.txt", "d.yaml.bak"):
+        (tmp_path / name).write_text("id: x\n")
+    (tmp_path / "sub.yaml").mkdir()
+    assert [p.name for p in source_paths(tmp_path)] == ["a.yml", "b.yaml"]
+    assert source_paths(tmp_path / "b.yaml") == [tmp_path / "b.yaml"]
+    assert source_paths(str(tmp_path)) == source_paths(tmp_path)
+
+
+def test_status_and_deployments_read_yml_configs(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.deploy import scheduled_sources
+    from vigila.cli import app
+
+    (tmp_path / "paho.yml").write_text(PAHO.read_text())
+    result = CliRunner().invoke(app, ["status", "--warehouse", str(tmp_path / "wh"), "--source", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["source"] for r in json.loads(result.output)] == ["paho_opendengue_national"]
+    assert [s.path.name for s in scheduled_sources(tmp_path)] == (["paho.yml"] if load_source(PAHO).schedule.cron else [])

@@ -30,7 +30,7 @@ from rich.text import Text
 
 from vigila import log as vlog
 from vigila import pipeline
-from vigila.config import ConfigError, load_source
+from vigila.config import ConfigError, load_source, source_paths
 from vigila.readers import ReadError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Vigila: regional epidemiological surveillance pipeline.")
@@ -452,7 +452,7 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
             when = dt.datetime.now(dt.UTC) if today is None else dt.date.fromisoformat(today)
         except ValueError:
             _fail(f"--today {today!r} is not a YYYY-MM-DD date")
-        paths = [p for s in (sources or [ROOT / "sources"]) for p in (sorted(s.glob("*.yaml")) if s.is_dir() else [s])]
+        paths = [p for s in (sources or [ROOT / "sources"]) for p in source_paths(s)]
         rows = completeness.status(warehouse, [load_source(p) for p in paths], today=when, weeks=weeks)
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")

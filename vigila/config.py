@@ -361,6 +361,18 @@ def _allowed_keys(parent: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
+SOURCE_SUFFIXES = ("*.yaml", "*.yml")   # what counts as a source config in a folder
+
+
+def source_paths(path: str | Path) -> list[Path]:
+    """The source configs of PATH: a folder's `*.yaml` and `*.yml`, sorted by name; a file is itself.
+    The one rule for `vigila status`, `check_overdue` and the deployments."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    return sorted((p for pattern in SOURCE_SUFFIXES for p in path.glob(pattern) if p.is_file()), key=lambda p: p.name)
+
+
 def load_source(path: str | Path) -> SourceConfig:
     """Read a source YAML, layer it over the defaults, validate; `ConfigError` on any problem."""
     path = Path(path)
