@@ -136,13 +136,83 @@ def test_unconfigured_reporter_of_a_listed_country_is_left_out_and_said():
     assert [(p["check"], p["row"]["source_id"]) for p in problems] == [("reporter_not_configured", "stray")]
 
 
-def test_weeks_matched_by_epi_week_across_conventions_week_start_from_the_used_reporter():
+def test_mmwr_and_iso_weeks_matched_in_a_year_where_their_labels_coincide():
+    # 2021: MMWR and ISO week 10 are the same calendar week (Sunday Mar 7 / Monday Mar 8)
     mmwr, iso = rows("a", {10: 100}, convention="mmwr"), rows("b", {10: 100, 11: 50}, convention="iso")
     assert mmwr["week_start"][0].isoweekday() == 7 and iso["week_start"][0].isoweekday() == 1
     rec, disc, _ = run([mmwr, iso], config(PER=rule("a", "b")))
     assert rec.select("epi_week", "week_start", "sources", "cross_checks").rows() == [
         (10, mmwr["week_start"][0], "a", "b"), (11, iso["week_start"][1], "b", None)]
     assert disc.select("epi_week", "week_start", "difference").rows() == [(10, mmwr["week_start"][0], 0)]
+
+
+def valid(rec: pl.DataFrame, disc: pl.DataFrame) -> None:
+    """Both frames pass their published schemas, unique keys included."""
+    stamp = [pl.lit("r").alias("run_id"), pl.lit(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)).alias("computed_at")]
+    CasesReconciled.validate(rec.with_columns(stamp).select(reconcile.RECONCILED_COLUMNS))
+    Discrepancy.validate(disc.with_columns(stamp[0]).select(reconcile.DISCREPANCY_COLUMNS))
+
+
+def test_mmwr_and_iso_reporters_pair_calendar_weeks_where_the_labels_diverge():
+    # MMWR 2025 has 53 weeks, ISO 2025 has 52: from Sunday 2025-12-28 on, the same calendar week is
+    # MMWR 2025-W53 / ISO 2026-W01, MMWR 2026-W01 / ISO 2026-W02, ...
+    mmwr = pl.concat([rows("a", {51: 100, 52: 200, 53: 300}, year=2025), rows("a", {1: 400, 2: 500}, year=2026)])
+    iso = pl.concat([rows("b", {51: 101, 52: 202}, year=2025, convention="iso"),
+                     rows("b", {1: 303, 2: 404, 3: 505, 4: 606}, year=2026, convention="iso")])
+    d = dt.date
+    assert iso.filter(pl.col("epi_year") == 2026, pl.col("epi_week") == 1)["week_start"][0] == d(2025, 12, 29)
+    assert mmwr.filter(pl.col("epi_year") == 2026, pl.col("epi_week") == 1)["week_start"][0] == d(2026, 1, 4)
+    rec, disc, problems = run([mmwr, iso], config(PER=rule("a", "b")))
+    assert problems == []
+    # one row per calendar week, labelled as the reporter whose count is used labels it
+    assert rec.select("epi_year", "epi_week", "week_start", "cases", "basis", "cross_checks").rows() == [
+        (2025, 51, d(2025, 12, 14), 100, "authoritative", "b"), (2025, 52, d(2025, 12, 21), 200, "authoritative", "b"),
+        (2025, 53, d(2025, 12, 28), 300, "authoritative", "b"), (2026, 1, d(2026, 1, 4), 400, "authoritative", "b"),
+        (2026, 2, d(2026, 1, 11), 500, "authoritative", "b"), (2026, 4, d(2026, 1, 19), 606, "fallback", None)]
+    # each MMWR week compared with the ISO week that starts the next day, labelled in a's convention
+    assert disc.select("epi_year", "epi_week", "week_start", "cases_a", "cases_b").rows() == [
+        (2025, 51, d(2025, 12, 14), 100, 101), (2025, 52, d(2025, 12, 21), 200, 202),
+        (2025, 53, d(2025, 12, 28), 300, 303), (2026, 1, d(2026, 1, 4), 400, 404), (2026, 2, d(2026, 1, 11), 500, 505)]
+    valid(rec, disc)
+    # ISO first: the same pairs, labelled in ISO weeks; MMWR 2025-W53 is never compared with anything else
+    rec, disc, _ = run([mmwr, iso], config(PER=rule("b", "a")))
+    assert disc.select("epi_year", "epi_week", "week_start", "cases_a", "cases_b").rows() == [
+        (2025, 51, d(2025, 12, 15), 101, 100), (2025, 52, d(2025, 12, 22), 202, 200),
+        (2026, 1, d(2025, 12, 29), 303, 300), (2026, 2, d(2026, 1, 5), 404, 400), (2026, 3, d(2026, 1, 12), 505, 500)]
+    assert rec["epi_week"].to_list() == [51, 52, 1, 2, 3, 4] and rec["basis"].unique().to_list() == ["authoritative"]
+    valid(rec, disc)
+
+
+def test_labels_that_name_another_calendar_week_are_relabelled_never_duplicated():
+    # a (MMWR, first) has only 2026-W02 (Jan 11); b (ISO) fills Dec 29 (its 2026-W01) and Jan 5 (its 2026-W02).
+    # Kept as they are, b's 2026-W02 would collide with a's: it becomes MMWR 2026-W01, which would then
+    # collide with b's own 2026-W01, which becomes MMWR 2025-W53.
+    a = rows("a", {2: 70}, year=2026)
+    b = rows("b", {1: 10, 2: 20}, year=2026, convention="iso")
+    rec, disc, problems = run([a, b], config(PER=rule("a", "b")))
+    d = dt.date
+    assert rec.select("epi_year", "epi_week", "week_start", "cases", "basis", "sources").rows() == [
+        (2025, 53, d(2025, 12, 28), 10, "fallback", "b"), (2026, 1, d(2026, 1, 4), 20, "fallback", "b"),
+        (2026, 2, d(2026, 1, 11), 70, "authoritative", "a")]
+    assert [(p["check"], p["row"]["source_id"]) for p in problems] == [("week_relabelled", "b")]
+    assert problems[0]["value"].startswith("2 weeks used from b relabelled as MMWR (Sunday) weeks")
+    assert disc.height == 0
+    valid(rec, disc)
+
+
+def test_weeks_starting_on_another_weekday_are_left_out_and_said():
+    # a DHIS2-style reporter whose weeks start on Wednesday: three days off either convention
+    wed = rows("c", {10: 90, 11: 95}).with_columns(pl.col("week_start") + pl.duration(days=3))
+    assert set(wed["week_start"].dt.weekday()) == {3}
+    rec, disc, problems = run([rows("a", {10: 100}), wed], config(PER=rule("a", "c")))
+    assert rec.select("epi_week", "cases", "basis", "sources", "cross_checks").rows() == [(10, 100, "authoritative", "a", None)]
+    assert disc.height == 0
+    assert [(p["check"], p["column"], p["row"]) for p in problems] == [
+        ("week_start_weekday", "week_start", {"country_iso3": "PER", "disease": "dengue", "source_id": "c"})]
+    assert problems[0]["value"].startswith("2 place-weeks left out: weeks start on Wednesday")
+    # alone in a country without a rule nothing is matched: it passes through as it is
+    rec, _, problems = run([wed.with_columns(pl.lit("BOL").alias("country_iso3"), pl.lit("BOL").alias("geo_code"))], config())
+    assert rec.select("week_start", "basis").rows() == [(w, "single") for w in wed["week_start"]] and problems == []
 
 
 @pytest.mark.parametrize("a, b, exceeds", [

@@ -7,8 +7,21 @@ new versions of `cases_reconciled` (schemas.outputs.CasesReconciled) and `discre
 Each reporter's weekly total per place comes from `vigila.alerts.weekly_series` (the same aggregation as
 detection: summed over classification, sex and age group, a total row counting alone). A reporter's
 national figure is its own admin0 rows, or the sum of its admin1 rows when its rule says
-`national_from: admin1`; nothing is summed up without that declaration. Weeks are matched by
-(epi_year, epi_week). Only admin0 and admin1 rows are reconciled.
+`national_from: admin1`; nothing is summed up without that declaration. Only admin0 and admin1
+rows are reconciled.
+
+Weeks are matched on the calendar, not on their labels: a week's key is its week_start snapped to
+the Sunday on or before it (a Monday-start ISO week minus one day), so an MMWR and an ISO week that
+share 6 of their 7 days pair up even where the two calendars number them differently (ISO 2026-W01,
+from Monday 2025-12-29, is MMWR 2025-W53, from Sunday 2025-12-28). A reconciled row carries the
+epi_year, epi_week and week_start of the reporter whose count it uses (the first of `sources`);
+where that label already names another calendar week of the place's series (the conventions
+alternate across a year boundary), the row is relabelled in the convention of the place's
+first-ranked reporter and a `week_relabelled` problem says so, so (place, epi_year, epi_week) stays
+unique. A discrepancy row is labelled in source_a's convention. A reporter whose weeks start on
+neither Sunday nor Monday (e.g. DHIS2 Wednesday weeks) cannot be matched: its place-weeks are left
+out of reconciliation and comparison (problem `week_start_weekday`); a place it alone reports in a
+country without a rule still passes through (basis `single`), as nothing is matched there.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ RECONCILED, DISCREPANCIES = "cases_reconciled", "discrepancies"
 PARTITION_BY = ["country_iso3"]
 PLACE = ["country_iso3", "geo_level", "geo_code", "disease"]
 WEEK = [*PLACE, "epi_year", "epi_week"]
+CAL = [*PLACE, "_cal"]  # a place's calendar week: week_start snapped to the Sunday on or before it
 RECONCILED_COLUMNS = list(CasesReconciled.to_schema().columns)
 DISCREPANCY_COLUMNS = list(Discrepancy.to_schema().columns)
 Mode = Literal["authoritative", "complementary"]
@@ -202,12 +216,77 @@ def _country_names(cases_weekly: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 # --------------------------------------------------------------------------- reconciliation
 
+_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _calendar_week(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `_cal`: week_start itself for a Sunday start (MMWR), the day before for a
+    Monday start (ISO), null for any other weekday (such a week matches no Sunday or Monday week)."""
+    day = pl.col("week_start").dt.weekday()  # Monday 1 .. Sunday 7
+    return frame.with_columns(pl.when(day == 7).then(pl.col("week_start"))
+                              .when(day == 1).then(pl.col("week_start") - pl.duration(days=1)).alias("_cal"))
+
+
+def _odd_weekdays(frame: pl.DataFrame, problems: list[dict[str, Any]]) -> pl.DataFrame:
+    """`frame` without its weeks that start on neither Sunday nor Monday, each reporter's said."""
+    key = ["country_iso3", "disease", "source_id"]
+    odd = frame.filter(pl.col("_cal").is_null())
+    for row in (odd.group_by(key).agg(pl.len(), pl.col("week_start").dt.weekday().unique().sort().alias("days"))
+                .sort(key).iter_rows(named=True)):
+        days = "/".join(_WEEKDAYS[d - 1] for d in row["days"])
+        problems.append(_problem("week_start_weekday", "week_start", {k: row[k] for k in key},
+                                 f"{row['len']} place-weeks left out: weeks start on {days}, neither Sunday (MMWR) nor "
+                                 "Monday (ISO), so they cannot be matched to the other reporters' calendar weeks"))
+    frame = frame.filter(pl.col("_cal").is_not_null())
+    twice = frame.filter(pl.len().over([*CAL, "source_id"]) > 1)  # one reporter with both a Sunday and a Monday week
+    for row in twice.group_by(key).len().sort(key).iter_rows(named=True):
+        problems.append(_problem("calendar_week_twice", "week_start", {k: row[k] for k in key},
+                                 f"{row['len']} place-weeks left out: the reporter has weeks starting on a Sunday and on the "
+                                 "Monday after it, so two of its weeks fall on one calendar week"))
+    return frame.join(twice.select(*CAL, "source_id"), on=[*CAL, "source_id"], how="anti", nulls_equal=True)
+
+
+def _unique_labels(reconciled: pl.DataFrame, primary: pl.DataFrame, problems: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows whose (epi_year, epi_week) label is also another calendar week's in the same place
+    (a Sunday-start and a Monday-start reporter used in turn across a year whose numbering differs)
+    relabelled in the convention of the place's first-ranked reporter (`primary`: PLACE, _sunday),
+    until every label of a place is unique; one problem per place and reporter relabelled."""
+    from vigila.epiweek import weeks_of_dates
+
+    frame = reconciled.join(primary, on=PLACE, how="left").with_columns(
+        (pl.col("week_start").dt.weekday() == 7).alias("_own_sunday"))
+    moved = []
+    while True:
+        clash = (pl.len().over(WEEK) > 1) & (pl.col("_own_sunday") != pl.col("_sunday"))
+        hit = frame.filter(clash)
+        if hit.is_empty():
+            break
+        moved.append(hit.select(*PLACE, pl.col("sources").str.split(",").list.first().alias("source_id"), "_sunday"))
+        fixed = []
+        for sunday, part in hit.group_by("_sunday"):
+            start = pl.col("_cal") + pl.duration(days=0 if sunday[0] else 1)
+            part = part.with_columns(start.alias("week_start"))
+            labels = weeks_of_dates(part["week_start"], "mmwr" if sunday[0] else "iso").select(
+                pl.col("date").alias("week_start"), "epi_year", "epi_week")
+            fixed.append(part.drop("epi_year", "epi_week").join(labels, on="week_start", how="left")
+                         .with_columns(pl.col("_sunday").alias("_own_sunday")))
+        frame = pl.concat([frame.filter(~clash), *[f.select(frame.columns) for f in fixed]])
+    if moved:
+        for row in (pl.concat(moved).group_by(*PLACE, "source_id", "_sunday").len().sort(PLACE, "source_id")
+                    .iter_rows(named=True)):
+            convention = "MMWR (Sunday)" if row["_sunday"] else "ISO (Monday)"
+            problems.append(_problem("week_relabelled", "epi_week", {k: row[k] for k in [*PLACE, "source_id"]},
+                                     f"{row['len']} weeks used from {row['source_id']} relabelled as {convention} weeks, the "
+                                     "convention of the place's first reporter: their own label names another calendar week"))
+    return frame.drop("_sunday", "_own_sunday")
+
 
 def reconcile(cases_weekly: pl.DataFrame | pl.LazyFrame, config: ReconcileConfig
               ) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
     """`cases_weekly` -> (reconciled rows, discrepancy rows, problems); frames without run_id /
     computed_at. See the module docstring and vigila/reconciliation.yaml for the rules."""
     weekly, problems = reporter_weeks(cases_weekly, config)
+    weekly = _calendar_week(weekly)
     rules = _rules_table(weekly, config)
     listed = rules.select("country_iso3", "disease").unique()
     key = ["country_iso3", "disease", "source_id"]
@@ -217,7 +296,7 @@ def reconcile(cases_weekly: pl.DataFrame | pl.LazyFrame, config: ReconcileConfig
     for row in strays.group_by(key).len().sort(key).iter_rows(named=True):
         problems.append(_problem("reporter_not_configured", "source_id", {k: row[k] for k in key},
                                  f"{row['len']} place-weeks left out: add the source to countries.{row['country_iso3']}.reporters"))
-    ruled = weekly.join(rules, on=key, how="inner")
+    ruled = _odd_weekdays(weekly.join(rules, on=key, how="inner"), problems)
     # unlisted country: a place with one reporter passes through; with several, it needs a rule
     free = weekly.join(listed, on=["country_iso3", "disease"], how="anti").with_columns(
         pl.col("source_id").n_unique().over(PLACE).alias("_n"))
@@ -228,13 +307,16 @@ def reconcile(cases_weekly: pl.DataFrame | pl.LazyFrame, config: ReconcileConfig
                              f"{', '.join(row['source_id'])} and the country has no rule in the reconciliation config")
         problems.append(_problem("no_rule", "country_iso3", {k: row[k] for k in PLACE},
                                  "reported by " + ",".join(row["source_id"]) + "; not reconciled (add the country)"))
+    clash = _odd_weekdays(clash, problems)
     single = free.filter(pl.col("_n") == 1).with_columns(
         pl.lit("single").alias("basis"), pl.col("source_id").alias("sources"), pl.lit(None, pl.String).alias("cross_checks"))
 
     # rank among the reporters that publish the place at all: a reporter that never covers a
     # level (PAHO has no departamentos) does not make the first one that does a fallback
     ruled = ruled.with_columns(pl.col("priority").rank("dense").over(PLACE).cast(pl.Int64).sub(1).alias("rank"))
-    by_week = (ruled.sort("rank").group_by(WEEK, maintain_order=True).agg(
+    # one row per place and calendar week; its labels are those of the first-ranked reporter with the week
+    by_week = (ruled.sort("rank").group_by(CAL, maintain_order=True).agg(
+        pl.col("epi_year", "epi_week").first(),
         pl.col("source_id"), pl.col("cases"), pl.col("week_start"), pl.col("geo_name").drop_nulls().first(),
         pl.col("rank").first().alias("top"), pl.col("mode", "fallback").first()))
     auth = by_week.filter(pl.col("mode") == "authoritative")
@@ -242,7 +324,7 @@ def reconcile(cases_weekly: pl.DataFrame | pl.LazyFrame, config: ReconcileConfig
     for row in unfilled.group_by(PLACE).agg(pl.len(), pl.col("source_id").list.first().unique().sort()).sort(PLACE).iter_rows(named=True):
         problems.append(_problem("no_authoritative_count", "fallback", {k: row[k] for k in PLACE},
                                  f"{row['len']} weeks left out (fallback: false); reported only by " + ",".join(row["source_id"])))
-    auth = auth.join(unfilled.select(WEEK), on=WEEK, how="anti").with_columns(
+    auth = auth.join(unfilled.select(CAL), on=CAL, how="anti").with_columns(
         pl.when(pl.col("top") == 0).then(pl.lit("authoritative")).otherwise(pl.lit("fallback")).alias("basis"),
         pl.col("source_id").list.first().alias("sources"),
         pl.when(pl.col("source_id").list.len() > 1).then(pl.col("source_id").list.slice(1).list.join(","))
@@ -251,22 +333,27 @@ def reconcile(cases_weekly: pl.DataFrame | pl.LazyFrame, config: ReconcileConfig
     summed = by_week.filter(pl.col("mode") == "complementary").with_columns(
         pl.lit("sum").alias("basis"), pl.col("source_id").list.join(",").alias("sources"),
         pl.lit(None, pl.String).alias("cross_checks"), pl.col("cases").list.sum(), pl.col("week_start").list.first())
-    columns = [*WEEK, "geo_name", "week_start", "cases", "basis", "sources", "cross_checks"]
+    columns = [*WEEK, "_cal", "geo_name", "week_start", "cases", "basis", "sources", "cross_checks"]
     reconciled = pl.concat([f.select(columns) for f in (single, auth, summed)])
+    primary = ruled.filter(pl.col("rank") == 0).group_by(PLACE).agg(
+        (pl.col("week_start").first().dt.weekday() == 7).alias("_sunday"))
+    reconciled = _unique_labels(reconciled, primary, problems).drop("_cal")
     names = _country_names(cases_weekly)
     reconciled = (reconciled.join(names, on="country_iso3", how="left")
                   .with_columns(pl.coalesce("geo_name", "name", "geo_code").alias("geo_name")).drop("name")
                   .sort(WEEK))
 
-    # discrepancies: two reporters of the same population (not complementary ones) in one place-week
+    # discrepancies: two reporters of the same population (not complementary ones) in one place and
+    # calendar week, labelled (epi_year, epi_week, week_start) as source_a labels it
     same = pl.concat([
-        ruled.filter(pl.col("mode") == "authoritative").select(*WEEK, "week_start", "source_id", "cases", "rank",
+        ruled.filter(pl.col("mode") == "authoritative").select(*WEEK, "_cal", "week_start", "source_id", "cases", "rank",
                                                                 "tolerance", "min_difference"),
         clash.with_columns(pl.col("source_id").rank("dense").over(PLACE).cast(pl.Int64).alias("rank"),
                            pl.lit(config.tolerance).alias("tolerance"), pl.lit(config.min_difference, pl.Int64).alias("min_difference"))
-        .select(*WEEK, "week_start", "source_id", "cases", "rank", "tolerance", "min_difference"),
+        .select(*WEEK, "_cal", "week_start", "source_id", "cases", "rank", "tolerance", "min_difference"),
     ])
-    pairs = same.join(same.select(*WEEK, "source_id", "cases", "rank"), on=WEEK, suffix="_b").filter(pl.col("rank") < pl.col("rank_b"))
+    pairs = (same.join(same.select(*CAL, "source_id", "cases", "rank"), on=CAL, suffix="_b")
+             .filter(pl.col("rank") < pl.col("rank_b")))
     diff = pl.col("cases_b") - pl.col("cases_a")
     larger = pl.max_horizontal("cases_a", "cases_b")
     discrepancies = (pairs.rename({"source_id": "source_a", "cases": "cases_a"}).rename({"source_id_b": "source_b"})
@@ -275,7 +362,7 @@ def reconcile(cases_weekly: pl.DataFrame | pl.LazyFrame, config: ReconcileConfig
                      .with_columns(((pl.col("difference").abs() > pl.col("min_difference"))
                                     & (pl.col("relative_difference").abs() > pl.col("tolerance"))).fill_null(False)
                                    .alias("exceeds"))
-                     .sort(*WEEK, "rank", "rank_b"))
+                     .sort(*CAL, "rank", "rank_b").drop("_cal"))
     return reconciled, discrepancies, problems
 
 
