@@ -133,10 +133,12 @@ class CasesReconciled(pa.DataFrameModel):
     geo_code: pl.Utf8 = pa.Field(description="the country's ISO3 code (admin0) or the place's code, e.g. PE-LOR (admin1)")
     geo_name: pl.Utf8 = pa.Field(description="place name as published (admin0 without a published name: the ISO 3166 name)")
     disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code")
-    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (reporters are matched on epi_year, epi_week)")
+    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (the used reporter's label; reporters are matched on the "
+                                  "calendar week: an ISO week pairs with the MMWR week starting the day before)")
     epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
     week_start: pl.Date = pa.Field(description="first day of the week in the convention of the first reporter in `sources` "
-                                   "(Sunday for MMWR weeks, Monday for ISO weeks)")
+                                   "(Sunday for MMWR weeks, Monday for ISO weeks), or of the place's first-ranked reporter "
+                                   "when a label had to be changed to stay unique (problem week_relabelled)")
     cases: pl.Int64 = pa.Field(ge=0, description="cases in the week: the used reporter's weekly total (summed over classification, "
                                "sex and age group as for detection), or the sum of the reporters' totals (basis sum); a "
                                "reporter declared national_from: admin1 counts the sum of its admin1 rows nationally")
@@ -165,7 +167,7 @@ class Discrepancy(pa.DataFrameModel):
     geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1"], description="admin0 national, admin1 state/departamento")
     geo_code: pl.Utf8 = pa.Field(description="the country's ISO3 code (admin0) or the place's code (admin1)")
     disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code")
-    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year the two reporters are matched on")
+    epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="source_a's epidemiological year (reporters are matched on the calendar week)")
     epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
     week_start: pl.Date = pa.Field(description="first day of the week in source_a's convention")
     source_a: pl.Utf8 = pa.Field(description="the higher-priority reporter (configured order; alphabetical for a country without a rule)")
