@@ -65,7 +65,8 @@ def render(summary: pl.DataFrame, *, epi_year: int, epi_week: int, quality: pl.D
     summary = summary.with_columns(pl.coalesce("country_name", "country_iso3").alias("country_name"))
     week = summary.filter((pl.col("epi_year") == epi_year) & (pl.col("epi_week") == epi_week))
     week_start = week["week_start"].min() if week.height else None
-    history = _history(summary, week_start, history_weeks)
+    # MMWR (Sunday) and ISO (Monday) series of the same epi week start a day apart: the window ends at the later one
+    history = _history(summary, week["week_start"].max() if week.height else None, history_weeks)
     signals = _signals(week)
 
     specs: dict[str, dict] = {}
@@ -119,7 +120,7 @@ def _history(summary: pl.DataFrame, week_start: dt.date | None, weeks: int) -> p
     """The `weeks` weeks up to and including the bulletin's week."""
     if week_start is None:
         return summary.clear()
-    first = week_start - dt.timedelta(weeks=weeks - 1)
+    first = week_start - dt.timedelta(weeks=weeks - 1, days=1)   # both conventions' first week
     return summary.filter(pl.col("week_start").is_between(first, week_start))
 
 
