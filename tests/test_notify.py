@@ -261,3 +261,21 @@ def test_status_and_deployments_read_yml_configs(tmp_path):
     assert result.exit_code == 0, result.output
     assert [r["source"] for r in json.loads(result.output)] == ["paho_opendengue_national"]
     assert [s.path.name for s in scheduled_sources(tmp_path)] == (["paho.yml"] if load_source(PAHO).schedule.cron else [])
+
+
+class _Crash(BaseException):
+    """Not an Exception: Prefect records the run as Crashed, not Failed (as for a killed process)."""
+
+
+def test_a_crashed_regional_summary_posts_to_the_webhook(prefect_harness, receiver, tmp_path, monkeypatch):
+    import flows.regional as regional
+
+    def crash(*args, **kwargs):
+        raise _Crash("worker went away")
+
+    monkeypatch.setattr(regional.reconcile, "load_config", crash)
+    with pytest.raises(_Crash):
+        regional.regional_summary(str(tmp_path / "wh"))
+    [body] = receiver
+    assert body["event"] == "vigila.run.failed" and body["flow"] == "regional_summary" and body["state"] == "Crashed"
+    assert body["flow_run_name"].startswith("regional-") and body["text"].startswith("Vigila: regional_summary crashed")
