@@ -176,6 +176,31 @@ def test_reingest_is_idempotent_and_a_later_issue_supersedes(tmp_path, warehouse
     assert read.cases_weekly(warehouse).filter(pl.col("epi_week") == 2).collect()["cases"].item() == 15
 
 
+def test_a_publish_killed_between_revisions_and_weekly_heals_on_the_next_run(tmp_path, warehouse, monkeypatch):
+    cfg = source_from_dict(weekly_source())
+    pipeline.ingest(cfg, write(tmp_path, "w1.csv", HEADER + "Jalisco,2024,1,10,0\n"), warehouse, issue_date=dt.date(2024, 1, 20))
+    second = write(tmp_path, "w2.csv", HEADER + "Jalisco,2024,1,10,0\nJalisco,2024,2,15,1\n")
+    real_commit = publish.commit
+
+    def dies_before_weekly(storage, name, **kw):       # the process dies after the cases_revisions commit
+        if name == "cases_weekly":
+            raise SystemExit("killed")
+        return real_commit(storage, name, **kw)
+
+    monkeypatch.setattr(publish, "commit", dies_before_weekly)
+    with pytest.raises(SystemExit):
+        pipeline.ingest(cfg, second, warehouse, issue_date=dt.date(2024, 1, 27))
+    monkeypatch.setattr(publish, "commit", real_commit)
+    assert read.dataset(warehouse, "cases_revisions").collect().height == 2                 # week 2 is a revision...
+    assert read.cases_weekly(warehouse).collect()["epi_week"].to_list() == [1]               # ...but not published
+    healed = pipeline.ingest(cfg, second, warehouse, issue_date=dt.date(2024, 1, 27))        # the retry (same bytes)
+    assert healed["status"] == "published" and healed["revisions_added"] == 0
+    now = read.cases_weekly(warehouse).sort("epi_week").collect()
+    assert now.select("epi_week", "cases").rows() == [(1, 10), (2, 15)]
+    weekly = publish.current_manifest(Storage.open(warehouse), "cases_weekly")
+    assert weekly.extra["revisions_version"] == publish.current_manifest(Storage.open(warehouse), "cases_revisions").version
+
+
 def test_other_sources_partitions_are_untouched(tmp_path, warehouse):
     a = source_from_dict(weekly_source())
     b = source_from_dict(weekly_source(id="mex_imss_weekly", reporter={"institution": "IMSS", "type": "social_security"}))

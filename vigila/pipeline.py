@@ -248,6 +248,20 @@ def _partition_frames(df: pl.DataFrame) -> dict[tuple[str, ...], pl.DataFrame]:
     return {tuple(k): part for k, part in df.partition_by(PARTITION_BY, as_dict=True).items()}
 
 
+def _weekly_lags_revisions(storage: Storage) -> bool:
+    """True when `cases_weekly` was not rebuilt from the current `cases_revisions` version: a publish
+    committed new revisions and died before committing `cases_weekly` (two datasets, two commits).
+    A `cases_weekly` that records no revisions version (written before this check existed) is trusted."""
+    revisions = publish.current_manifest(storage, "cases_revisions")
+    if revisions is None:
+        return False
+    weekly = publish.current_manifest(storage, "cases_weekly")
+    if weekly is None:
+        return True
+    recorded = weekly.extra.get("revisions_version")
+    return recorded is not None and recorded != revisions.version
+
+
 def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
     """Publish staged rows: append new revisions, rebuild touched `cases_weekly` partitions as the
     latest issue per key, replace this file's quarantine records, save the report, refresh the catalog."""
@@ -278,11 +292,24 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
                 list(CasesWeekly.to_schema().columns)).sort("geo_code", "epi_year", "epi_week", "classification", "sex", "age_group")
     common = {"schema_version": SCHEMA_VERSION, "run_id": run_id}
     versions = {}
+    lagging = _weekly_lags_revisions(storage)      # a run died between the two commits below
     if new_parts:
         versions["cases_revisions"] = publish.commit(storage, "cases_revisions", partition_by=PARTITION_BY,
                                                      append=new_parts, **common).version
-        versions["cases_weekly"] = publish.commit(storage, "cases_weekly", partition_by=PARTITION_BY,
-                                                  replace=weekly_parts, **common).version
+    if new_parts or lagging:
+        revisions = versions.get("cases_revisions") or publish.current_manifest(storage, "cases_revisions").version
+        extra = {"revisions_version": revisions}   # which cases_revisions version this cases_weekly is the latest issue of
+        if lagging:   # rebuild every partition from the revisions: the dead run's partitions are unknown here
+            with vlog.stage("heal_cases_weekly", source=source.id, run_id=run_id, revisions=revisions) as logged:
+                rebuilt = (read.latest_issue(publish.scan(storage, "cases_revisions").select(revisions_cols)).collect()
+                           .select(list(CasesWeekly.to_schema().columns)).sort(*PARTITION_BY, "geo_code", "epi_year", "epi_week",
+                                                                           "classification", "sex", "age_group"))
+                logged.update(rows=rebuilt.height)
+            versions["cases_weekly"] = publish.commit(storage, "cases_weekly", partition_by=PARTITION_BY,
+                                                      replace_all=rebuilt, extra=extra, **common).version
+        else:
+            versions["cases_weekly"] = publish.commit(storage, "cases_weekly", partition_by=PARTITION_BY,
+                                                      replace=weekly_parts, extra=extra, **common).version
     versions.update(_publish_quarantine(storage, source, landed.sha256, quarantine, common))
     report = dict(processed.report)
     report.update(status="published", revisions_added=sum(p.height for p in new_parts.values()),
