@@ -152,6 +152,9 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
     with vlog.to_logger(get_run_logger()), vlog.stage("ingest", source=source.id, epi_week=week,
                                                       flow_run=flow_run.name) as logged:
         reports = _ingest(source_path, source, warehouse, location, issue_date, force, week)
+        if reports:   # a failure is recorded by the failure hook (flows/notify.py)
+            completeness.record_run(Storage.open(warehouse), source.id, run_id=reports[-1].get("run_id"),
+                                    status=reports[-1]["status"], flow_run=flow_run.name)
         logged.update(files=len(reports), published=sum(r["status"] == "published" for r in reports),
                       rows=sum(r.get("harmonised_rows", 0) for r in reports))
     return reports

@@ -111,6 +111,11 @@ def alert_failed_run(flow, flow_run, state) -> None:
             except Exception:  # the config itself is broken: that is the error reported
                 source_id, country = Path(str(path)).stem, None
             alert = notify.failed_alert(source_id, country, flow_run.name, flow_run.id, state.message, state=kind)
+            try:   # `vigila status` shows the failed run as the source's last run
+                completeness.record_run(Storage.open(params.get("warehouse", "warehouse")), source_id, run_id=str(flow_run.id),
+                                        status=kind.lower(), error=state.message, flow_run=flow_run.name)
+            except Exception as exc:
+                _logger().warning("last run of %s not recorded: %s: %s", source_id, type(exc).__name__, exc)
         else:
             alert = notify.run_failed_alert(flow.name, flow_run.name, flow_run.id, params, state.message, state=kind)
         related = [{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.role": "flow-run",

@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from vigila import log as vlog
-from vigila import notify, pipeline
+from vigila import completeness, notify, pipeline
+from vigila.storage import Storage
 from vigila.config import load_source
 
 from conftest import SOURCES
@@ -100,6 +101,9 @@ def test_a_failed_run_emits_an_event_and_posts_to_the_webhook(prefect_harness, r
     [event] = _events("vigila.ingest.failed", "vigila.source.gtm_mspas_weekly")
     assert event.payload["error"] == body["error"]
     assert any(r.id == f"prefect.flow-run.{body['flow_run_id']}" for r in event.related)
+    # `vigila status` shows the failed run as the source's last run (nothing was ever published)
+    last = completeness.last_run(Storage.open(tmp_path / "wh"), "gtm_mspas_weekly")
+    assert last["status"] == "failed" and "no such file or folder" in last["error"] and last["run_id"] == body["flow_run_id"]
 
 
 def test_check_overdue_emits_and_posts_per_overdue_source(prefect_harness, receiver, tmp_path):

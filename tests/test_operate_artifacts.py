@@ -126,6 +126,14 @@ def test_flow_leaves_artifacts_and_a_meaningful_name(prefect_harness, source: Pa
     assert link.type in ("link", "markdown")  # Prefect stores a link artifact as markdown
     assert Path(quarantine).as_uri() in link.data
 
+    # the source's last run, whatever its outcome, is what `vigila status` shows
+    from vigila import completeness
+
+    assert completeness.last_run(Storage.open(wh), "gtm_mspas_weekly")["status"] == "published"
+    [again] = ingest_source(str(source), str(wh))
+    last = completeness.last_run(Storage.open(wh), "gtm_mspas_weekly")
+    assert again["status"] == last["status"] == "unchanged" and last["run_id"] == again["run_id"]
+
 
 def test_second_publisher_of_a_source_fails_clearly_and_changes_nothing(prefect_harness, source, tmp_path,
                                                                        monkeypatch) -> None:

@@ -165,14 +165,26 @@ def _when(report: dict) -> str:
     return str(report.get("finished_at") or report.get("published_at") or report.get("started_at") or "")
 
 
+def record_run(storage: Storage, source_id: str, *, run_id: str | None, status: str, error: str | None = None,
+               flow_run: str | None = None) -> None:
+    """Remember the source's last run whatever its outcome (`reports/<source>/last_run.json`): published,
+    unchanged, failed or crashed, with the error's first line; `vigila status` shows it."""
+    first = (error or "").strip().splitlines()[0][:300] if error else None
+    storage.write_json(f"reports/{source_id}/last_run.json",
+                       {"run_id": run_id, "flow_run": flow_run, "status": status, "error": first,
+                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+
+
 def last_run(storage: Storage, source_id: str) -> dict | None:
-    """The latest published run of the source (`reports/<source>/latest.json`, written by every
-    publish), or None."""
-    key = f"reports/{source_id}/latest.json"
-    if not storage.exists(key):
-        return None
-    best = storage.read_json(key)
-    return {"run_id": best.get("run_id"), "status": best.get("status"), "at": _when(best) or None}
+    """The source's last run: the newer of `reports/<source>/last_run.json` (every outcome, written by the
+    flow and its failure hook) and `latest.json` (every publish, also without Prefect), or None."""
+    runs = []
+    for key in (f"reports/{source_id}/last_run.json", f"reports/{source_id}/latest.json"):
+        if storage.exists(key):
+            r = storage.read_json(key)
+            runs.append({"run_id": r.get("run_id"), "status": r.get("status"), "at": r.get("at") or _when(r) or None,
+                         "error": r.get("error")})
+    return max(runs, key=lambda r: r["at"] or "") if runs else None
 
 
 def _last_published(storage: Storage, ids: list[str]) -> dict[str, tuple[int, int]]:
