@@ -243,3 +243,17 @@ def test_quiet_week_in_headless_chromium(tmp_path):
         assert "No signals this week" in text
         assert driver.execute_script("return document.querySelectorAll('#signals-table, figure.curve').length") == 0
         assert driver.execute_script("return document.querySelectorAll('#overview svg').length") == 1
+
+
+def test_reporters_that_disagree_are_in_the_quality_notes():
+    disc = pl.DataFrame({"country_iso3": ["PER"] * 3 + ["MEX"], "geo_level": ["admin0"] * 3 + ["admin1"],
+                         "disease": ["dengue"] * 4, "epi_year": [YEAR, YEAR, YEAR + 1, YEAR], "epi_week": [WEEK - 1, WEEK, 1, WEEK],
+                         "source_a": ["per_minsa"] * 3 + ["mex_a"], "source_b": ["paho"] * 3 + ["mex_b"],
+                         "relative_difference": [0.05, -0.12, 0.5, 0.9], "exceeds": [False, True, True, True]})
+    page = bulletin.render(summary_frame(), epi_year=YEAR, epi_week=WEEK, discrepancies=disc)
+    section = page[page.index('id="discrepancies"'):]
+    section = section[:section.index("</section>")]
+    # up to this week only (the later week is not counted), national only (MEX's admin1 row is not)
+    assert "<code>per_minsa</code> vs <code>paho</code>" in section and "mex_a" not in section
+    assert '<td class="num">2</td><td class="num warn">1</td><td class="num">-12%</td>' in section
+    assert 'id="discrepancies"' not in bulletin.render(summary_frame(), epi_year=YEAR, epi_week=WEEK)

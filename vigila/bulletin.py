@@ -55,6 +55,7 @@ class BulletinInputError(ValueError):
 
 
 def render(summary: pl.DataFrame, *, epi_year: int, epi_week: int, quality: pl.DataFrame | None = None,
+           discrepancies: pl.DataFrame | None = None,
            title: str = "Vigila weekly surveillance bulletin", history_weeks: int = 52,
            generated_at: dt.datetime | None = None, data_versions: Mapping[str, str] | None = None) -> str:
     """The bulletin of `epi_year`-W`epi_week` as one self-contained HTML document."""
@@ -87,6 +88,7 @@ def render(summary: pl.DataFrame, *, epi_year: int, epi_week: int, quality: pl.D
         _overview_section(overview, week_label),
         _curves_section(curves_html),
         _quality_section(week, quality),
+        _discrepancy_section(discrepancies, epi_year, epi_week),
     ]
     return _page(f"{title} — {week_label}", "\n".join(body), specs)
 
@@ -463,6 +465,38 @@ def _quality_section(week: pl.DataFrame, quality: pl.DataFrame | None) -> str:
                      f'<th>Most frequent failed check</th></tr></thead><tbody>{rows}</tbody></table>')
     parts.append("</section>")
     return "".join(parts)
+
+
+DISCREPANCY_COLUMNS = ["country_iso3", "geo_level", "disease", "epi_year", "epi_week", "source_a", "source_b",
+                       "relative_difference", "exceeds"]
+
+
+def _discrepancy_section(discrepancies: pl.DataFrame | None, epi_year: int, epi_week: int) -> str:
+    """Reporters of one country that disagree (dataset `discrepancies`): national place-weeks compared up to
+    the bulletin's week, those beyond tolerance, and the bulletin week's own difference."""
+    if discrepancies is None or discrepancies.is_empty():
+        return ""
+    _require(discrepancies, DISCREPANCY_COLUMNS, "discrepancies")
+    upto = discrepancies.filter(pl.col("geo_level") == "admin0",
+                                (pl.col("epi_year") * 100 + pl.col("epi_week")) <= epi_year * 100 + epi_week)
+    if upto.is_empty():
+        return ""
+    this = (pl.col("epi_year") == epi_year) & (pl.col("epi_week") == epi_week)
+    by = (upto.group_by("country_iso3", "disease", "source_a", "source_b")
+          .agg(pl.len().alias("compared"), pl.col("exceeds").sum().alias("beyond"),
+               pl.col("relative_difference").filter(this).first().alias("now"))
+          .sort("country_iso3", "disease"))
+    rows = "".join(
+        f'<tr><td>{_e(r["country_iso3"])}</td><td>{_e(r["disease"])}</td><td><code>{_e(r["source_a"])}</code> vs '
+        f'<code>{_e(r["source_b"])}</code></td><td class="num">{r["compared"]:,}</td>'
+        f'<td class="num {"warn" if r["beyond"] else ""}">{r["beyond"]:,}</td>'
+        f'<td class="num">{_e(_fmt_change(r["now"]))}</td></tr>'
+        for r in by.iter_rows(named=True))
+    return ('<section id="discrepancies"><h2>Reporters that disagree</h2><p>National weekly counts of two reporters of '
+            'the same population (dataset <code>discrepancies</code>), up to this week: weeks compared, weeks beyond the '
+            'configured tolerance, and this week\'s difference (second reporter relative to the larger count).</p>'
+            '<table class="plain"><thead><tr><th>Country</th><th>Disease</th><th>Reporters</th><th>Weeks compared</th>'
+            f'<th>Beyond tolerance</th><th>This week</th></tr></thead><tbody>{rows}</tbody></table></section>')
 
 
 CSS = """

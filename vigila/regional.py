@@ -154,7 +154,9 @@ def write_bulletin(storage: Storage | str | Path, *, config: summary.SummaryConf
         first, last = weeks.row(0), weeks.row(-1)
         raise ValueError(f"weekly_summary {version} has no epi week {epi_year}-W{epi_week:02d} "
                          f"(it covers {first[0]}-W{first[1]:02d} .. {last[0]}-W{last[1]:02d})")
+    discrepancies, _ = _current(storage, "discrepancies", required=False)
     html = bulletin.render(frame, epi_year=epi_year, epi_week=epi_week, quality=quality_notes(storage, week),
+                           discrepancies=discrepancies,
                            history_weeks=cfg.history_weeks, data_versions={"weekly_summary": version})
     key = f"bulletins/{epi_year}-W{epi_week:02d}.html"
     storage.write_bytes(key, html.encode("utf-8"))
