@@ -187,7 +187,8 @@ def last_run(storage: Storage, source_id: str) -> dict | None:
     return max(runs, key=lambda r: r["at"] or "") if runs else None
 
 
-def _last_published(storage: Storage, ids: list[str]) -> dict[str, tuple[int, int]]:
+def last_published(storage: Storage, ids: list[str]) -> dict[str, tuple[int, int]]:
+    """source_id -> (epi_year, epi_week) of its latest published week in cases_weekly (only these sources' rows read)."""
     if not ids or publish.current_manifest(storage, "cases_weekly") is None:
         return {}
     latest = (publish.scan(storage, "cases_weekly").filter(pl.col("source_id").is_in(ids))
@@ -235,7 +236,7 @@ def status(warehouse: str | Storage, sources: Iterable[SourceConfig], *, today: 
     storage, now, sources = Storage.open(warehouse), _now(today), list(sources)
     frame = completeness(storage, sources, today=now)
     ids = [s.id for s in sources]
-    published = _last_published(storage, ids)
+    published = last_published(storage, ids)
     countries = _countries(storage, sources)
     rows = []
     for s in sources:

@@ -8,15 +8,13 @@ configs vigila/endemic.yaml, vigila/summary.yaml and vigila/detection.yaml; outp
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from schemas.outputs import ENDEMIC_SCHEMA_VERSION, SUMMARY_SCHEMA_VERSION, EndemicChannel, WeeklySummary
-from vigila import alerts, bulletin, endemic, publish, summary
+from vigila import alerts, bulletin, completeness, endemic, publish, summary
 from vigila import population as pop
 from vigila.storage import Storage
 
@@ -33,16 +31,9 @@ def _current(storage: Storage, name: str, *, required: bool = True) -> tuple[pl.
     return publish.scan(storage, name, version=manifest.version).collect(), manifest.version
 
 
-def _fingerprint(**parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _unchanged(storage: Storage, name: str, fingerprint: str, force: bool) -> publish.Manifest | None:
     """The current manifest of `name` when it was built from the same inputs and config (and not `force`)."""
-    current = publish.current_manifest(storage, name)
-    if current is not None and current.extra.get("fingerprint") == fingerprint and not force:
-        return current
-    return None
+    return None if force else publish.built_from(storage, name, fingerprint)
 
 
 def run_endemic(storage: Storage | str | Path, config: endemic.EndemicConfig, *, run_id: str,
@@ -51,7 +42,7 @@ def run_endemic(storage: Storage | str | Path, config: endemic.EndemicConfig, *,
     counts, published as `endemic_channel` (replaced whole); unchanged inputs and config publish nothing."""
     storage = Storage.open(storage)
     reconciled, version = _current(storage, "cases_reconciled")
-    fingerprint = _fingerprint(input=version, config=config.model_dump(mode="json"))
+    fingerprint = publish.fingerprint(input=version, config=config.model_dump(mode="json"))
     if current := _unchanged(storage, "endemic_channel", fingerprint, force):
         return {"status": "unchanged", "version": current.version, "rows": current.rows}
     channel = endemic.channel_from_config(reconciled.select(*SERIES, "epi_year", "epi_week", "cases"), config)
@@ -78,7 +69,7 @@ def run_summary(storage: Storage | str | Path, config: summary.SummaryConfig, *,
     reporting, rep_v = _current(storage, "reporting", required=False)
     populations = pop.load(population)
     inputs = {"cases_reconciled": rec_v, "endemic_channel": ch_v, "reporting": rep_v}
-    fingerprint = _fingerprint(inputs=inputs, population=populations.hash_rows().sum(), config=config.model_dump(mode="json"),
+    fingerprint = publish.fingerprint(inputs=inputs, population=populations.hash_rows().sum(), config=config.model_dump(mode="json"),
                                detection=detection.model_dump(mode="json"))
     if current := _unchanged(storage, "weekly_summary", fingerprint, force):
         return {"status": "unchanged", "version": current.version, "rows": current.rows, **latest_week_of(storage)}
@@ -123,11 +114,13 @@ def quality_notes(storage: Storage, week: pl.DataFrame) -> pl.DataFrame:
         frame = frame.join(q, on="source_id", how="left")
     else:
         frame = frame.with_columns(pl.lit(None, pl.UInt32).alias("rows_quarantined"), pl.lit(None, pl.Utf8).alias("top_check"))
-    weekly, _ = _current(storage, "cases_weekly")
-    last = (weekly.group_by("source_id", "country_iso3").agg(pl.struct("epi_year", "epi_week").max().alias("_w"))
-            .with_columns(pl.format("{}-W{}", pl.col("_w").struct.field("epi_year"),
-                                    pl.col("_w").struct.field("epi_week").cast(pl.Utf8).str.zfill(2)).alias("last_week_published"))
-            .group_by("source_id").agg(pl.col("country_iso3").sort().str.join(","), pl.col("last_week_published").max()))
+    published = completeness.last_published(storage, ids)           # scans only these sources' rows
+    countries = (publish.scan(storage, "cases_weekly").filter(pl.col("source_id").is_in(ids))
+                 .select("source_id", "country_iso3").unique().collect()
+                 if publish.current_manifest(storage, "cases_weekly") and ids else pl.DataFrame(schema={"source_id": pl.Utf8, "country_iso3": pl.Utf8}))
+    last = (countries.group_by("source_id").agg(pl.col("country_iso3").sort().str.join(","))
+            .with_columns(pl.col("source_id").replace_strict({k: f"{y}-W{w:02d}" for k, (y, w) in published.items()},
+                                                            default=None, return_dtype=pl.Utf8).alias("last_week_published")))
     frame = frame.join(last, on="source_id", how="left")
     reporting, _ = _current(storage, "reporting", required=False)
     if reporting is not None and week.height:
@@ -156,15 +149,14 @@ def write_bulletin(storage: Storage | str | Path, *, config: summary.SummaryConf
                          f"(it covers {first[0]}-W{first[1]:02d} .. {last[0]}-W{last[1]:02d})")
     discrepancies, _ = _current(storage, "discrepancies", required=False)
     html = bulletin.render(frame, epi_year=epi_year, epi_week=epi_week, quality=quality_notes(storage, week),
-                           discrepancies=discrepancies,
+                           discrepancies=discrepancies, incomplete=cfg.incomplete_statuses,
                            history_weeks=cfg.history_weeks, data_versions={"weekly_summary": version})
-    key = f"bulletins/{epi_year}-W{epi_week:02d}.html"
-    storage.write_bytes(key, html.encode("utf-8"))
+    key, data = f"bulletins/{epi_year}-W{epi_week:02d}.html", html.encode("utf-8")
+    storage.write_bytes(key, data)
     if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(html, encoding="utf-8")
+        bulletin.write_text(html, output)
     return {"uri": storage.uri(key), "output": str(output) if output else None, "epi_year": epi_year, "epi_week": epi_week,
-            "signals": int(week["signal"].sum()), "bytes": len(html.encode("utf-8")), "summary_version": version}
+            "signals": int(week["signal"].sum()), "bytes": len(data), "summary_version": version}
 
 
 def run_markdown(result: dict[str, Any]) -> str:
