@@ -19,11 +19,13 @@ import html
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import altair as alt
 import polars as pl
+
+from schemas.outputs import ZONES
 
 REQUIRED = [
     "disease", "country_iso3", "country_name", "geo_level", "geo_code", "geo_name", "epi_year", "epi_week",
@@ -35,14 +37,13 @@ REQUIRED = [
 # the latest run; top_check: the most frequent failed check; last_week_published: e.g. "2024-W05".
 QUALITY_COLUMNS = ["source_id", "country_iso3", "rows_quarantined", "top_check", "reporting_status", "last_week_published"]
 SERIES = ["disease", "country_iso3", "geo_level", "geo_code"]
-ZONES = ["success", "safety", "alert", "epidemic"]
 ZONE_COLOURS = ["#66bd63", "#fee08b", "#fdae61", "#d73027"]
 ZONE_LABELS = {"success": "success (below lower)", "safety": "safety (lower-median)",
                "alert": "alert (median-upper)", "epidemic": "epidemic (above upper)"}
 # Overview cell states: a zone, reported without an endemic channel, or not reported at all.
 CELL_STATES = [*ZONES, "no channel", "not reported"]
 CELL_COLOURS = [*ZONE_COLOURS, "#deebf7", "#969696"]
-INCOMPLETE_STATUSES = ("late", "partial", "missing", "pending")
+INCOMPLETE_STATUSES = ("partial", "missing", "pending")   # summary.yaml incomplete_statuses' default: late is complete
 CASES_COLOUR = "#253494"
 THRESHOLD_COLOUR = "#7a0177"
 
@@ -55,7 +56,7 @@ class BulletinInputError(ValueError):
 
 
 def render(summary: pl.DataFrame, *, epi_year: int, epi_week: int, quality: pl.DataFrame | None = None,
-           discrepancies: pl.DataFrame | None = None,
+           discrepancies: pl.DataFrame | None = None, incomplete: Sequence[str] = INCOMPLETE_STATUSES,
            title: str = "Vigila weekly surveillance bulletin", history_weeks: int = 52,
            generated_at: dt.datetime | None = None, data_versions: Mapping[str, str] | None = None) -> str:
     """The bulletin of `epi_year`-W`epi_week` as one self-contained HTML document."""
@@ -87,7 +88,7 @@ def render(summary: pl.DataFrame, *, epi_year: int, epi_week: int, quality: pl.D
         _signals_section(signals, week_label, week.height),
         _overview_section(overview, week_label),
         _curves_section(curves_html),
-        _quality_section(week, quality),
+        _quality_section(week, quality, tuple(incomplete)),
         _discrepancy_section(discrepancies, epi_year, epi_week),
     ]
     return _page(f"{title} — {week_label}", "\n".join(body), specs)
@@ -95,8 +96,12 @@ def render(summary: pl.DataFrame, *, epi_year: int, epi_week: int, quality: pl.D
 
 def write(summary: pl.DataFrame, path: str | os.PathLike, **kwargs) -> Path:
     """Render (same keyword arguments as `render`) and write the page atomically to `path`."""
+    return write_text(render(summary, **kwargs), path)
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a rendered page atomically to `path` (a temporary file beside it, then a rename)."""
     path = Path(path)
-    text = render(summary, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -425,7 +430,7 @@ def _curves_section(blocks: list[str]) -> str:
             f'<div class="curves">{"".join(blocks)}</div></section>')
 
 
-def _quality_section(week: pl.DataFrame, quality: pl.DataFrame | None) -> str:
+def _quality_section(week: pl.DataFrame, quality: pl.DataFrame | None, incomplete: tuple[str, ...]) -> str:
     parts = ['<section id="quality"><h2>Data quality and completeness</h2>']
     not_reported = week.filter(pl.col("cases").is_null())
     if not_reported.is_empty():
@@ -448,7 +453,7 @@ def _quality_section(week: pl.DataFrame, quality: pl.DataFrame | None) -> str:
         rows = "".join(
             f'<tr><td>{_e(r["country_name"])}</td><td class="num">{r["reported"]:,} / {r["series"]:,}</td>'
             f'<td class="num">{_e(_fmt_share(r["completeness"]))}</td>'
-            f'<td class="{"warn" if any(s in (r["statuses"] or "") for s in INCOMPLETE_STATUSES) else ""}">'
+            f'<td class="{"warn" if set((r["statuses"] or "").split(", ")) & set(incomplete) else ""}">'
             f'{_e(r["statuses"] or "—")}</td></tr>' for r in by_country.iter_rows(named=True))
         parts.append('<h3>Reporting by country</h3><table class="plain" id="completeness"><thead><tr><th>Country</th>'
                      '<th>Series reported</th><th>Completeness</th><th>Reporting status</th></tr></thead>'
@@ -457,7 +462,7 @@ def _quality_section(week: pl.DataFrame, quality: pl.DataFrame | None) -> str:
         q = quality.sort(["rows_quarantined", "source_id"], descending=[True, False], nulls_last=True)
         rows = "".join(
             f'<tr><td><code>{_e(r["source_id"])}</code></td><td>{_e(r["country_iso3"] or "—")}</td>'
-            f'<td class="{"warn" if r["reporting_status"] in INCOMPLETE_STATUSES else ""}">{_e(r["reporting_status"] or "—")}</td>'
+            f'<td class="{"warn" if r["reporting_status"] in incomplete else ""}">{_e(r["reporting_status"] or "—")}</td>'
             f'<td>{_e(r["last_week_published"] or "—")}</td><td class="num">{_e(_fmt_int(r["rows_quarantined"]))}</td>'
             f'<td>{_e(r["top_check"] or "—")}</td></tr>' for r in q.iter_rows(named=True))
         parts.append('<h3>Sources</h3><table class="plain" id="sources"><thead><tr><th>Source</th><th>Country</th>'
