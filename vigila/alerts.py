@@ -7,7 +7,6 @@ version of the `alerts` dataset (schemas.outputs.Alert) and a summary dict. No P
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import inspect
 import json
 from pathlib import Path
@@ -15,13 +14,13 @@ from typing import Any, Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from schemas.harmonised import CasesWeekly
 from schemas.outputs import ALERTS_SCHEMA_VERSION, Alert
 from vigila import epiweek, publish, read
 from vigila import log as vlog
-from vigila.config import load_layered
+from vigila.config import Strict, load_layered
 from vigila.detect import registry
 from vigila.storage import Storage
 
@@ -36,17 +35,13 @@ GapPolicy = Literal["split", "zero"]
 # --------------------------------------------------------------------------- config
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def method_defaults(method: str) -> dict[str, Any]:
     """Keyword parameters of a registered method with their defaults (`range` excluded)."""
     sig = inspect.signature(registry.get_method(method)).parameters
     return {k: p.default for k, p in sig.items() if p.kind is p.KEYWORD_ONLY and k != "range"}
 
 
-class MethodRun(_Strict):
+class MethodRun(Strict):
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -75,12 +70,12 @@ class MethodRun(_Strict):
         return {**method_defaults(self.method), **self.params}
 
 
-class Gaps(_Strict):
+class Gaps(Strict):
     default: GapPolicy = "split"
     sources: dict[str, GapPolicy] = Field(default_factory=dict)
 
 
-class DetectionConfig(_Strict):
+class DetectionConfig(Strict):
     methods: list[MethodRun] = Field(min_length=1)
     levels: list[Literal["admin0", "admin1", "admin2", "admin3"]] = Field(min_length=1)
     diseases: list[str] | None = None
@@ -113,7 +108,7 @@ def load_config(path: str | Path | None = None) -> DetectionConfig:
 # --------------------------------------------------------------------------- series
 
 
-def _epi_weeks(dates: pl.Series) -> pl.DataFrame:
+def epi_weeks(dates: pl.Series) -> pl.DataFrame:
     """week_start -> epi_year, epi_week (MMWR for a Sunday start, ISO for a Monday start)."""
     sunday = dates.dt.weekday() == 7
     return pl.concat([epiweek.weeks_of_dates(dates.filter(sunday), "mmwr"),
@@ -137,18 +132,23 @@ def weekly_series(rows: pl.LazyFrame | pl.DataFrame, gaps: Gaps) -> pl.DataFrame
         grid = zero.select(*SERIES_KEY, "geo_name").unique(SERIES_KEY).join(period, on=["source_id", "geo_level", "disease"])
         zero = grid.join(zero.drop("geo_name"), on=week, how="left").with_columns(
             pl.col("cases").is_null().alias("imputed"), pl.col("cases").fill_null(0))
-        weeks = _epi_weeks(zero.filter("imputed")["week_start"])
+        weeks = epi_weeks(zero.filter("imputed")["week_start"])
         zero = zero.join(weeks, on="week_start", how="left", suffix="_i").with_columns(
             pl.col("epi_year").fill_null(pl.col("epi_year_i")), pl.col("epi_week").fill_null(pl.col("epi_week_i")))
         weekly = pl.concat([weekly.filter(policy != "zero"), zero.select(weekly.columns)])
-    gap = (pl.col("week_start").diff().over(SERIES_KEY).dt.total_days() != 7).fill_null(False)  # a new run starts
-    return (weekly.sort(week).with_columns(gap.alias("segment"))
-            .with_columns(pl.col("segment").cum_sum().over(SERIES_KEY).cast(pl.Int64))
-            .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over([*SERIES_KEY, "segment"]).alias("t"))
+    return (runs(weekly, SERIES_KEY)
             .select(pl.format("{}|{}|{}", "geo_code", "disease", "source_id").alias("series_id"), "segment", "t",
                     "week_start", "epi_year", "epi_week", "cases", "imputed", "source_id", "country_iso3", "geo_level",
                     pl.when(pl.col("geo_level") != "admin0").then("geo_code").alias("place"),
                     pl.when(pl.col("geo_level") != "admin0").then("geo_name").alias("place_name"), "disease"))
+
+
+def runs(weekly: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Weekly rows of series `keys`, sorted, with `segment` (the unbroken run of weeks a row is in: a missing
+    week starts a new one) and `t` (1-based week index within it) — what the methods read as consecutive weeks."""
+    gap = (pl.col("week_start").diff().over(keys).dt.total_days() != 7).fill_null(False)
+    return (weekly.sort(*keys, "week_start").with_columns(gap.cum_sum().over(keys).cast(pl.Int64).alias("segment"))
+            .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over([*keys, "segment"]).alias("t")))
 
 
 def build_series(cases_weekly: pl.LazyFrame | pl.DataFrame, level: str, disease: str, gaps: Gaps | None = None) -> pl.DataFrame:
@@ -211,10 +211,9 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
     nothing (status "unchanged") unless `force`."""
     storage = Storage.open(storage)
     rows, version = published_input(storage, as_of)
-    fingerprint = hashlib.sha256(json.dumps({"input": version, "as_of": str(as_of), "config": config.model_dump(mode="json")},
-                                            sort_keys=True, default=str).encode()).hexdigest()
-    current = publish.current_manifest(storage, DATASET)
-    if current and current.extra.get("fingerprint") == fingerprint and not force:
+    fingerprint = publish.fingerprint(input=version, as_of=str(as_of), config=config.model_dump(mode="json"))
+    current = publish.built_from(storage, DATASET, fingerprint)
+    if current and not force:
         return summarise(publish.scan(storage, DATASET).collect(), status="unchanged", version=current.version,
                          cases_weekly_version=version)
     rows = rows.filter(pl.col("geo_level").is_in(config.levels),

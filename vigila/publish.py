@@ -29,6 +29,8 @@ and ``pyarrow.dataset.dataset(uri, partitioning='hive')``.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -142,6 +144,17 @@ def current_manifest(storage: Storage, name: str) -> Manifest | None:
             if pointer == previous:
                 raise
             previous = pointer
+
+
+def fingerprint(**parts: Any) -> str:
+    """sha256 of the inputs and config a derived dataset is built from (a JSON object, keys sorted)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def built_from(storage: Storage, name: str, fingerprint: str) -> Manifest | None:
+    """The current manifest of `name` when it records this fingerprint (the same inputs and config: nothing to do)."""
+    current = current_manifest(storage, name)
+    return current if current is not None and current.extra.get("fingerprint") == fingerprint else None
 
 
 def current_uri(storage: Storage, name: str) -> str | None:

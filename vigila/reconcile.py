@@ -27,19 +27,17 @@ country without a rule still passes through (basis `single`), as nothing is matc
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.outputs import (DISCREPANCIES_SCHEMA_VERSION, RECONCILED_SCHEMA_VERSION, CasesReconciled,
                              Discrepancy)
 from vigila import publish
 from vigila.alerts import Gaps, published_input, weekly_series
-from vigila.config import load_layered
+from vigila.config import Strict, load_layered
 from vigila.storage import Storage
 
 CONFIG_PATH = Path(__file__).with_name("reconciliation.yaml")
@@ -56,11 +54,7 @@ Mode = Literal["authoritative", "complementary"]
 # --------------------------------------------------------------------------- config
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Reporter(_Strict):
+class Reporter(Strict):
     source: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     national_from: Literal["admin0", "admin1"] = "admin0"
 
@@ -72,7 +66,7 @@ def _unique_sources(reporters: list[Reporter] | None) -> list[Reporter] | None:
     return reporters
 
 
-class DiseaseRule(_Strict):
+class DiseaseRule(Strict):
     """Per-disease overrides of a country's rule (unset keys: the country's)."""
 
     mode: Mode | None = None
@@ -84,7 +78,7 @@ class DiseaseRule(_Strict):
     _check_reporters = field_validator("reporters")(_unique_sources)
 
 
-class CountryRule(_Strict):
+class CountryRule(Strict):
     mode: Mode
     reporters: list[Reporter] = Field(min_length=1)
     fallback: bool = True
@@ -103,7 +97,7 @@ class CountryRule(_Strict):
         return v
 
 
-class Rule(_Strict):
+class Rule(Strict):
     """The rule in force for one country and disease (country rule + disease overrides + globals)."""
 
     mode: Mode
@@ -113,7 +107,7 @@ class Rule(_Strict):
     min_difference: int
 
 
-class ReconcileConfig(_Strict):
+class ReconcileConfig(Strict):
     gaps: Gaps = Field(default_factory=Gaps)
     tolerance: float = Field(default=0.10, ge=0)
     min_difference: int = Field(default=10, ge=0)
@@ -386,10 +380,9 @@ def run_reconciliation(storage: Storage | str | Path, config: ReconcileConfig, *
     is not published again."""
     storage = Storage.open(storage)
     rows, version = published_input(storage, None)
-    fingerprint = hashlib.sha256(json.dumps({"input": version, "config": config.model_dump(mode="json")},
-                                            sort_keys=True, default=str).encode()).hexdigest()
-    current = {name: publish.current_manifest(storage, name) for name in (RECONCILED, DISCREPANCIES)}
-    fresh = {name: bool(m and m.extra.get("fingerprint") == fingerprint) for name, m in current.items()}
+    fingerprint = publish.fingerprint(input=version, config=config.model_dump(mode="json"))
+    current = {name: publish.built_from(storage, name, fingerprint) for name in (RECONCILED, DISCREPANCIES)}
+    fresh = {name: m is not None for name, m in current.items()}
     if all(fresh.values()) and not force:
         return summarise(publish.scan(storage, RECONCILED).collect(), publish.scan(storage, DISCREPANCIES).collect(),
                          status="unchanged", version=current[RECONCILED].version,  # type: ignore[union-attr]
