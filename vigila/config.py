@@ -27,16 +27,18 @@ class ConfigError(ValueError):
     """A source config problem, already phrased as one line for the user."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Config models: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Reporter(_Strict):
+class Reporter(Strict):
     institution: str = Field(description="who publishes the report, e.g. 'MINSA Peru - CDC'")
     type: Literal["ministry", "social_security", "other"] = "other"
 
 
-class ParseOptions(_Strict):
+class ParseOptions(Strict):
     encoding: str = "auto"
     delimiter: str = "auto"
     decimal: Literal[".", ","] = "."
@@ -59,11 +61,11 @@ class ParseOptions(_Strict):
         return v
 
 
-class Limits(_Strict):
+class Limits(Strict):
     max_bytes: int = Field(gt=0)
 
 
-class HttpAuth(_Strict):
+class HttpAuth(Strict):
     """How an HTTP source authenticates. Secrets are never in the config: only the names of the
     environment variables (or of the Prefect Secret block) that hold them."""
 
@@ -84,7 +86,7 @@ class HttpAuth(_Strict):
         return self
 
 
-class Pagination(_Strict):
+class Pagination(Strict):
     type: Literal["none", "next_link", "offset_limit"] = "none"
     next_link: str = "header"           # next_link: "header" (HTTP `Link: <url>; rel="next"`) or a dotted JSON path, e.g. "result._links.next"
     records: str | None = None          # dotted JSON path to each page's records; null: csv.json_records_path
@@ -94,7 +96,7 @@ class Pagination(_Strict):
     max_pages: int = Field(default=10000, gt=0)   # more pages than this fails the fetch (never a silent cut)
 
 
-class HttpOptions(_Strict):
+class HttpOptions(Strict):
     """Fetching `http://` / `https://` locations (connectors/http.py)."""
 
     auth: HttpAuth = Field(default_factory=HttpAuth)
@@ -107,7 +109,7 @@ class HttpOptions(_Strict):
     conditional: bool = True                                 # send If-None-Match / If-Modified-Since (unpaginated reports)
 
 
-class IssueDate(_Strict):
+class IssueDate(Strict):
     column: str | None = None
     fixed: dt.date | None = None
 
@@ -126,7 +128,7 @@ def parse_deadline(text: str) -> tuple[int, int, int]:
     return day, int(m.group(2)), int(m.group(3))
 
 
-class Schedule(_Strict):
+class Schedule(Strict):
     cron: str | None = None
     timezone: str = "UTC"
     deadline: str | None = None         # when week W's report is due: '<weekday> HH:MM' in the week after W, in `timezone`
@@ -156,7 +158,7 @@ class Schedule(_Strict):
         return v
 
 
-class Columns(_Strict):
+class Columns(Strict):
     """Canonical field -> column name in the file. Unset fields are absent from the file."""
 
     country: str | None = None          # country name or ISO code (multi-country files)
@@ -176,7 +178,7 @@ class Columns(_Strict):
     issue_date: str | None = None       # report issue date per row, optional
 
 
-class ValueMaps(_Strict):
+class ValueMaps(Strict):
     """Raw value -> controlled value; compared case- and accent-insensitively."""
 
     classification: dict[str, str] = Field(default_factory=dict)
@@ -187,7 +189,7 @@ class ValueMaps(_Strict):
     country: dict[str, str] = Field(default_factory=dict)    # country name -> ISO3
 
 
-class Constants(_Strict):
+class Constants(Strict):
     """Values of harmonised fields that the file does not carry."""
 
     classification: str = "total"
@@ -195,7 +197,7 @@ class Constants(_Strict):
     age_group: str = "all"
 
 
-class SourceConfig(_Strict):
+class SourceConfig(Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
     description: str = ""
     location: str | None = None        # where reports arrive: path, glob or drop folder (relative to the YAML), or an http(s):// URL

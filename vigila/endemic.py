@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from vigila.config import load_layered
+from vigila.config import Strict, load_layered
 
 CONFIG_PATH = Path(__file__).with_name("endemic.yaml")
 METHODS = ("quartile", "bortman")
-ZONES = ("success", "safety", "alert", "epidemic")
 KEYS = ["country_iso3", "geo_level", "geo_code", "disease"]
 Method = Literal["quartile", "bortman"]
 
@@ -53,11 +52,7 @@ class EndemicInputError(ValueError):
 # --------------------------------------------------------------------------- config
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EndemicConfig(_Strict):
+class EndemicConfig(Strict):
     years: int = Field(default=5, ge=1)
     methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
     multiplier: float = Field(default=1.96, gt=0)

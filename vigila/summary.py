@@ -12,27 +12,23 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from vigila import endemic
-from vigila.config import load_layered
+from vigila.config import Strict, load_layered
 
 CONFIG_PATH = Path(__file__).with_name("summary.yaml")
 SERIES = ["country_iso3", "geo_level", "geo_code", "disease"]
 STATUS_ORDER = ["missing", "partial", "late", "pending", "on_time"]   # worst first
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SignalRule(_Strict):
+class SignalRule(Strict):
     alarm: bool = True
     min_cases: int = Field(default=5, ge=0)
     zones: list[Literal["success", "safety", "alert", "epidemic"]] = Field(default_factory=lambda: ["epidemic"])
 
 
-class SummaryConfig(_Strict):
+class SummaryConfig(Strict):
     levels: list[Literal["admin0", "admin1"]] = Field(default_factory=lambda: ["admin0", "admin1"], min_length=1)  # reconciled levels
     detection_weeks: int = Field(default=260, ge=1, le=5200)
     threshold_method: str | None = "ears_C2"
@@ -88,12 +84,10 @@ def _grid(reconciled: pl.DataFrame, stale_after_weeks: int) -> pl.DataFrame:
     # Epi year/week of the added weeks: a Sunday start is an MMWR week, a Monday start an ISO week.
     missing = out.filter(pl.col("epi_year").is_null())
     if missing.height:
-        from vigila import epiweek
+        from vigila import alerts
 
-        dates = missing["week_start"].unique()
-        table = pl.concat([epiweek.weeks_of_dates(dates.filter(dates.dt.weekday() == 7), "mmwr"),
-                           epiweek.weeks_of_dates(dates.filter(dates.dt.weekday() != 7), "iso")])
-        table = table.select(pl.col("date").alias("week_start"), pl.col("epi_year").alias("_y"), pl.col("epi_week").alias("_w"))
+        table = alerts.epi_weeks(missing["week_start"].unique()).select(
+            "week_start", pl.col("epi_year").alias("_y"), pl.col("epi_week").alias("_w"))
         out = (out.join(table, on="week_start", how="left", maintain_order="left")
                .with_columns(pl.coalesce("epi_year", "_y").alias("epi_year"), pl.coalesce("epi_week", "_w").alias("epi_week"))
                .drop("_y", "_w"))
@@ -157,10 +151,7 @@ def detections(reconciled: pl.DataFrame, config, *, weeks: int) -> pl.DataFrame:
 
     rows = reconciled.filter(pl.col("geo_level").is_in(config.levels),
                              pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True))
-    gap = (pl.col("week_start").diff().over(SERIES).dt.total_days() != 7).fill_null(False)
-    series = (rows.sort(*SERIES, "week_start").with_columns(gap.cum_sum().over(SERIES).cast(pl.Int64).alias("segment"))
-              .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over([*SERIES, "segment"]).alias("t"),
-                            pl.format("{}|{}", "geo_code", "disease").alias("series_id")))
+    series = alerts.runs(rows, SERIES).with_columns(pl.format("{}|{}", "geo_code", "disease").alias("series_id"))
     empty = pl.DataFrame(schema={**{k: pl.Utf8 for k in SERIES}, "epi_year": pl.Int32, "epi_week": pl.Int32,
                                  "method": pl.Utf8, "upperbound": pl.Float64, "alarm": pl.Boolean})
     if series.is_empty():
