@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ import pytest
 
 from browser import body_text, chromium, console_errors, require_chromium, wait_for
 from conftest import DEMO, ROOT, SOURCES
-from test_deployments import _free_port, _prefect_env, _start, _stop, _tail
+from test_deployments import _free_port, _prefect_env, _start, _stop, _wait_healthy
 
 SOURCE_ID = "per_minsa_dengue_linelist"
 ISSUE_DATE = dt.date(2019, 3, 12)  # after the extract's last week (2019-W09); MMWR week 11
@@ -55,16 +54,7 @@ def server(tmp_path_factory) -> str:
     log = tmp / "server.log"
     proc = _start([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, tmp)
     try:
-        deadline = time.monotonic() + 180  # 15-25 s on 2 cores, more when the machine is busy
-        while True:
-            assert proc.poll() is None, f"prefect server exited:\n{_tail(log)}"
-            try:
-                if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"prefect server not healthy after 180 s:\n{_tail(log)}"
-            time.sleep(0.5)
+        _wait_healthy(proc, f"{base}/api", log)
         yield base
     finally:
         _stop(proc)
