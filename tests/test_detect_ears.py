@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from epiweeks import Week, Year
 
 from vigila.detect import ears
@@ -200,3 +201,28 @@ def test_exact_tie_with_the_bound_is_no_alarm():
     flat = pl.DataFrame({"series_id": "x", "t": range(1, 10), "cases": [2] * 8 + [2]})
     out = ears(flat, method="C1")
     assert out["upperbound"].to_list() == [2.0, 2.0] and out["alarm"].to_list() == [False, False]
+
+
+@pytest.mark.parametrize("method", ["C1", "C2", "C3"])
+@pytest.mark.parametrize("cases", ["int", "float"])
+def test_input_in_many_chunks_gives_the_same_rows_as_one_chunk(method, cases):
+    """A frame read from Parquet comes in chunks (row groups) that split series; ears reads the chunks in
+    place, so a block of series crossing a chunk boundary must see the same weeks as a contiguous copy."""
+    one = pl.read_csv(BUNDLED / "salmonella_agona.csv").select("t", "cases")
+    frame = pl.concat([one.with_columns(pl.lit(f"s{i}").alias("series_id"), pl.col("cases") * (i + 1)) for i in range(7)])
+    frame = frame.with_columns(pl.col("cases").cast(pl.Float64) / 3 if cases == "float" else pl.col("cases"),
+                               week_start=pl.date(2000, 1, 3) + pl.duration(weeks=pl.col("t") - 1)).rechunk()
+    cuts = [0, 5, 312, 313, 1000, 1001, frame.height - 2, frame.height]     # inside series and at their edges
+    chunked = pl.concat([frame.slice(a, b - a) for a, b in zip(cuts, cuts[1:])], rechunk=False)
+    assert chunked["cases"].n_chunks() == len(cuts) - 1
+    assert_frame_equal(ears(chunked, method=method), ears(frame.rechunk(), method=method))
+
+
+def test_a_chunk_boundary_where_t_goes_back_is_sorted_not_trusted():
+    """The order check must also compare across chunk boundaries: here t only decreases between two chunks."""
+    a = pl.DataFrame({"series_id": "x", "t": range(10, 20), "cases": range(10)})
+    b = pl.DataFrame({"series_id": "x", "t": range(1, 10), "cases": range(100, 109)})
+    got = ears(pl.concat([a, b], rechunk=False), method="C1")
+    want = ears(pl.concat([b, a]), method="C1")
+    assert_frame_equal(got, want)
+    assert got["t"].to_list() == list(range(8, 20))

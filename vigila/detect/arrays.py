@@ -5,6 +5,7 @@ Input: a frame with series_id, t, cases[, week_start][, population]; output: `Se
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable
 from typing import Any
@@ -20,47 +21,104 @@ class Series:
     ids: list[str]
     start: np.ndarray            # offset of each series in the flat arrays
     length: np.ndarray
-    y: np.ndarray                # cases, float64, flat
-    days: np.ndarray | None      # week_start as days since 1970-01-01 (date-based series)
+    y: np.ndarray                # cases, float64, flat (contiguous=False: `Chunked` input cases, int64 or float64)
+    days: np.ndarray | None      # week_start as days since 1970-01-01 (date-based series; contiguous=False: `Chunked`)
     population: np.ndarray | None
     frame: pl.DataFrame          # the input, sorted by series_id and t
     integral: bool = False       # cases came as an integer column
+    t: Chunked | None = None     # the t column, int64, read by row ranges
+    id_values: pl.Series | None = None   # the series ids as a String Series (one per series, in order)
 
 
-def to_arrays(frame: pl.DataFrame | pl.LazyFrame) -> Series:
+class Chunked:
+    """A column without nulls as the numpy views of its chunks (no copy), read by row ranges `c[a:b]`:
+    a range inside one chunk is a view, one across chunks a small copy."""
+
+    def __init__(self, col: pl.Series, dtype: type):
+        self.parts = [flat(chunk, dtype) for chunk in col.get_chunks() if len(chunk)] or [np.zeros(0, dtype)]
+        self.ends = np.cumsum([len(p) for p in self.parts])
+        self.begins = self.ends - [len(p) for p in self.parts]
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        a, b = int(rows.start or 0), int(len(self) if rows.stop is None else rows.stop)
+        i, j = np.searchsorted(self.ends, [a, max(b - 1, a)], side="right")
+        if i == j:
+            return self.parts[i][a - self.begins[i]:b - self.begins[i]]
+        return np.concatenate([self.parts[k][max(a - self.begins[k], 0):b - self.begins[k]] for k in range(i, j + 1)])
+
+    def increasing_except_at(self, starts: np.ndarray) -> bool:
+        """Every value greater than the one before it, except at rows `starts` (sorted)."""
+        drops = [np.flatnonzero(p[1:] <= p[:-1]) + 1 + b0 for p, b0 in zip(self.parts, self.begins)]
+        drops += [[b0] for p, q, b0 in zip(self.parts, self.parts[1:], self.begins[1:]) if len(p) and len(q) and q[0] <= p[-1]]
+        drops = np.concatenate(drops) if drops else np.zeros(0, np.int64)
+        return bool(np.isin(drops, starts).all())
+
+
+def to_arrays(frame: pl.DataFrame | pl.LazyFrame, contiguous: bool = True) -> Series:
     """Rows grouped by series and sorted by t within each; a frame already grouped that way keeps its
-    order (checking is much cheaper than sorting), any other is sorted by series_id and t."""
+    order (checking is much cheaper than sorting), any other is sorted by series_id and t.
+    contiguous=False: y and days are `Chunked` views of the frame's columns (read by row ranges only; y keeps
+    the input's numeric type) instead of flat copies; t is always `Chunked`."""
     df = frame.lazy().collect() if isinstance(frame, pl.LazyFrame) else frame
-    if df.n_chunks() > 1:                        # e.g. Parquet row groups: aligned columns are far faster
-        df = df.select(c for c in ("series_id", "t", "cases", "week_start", "population") if c in df.columns).rechunk()
-    new = _series_starts(df)
-    if not _in_order(df, new):
+    df = df.select(c for c in ("series_id", "t", "cases", "week_start", "population") if c in df.columns)
+    runs, t = _runs(df)
+    if not _in_order(runs, t):
         df = df.sort("series_id", "t")
-        new = _series_starts(df)
-    starts = np.flatnonzero(new.to_numpy())
-    counts = np.diff(np.append(starts, df.height)).astype(np.int64)
-    ids = df["series_id"].cast(pl.String).gather(starts).to_list() if df.height else []
+        runs, t = _runs(df)
+    counts = runs["len"].to_numpy().astype(np.int64)
+    starts = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    id_values = runs["value"].cast(pl.String).rename("series_id")
     integral = df["cases"].dtype.is_integer()
-    y = df["cases"].cast(pl.Float64).to_numpy()
+    column = flat if contiguous else Chunked
+    y = flat(df["cases"]) if contiguous else Chunked(df["cases"], np.int64 if integral else np.float64)
     days = None
     if "week_start" in df.columns and df["week_start"].null_count() == 0:
-        days = df["week_start"].cast(pl.Date).cast(pl.Int64).to_numpy()
-    pop = df["population"].cast(pl.Float64).to_numpy() if "population" in df.columns else None
-    return Series(ids, starts.astype(np.int64), counts, y, days, pop, df, integral)
+        days = column(df["week_start"].cast(pl.Date).cast(pl.Int64), np.int64)
+    pop = flat(df["population"].cast(pl.Float64)) if "population" in df.columns else None
+    return Series(id_values.to_list(), starts, counts, y, days, pop, df, integral, t, id_values)
 
 
-def _series_starts(df: pl.DataFrame) -> pl.Series:
-    sid = df["series_id"]
-    return (sid != sid.shift(1)).fill_null(True) if df.height else pl.Series([], dtype=pl.Boolean)
+def _runs(df: pl.DataFrame) -> tuple[pl.DataFrame, Chunked]:
+    """Runs of equal series_id (len, value) in row order, and t as `Chunked` int64 (no copy of the ids)."""
+    runs = df.select(pl.col("series_id").rle()).unnest("series_id")
+    return runs, Chunked(df["t"].cast(pl.Int64), np.int64)
 
 
-def _in_order(df: pl.DataFrame, new: pl.Series) -> bool:
+def _in_order(runs: pl.DataFrame, t: Chunked) -> bool:
     """Each series in one contiguous block, t increasing inside it (the order of the blocks is free)."""
-    if df.height < 2:
+    if len(t) < 2:
         return True
-    if not (new | (df["t"].diff() > 0).fill_null(True)).all():
+    if runs["value"].n_unique() != runs.height:        # a series in two blocks
         return False
-    return df["series_id"].filter(new).n_unique() == int(new.sum())     # no series in two blocks
+    return t.increasing_except_at(np.cumsum(runs["len"].to_numpy()[:-1]))   # t drops only where a series starts
+
+
+def empty(n: int, dtype: type = np.float64) -> np.ndarray:
+    """An uninitialised flat array for a large result: a private anonymous mapping populated in one call.
+
+    On our Firecracker VMs (nested virtualisation, free-page reporting) fresh memory is the dominant cost of a
+    large result: numpy advises MADV_HUGEPAGE on arrays of 4 MB or more and their first touch measured 2.6 s
+    per GB; 4 KB pages faulted one by one 0.4 s/GB from one thread and several times that from two; one
+    MAP_POPULATE call 0.3 s/GB. The mapping is freed with the array."""
+    size = max(int(n), 1) * np.dtype(dtype).itemsize
+    if size < 1 << 22 or not hasattr(mmap, "MAP_POPULATE"):
+        return np.empty(n, dtype)
+    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE), dtype, count=n)
+
+
+def flat(col: pl.Series, dtype: type = np.float64) -> np.ndarray:
+    """A column without nulls as one contiguous numpy array of `dtype` (no copy when it already is one)."""
+    if col.n_chunks() == 1 and col.dtype == pl.Series(np.zeros(0, dtype)).dtype:
+        return col.to_numpy()
+    out, at = empty(len(col), dtype), 0
+    for chunk in col.get_chunks():
+        out[at:at + len(chunk)] = chunk.to_numpy()
+        at += len(chunk)
+    return out
 
 
 def in_blocks(s: Series, fn: Callable[[int, int], None], rows: int = 2_000_000) -> None:

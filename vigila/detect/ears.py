@@ -7,6 +7,8 @@ method for each week of `range`. R's rules: C1 uses lags 1..baseline, C2 and C3 
 upperbound. R's C3 is not the textbook C3: its bound is y_t + sigma_t * (z - [max(0, C2(t-1) - 1)
 + max(0, C2(t-2) - 1)]), clipped at 0. Whole-number counts take an exact integer path (window
 sums from int64 cumulative sums); others an exact two-pass mean and variance per window.
+Work goes in blocks of whole series (~64 k rows, two threads), read in place from the input's chunks;
+each block writes its evaluated rows straight into result arrays allocated once (`arrays.empty`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from vigila.detect.arrays import in_blocks, to_arrays
+from vigila.detect.arrays import empty, in_blocks, to_arrays
 
 GUARD = {"C1": 0, "C2": 2, "C3": 2}          # weeks skipped between the current week and the baseline
 FIRST = {"C1": 1, "C2": 3, "C3": 5}          # default range starts at baseline + FIRST
-BLOCK = 2_000_000                            # rows per block on the two-pass (non-integer) path
+TWO_PASS = 2_000_000                         # windows per step on the two-pass (non-integer) path
+BLOCK = 65_536                               # rows per block of series (whole series; scratch arrays stay in cache)
 
 
 def default_alpha(method: str) -> float:
@@ -48,8 +51,8 @@ def _window_moments(y: np.ndarray, baseline: int, integral: bool) -> tuple[np.nd
         np.divide(s2, baseline * (baseline - 1), out=var[baseline - 1:])
         return mean, var
     view = np.lib.stride_tricks.sliding_window_view(y, baseline)
-    for a in range(0, len(view), BLOCK):
-        v = view[a:a + BLOCK]
+    for a in range(0, len(view), TWO_PASS):
+        v = view[a:a + TWO_PASS]
         m = v.mean(axis=1)
         mean[baseline - 1 + a:baseline - 1 + a + len(v)] = m
         var[baseline - 1 + a:baseline - 1 + a + len(v)] = ((v - m[:, None]) ** 2).sum(axis=1) / (baseline - 1)
@@ -65,29 +68,45 @@ def ears(frame: pl.DataFrame | pl.LazyFrame, *, method: str = "C1", baseline: in
         raise ValueError(f"baseline must be at least 2 weeks (a standard deviation), not {baseline}")
     alpha = default_alpha(method) if alpha is None else alpha
     z = NormalDist().inv_cdf(1 - alpha)
-    s = to_arrays(frame)
-    n = len(s.y)
-    expected, upper = np.empty(n), np.empty(n)
+    s = to_arrays(frame, contiguous=False)
+    lo, hi = range if range else (baseline + FIRST[method], None)
+    first = max(lo - 1, 0)                              # 0-based position in its series of the first row kept
+    last = s.length if hi is None else np.minimum(s.length, hi)
+    kept = np.maximum(last - first, 0)                   # rows kept per series
+    out_at = np.zeros(len(kept) + 1, np.int64)
+    np.cumsum(kept, out=out_at[1:])
+    m = int(out_at[-1])
+    observed, expected, upper, t, code = (empty(m, dtype) for dtype in (np.float64,) * 3 + (np.int64, np.uint32))
+    days = empty(m, np.int32) if s.days is not None else None
+    dated = "week_start" in s.frame.columns
+    source = empty(m, np.int64) if dated and days is None else None        # some week_start null: gather it
 
     def block(a: int, b: int) -> None:            # series a..b-1: one contiguous block of rows
         r0, r1 = s.start[a], s.start[b - 1] + s.length[b - 1]
-        e, u = _bounds(s.y[r0:r1], s.start[a:b] - r0, s.length[a:b], method=method, baseline=baseline, z=z,
+        y = s.y[r0:r1]
+        e, u = _bounds(y, s.start[a:b] - r0, s.length[a:b], method=method, baseline=baseline, z=z,
                        min_sigma=min_sigma, integral=s.integral)
-        expected[r0:r1], upper[r0:r1] = e, u
+        o0, o1 = out_at[a], out_at[b]
+        rows = np.arange(o1 - o0) - np.repeat(out_at[a:b] - o0 - (s.start[a:b] - r0 + first), kept[a:b])
+        np.take(e, rows, out=expected[o0:o1])
+        np.take(u, rows, out=upper[o0:o1])
+        observed[o0:o1] = y[rows]
+        np.take(s.t[r0:r1], rows, out=t[o0:o1])
+        code[o0:o1] = np.repeat(np.arange(a, b, dtype=np.uint32), kept[a:b])
+        if days is not None:
+            days[o0:o1] = s.days[r0:r1][rows]
+        if source is not None:
+            source[o0:o1] = rows + r0
 
-    in_blocks(s, block)
-    lo, hi = range if range else (baseline + FIRST[method], None)
-    keep = np.ones(n, bool)
-    keep[_first_rows(s.start, s.length, lo - 1)] = False
-    if hi is not None:
-        keep &= (np.arange(n) - np.repeat(s.start, s.length)) < hi
-    week = pl.col("week_start").cast(pl.Date) if "week_start" in s.frame.columns else pl.lit(None, pl.Date)
-    return (s.frame.select(pl.col("series_id").cast(pl.String), pl.col("t").cast(pl.Int64), week.alias("week_start"))
-            .with_columns(pl.Series("observed", s.y), pl.Series("expected", expected).fill_nan(None),
-                          pl.Series("upperbound", upper).fill_nan(None), pl.Series("_keep", keep))
-            .filter("_keep")
-            .select(pl.exclude("_keep"), (pl.col("observed") > pl.col("upperbound")).alias("alarm"),
-                    pl.lit(f"ears_{method}").alias("method")))
+    in_blocks(s, block, rows=BLOCK)                 # blocks small enough for their scratch arrays to stay in cache
+    ids = s.id_values.gather(pl.Series(code))
+    week = (pl.Series("week_start", days).cast(pl.Date) if days is not None
+            else s.frame["week_start"].cast(pl.Date).gather(source) if source is not None
+            else pl.lit(None, pl.Date).alias("week_start"))
+    return (pl.DataFrame([ids, pl.Series("t", t)])
+            .with_columns(week, pl.Series("observed", observed), pl.Series("expected", expected, nan_to_null=True),
+                          pl.Series("upperbound", upper, nan_to_null=True))
+            .with_columns((pl.col("observed") > pl.col("upperbound")).alias("alarm"), pl.lit(f"ears_{method}").alias("method")))
 
 
 def _bounds(y, start, length, *, method, baseline, z, min_sigma, integral):
