@@ -64,7 +64,8 @@ class Reporting(pa.DataFrameModel):
     epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
     week_start: pl.Date = pa.Field(description="first day of the epi week")
     expected: pl.Int64 = pa.Field(ge=0, description="reporting units expected for the week: the distinct place x disease pairs "
-                                  "the source has ever published (1 per disease for a national reporter)")
+                                  "the source has ever published (1 per disease for a national reporter); 1 (the report) for a source that has "
+                                  "published nothing yet and declares schedule.expected_from")
     received: pl.Int64 = pa.Field(ge=0, description="expected units with at least one row for the week in cases_revisions")
     received_on_time: pl.Int64 = pa.Field(ge=0, description="units whose first row for the week was published by the deadline")
     completeness: pl.Float64 = pa.Field(ge=0, le=1, description="received / expected")

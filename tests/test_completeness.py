@@ -15,7 +15,7 @@ from epiweeks import Week
 
 from schemas.outputs import Reporting
 from vigila import completeness as cp
-from vigila import pipeline, publish, read
+from vigila import notify, pipeline, publish, read
 from vigila.config import ConfigError, load_source, source_from_dict
 from vigila.storage import Storage
 
@@ -204,3 +204,40 @@ def test_a_source_without_published_rows_has_no_weeks(tmp_path):
     assert cp.completeness(tmp_path / "empty", [cfg], today=dt.date(2024, 1, 1)).height == 0
     [st] = cp.status(tmp_path / "empty", [cfg], today=dt.date(2024, 1, 1))
     assert st["overdue"] is None and st["last_run"] is None and st["last_week_published"] is None
+
+
+def _expected_from(day: str) -> dict:
+    c = _weekly_config()
+    c["schedule"]["expected_from"] = day
+    return c
+
+
+def test_a_source_that_never_published_is_missing_from_expected_from_and_overdue_after_the_deadline(tmp_path):
+    """MMWR 2024-W01 starts Sun 31 Dec 2023; its report is due Tue 9 Jan 12:00 Lima (17:00 UTC)."""
+    cfg = source_from_dict(_expected_from("2024-01-03"))
+    today = dt.datetime(2024, 1, 23, 18, 0, tzinfo=dt.UTC)         # Tue: W03's deadline (17:00 UTC) just passed
+    frame = cp.completeness(tmp_path / "empty", [cfg], today=today)
+    assert _statuses(frame) == {(2024, 1): "missing", (2024, 2): "missing", (2024, 3): "missing"}
+    assert frame["expected"].to_list() == [1, 1, 1] and frame["received"].to_list() == [0, 0, 0]
+    [st] = cp.status(tmp_path / "empty", [cfg], today=today)
+    assert st["overdue"] is True and st["weeks_missing"] == 3 and st["last_week_published"] is None
+    assert st["overdue_since"] == "2024-01-09T17:00:00+00:00"
+    [alert] = notify.overdue_alerts([st])
+    assert "never published" in alert["text"] and alert["payload"]["weeks_missing"] == 3
+
+
+def test_before_the_first_deadline_a_new_source_is_pending_not_overdue(tmp_path):
+    cfg = source_from_dict(_expected_from("2024-01-03"))
+    today = dt.datetime(2024, 1, 9, 16, 0, tzinfo=dt.UTC)          # W01 ended, its deadline is at 17:00 UTC
+    assert _statuses(cp.completeness(tmp_path / "empty", [cfg], today=today)) == {(2024, 1): "pending"}
+    [st] = cp.status(tmp_path / "empty", [cfg], today=today)
+    assert st["overdue"] is False
+    later = source_from_dict(_expected_from("2024-03-01"))          # owed from a week that has not ended yet
+    assert cp.completeness(tmp_path / "empty", [later], today=today).height == 0
+
+
+def test_expected_from_no_longer_matters_once_the_source_publishes(synthetic):
+    cfg, wh, p, _ = synthetic
+    early = source_from_dict({**_weekly_config(), "schedule": {**_weekly_config()["schedule"], "expected_from": "2001-01-01"}})
+    today = dt.date.today()
+    assert cp.completeness(wh, [early], today=today).equals(cp.completeness(wh, [cfg], today=today))

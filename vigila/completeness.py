@@ -11,7 +11,8 @@ A week's *units* are the place x disease pairs the source has ever published (on
 a national reporter; each departamento for Peru's line list). A unit is received for week W when
 `cases_revisions` holds a row of it for W, at the time of its first such row (`ingested_at`).
 Weeks run from the source's first published week to the last week that has ended by `today`
-(plus any later week already received).
+(plus any later week already received); a source that has published nothing owes one unit (the
+report) a week from `schedule.expected_from` when it declares one, else nothing.
 """
 
 from __future__ import annotations
@@ -99,9 +100,29 @@ def _units(source: SourceConfig, got: pl.DataFrame) -> tuple[pl.DataFrame, list[
             .with_columns(pl.col("week_start").min().over(unit).alias("unit_start"))), unit
 
 
+def _never_published(source: SourceConfig, now: dt.datetime) -> pl.DataFrame:
+    """A source with `schedule.expected_from` and nothing published: one unit (the report) owed each week
+    from that week to the last week ended by `now` (local), none received: missing, or pending before its deadline."""
+    first = epiweek.weeks_of_dates(pl.Series([source.schedule.expected_from]), source.epiweek)["week_start"][0]
+    last = now.astimezone(zoneinfo.ZoneInfo(source.schedule.timezone)).date() - dt.timedelta(days=7)
+    if first > last:
+        return _empty()
+    weeks = epiweek.weeks_of_dates(pl.date_range(first, last, "7d", eager=True), source.epiweek)
+    deadlines = {d: deadline_of(d, source) for d in weeks["week_start"].to_list()}
+    return (weeks.select("epi_year", "epi_week", "week_start")
+            .with_columns(pl.lit(source.id).alias("source_id"), pl.lit(1).alias("expected"), pl.lit(0).alias("received"),
+                          pl.lit(0).alias("received_on_time"), pl.lit(0.0).alias("completeness"),
+                          pl.col("week_start").replace_strict(deadlines, return_dtype=pl.Datetime("us", "UTC")).alias("deadline"),
+                          pl.lit(None).alias("first_received_at"), pl.lit(None).alias("last_received_at"),
+                          pl.lit(now).alias("as_of"))
+            .with_columns(pl.when(pl.col("deadline") > pl.lit(now)).then(pl.lit("pending")).otherwise(pl.lit("missing"))
+                          .alias("status"))
+            .select(COLUMNS).cast(polars_schema(Reporting)).sort("week_start"))
+
+
 def _source_frame(source: SourceConfig, got: pl.DataFrame, now: dt.datetime) -> pl.DataFrame:
     if got.height == 0:
-        return _empty()
+        return _empty() if source.schedule.expected_from is None else _never_published(source, now)
     got, unit = _units(source, got)
     weeks = _weeks(source, got, now)
     # a unit is expected from its first published week on

@@ -132,6 +132,8 @@ class Schedule(Strict):
     cron: str | None = None
     timezone: str = "UTC"
     deadline: str | None = None         # when week W's report is due: '<weekday> HH:MM' in the week after W, in `timezone`
+    expected_from: dt.date | None = None  # the first week a report is owed for (any date in it): until the source
+                                        # publishes, its weeks from there on are missing and it can be overdue
 
     @field_validator("deadline")
     @classmethod

@@ -21,7 +21,8 @@ DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "alerts": (Alert, f"Early-detection results (schema {ALERTS_SCHEMA_VERSION}): one row per series x evaluated week x "
                "configured method (vigila/detection.yaml), rebuilt whole by each detection run. Partitioned by method."),
     "reporting": (Reporting, f"Reporting completeness and timeliness (schema {REPORTING_SCHEMA_VERSION}): one row per source x epi "
-                  "week, from the source's first published week to the last week ended, with expected vs received units "
+                  "week, from the source's first published week (or its schedule.expected_from while it has published nothing) "
+                  "to the last week ended, with expected vs received units "
                   "and the status against the source's schedule.deadline (vigila/completeness.py). A unit is a place x "
                   "disease (a disease for a line list), expected from its first published week on. Partitioned by source_id."),
     "endemic_channel": (EndemicChannel, f"Endemic channels (schema {ENDEMIC_SCHEMA_VERSION}): one row per series x target epi "

@@ -71,7 +71,9 @@ def overdue_alerts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                    "timezone": r.get("timezone"), "last_run_status": run.get("status"), "last_run_at": run.get("at")}
         alerts.append({"event": OVERDUE, "resource": resource(r["source"]), "payload": payload,
                        "text": f"Vigila: {r['source']} is overdue since {r.get('overdue_since')} "
-                               f"({r.get('weeks_missing')} week(s) missing; last published {r.get('last_week_published')})"})
+                               f"({r.get('weeks_missing')} week(s) missing; "
+                               + (f"last published {r['last_week_published']})" if r.get("last_week_published")
+                                  else "never published)")})
     return alerts
 
 
