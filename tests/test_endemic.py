@@ -264,9 +264,9 @@ def test_default_config_and_layered_overrides(tmp_path):
     over = tmp_path / "endemic.yaml"
     over.write_text("years: 4\nexclude:\n  dengue:\n    PE-LOR: [2017]\n    '*': [2010]\n")
     cfg = endemic.load_config(over)
-    assert cfg.years == 4 and cfg.multiplier == 1.96 and cfg.exclude["dengue"]["PER"] == [2023]  # merged key by key
+    assert cfg.years == 4 and cfg.multiplier == 1.96 and cfg.exclude["dengue"]["PER"] == [2017, 2023]  # merged key by key
     ex = cfg.exclusions()
-    assert set(ex.iter_rows()) == {("dengue", "PER", None, 2023), ("dengue", "BRA", None, 2024),
+    assert set(ex.iter_rows()) == {("dengue", "PER", None, 2017), ("dengue", "PER", None, 2023), ("dengue", "BRA", None, 2024),
                                    ("dengue", None, "PE-LOR", 2017), ("dengue", None, None, 2010)}
     bad = tmp_path / "bad.yaml"
     bad.write_text("years: 5\nmethod: [quartile]\n")
@@ -314,7 +314,7 @@ def test_opendengue_channels_are_ordered_and_epidemic_years_land_in_the_epidemic
     known = ch.filter(pl.col("median").is_not_null())
     assert known.height > 1000
     assert known.filter((pl.col("lower") > pl.col("median")) | (pl.col("median") > pl.col("upper"))).height == 0
-    assert row(ch, 2023, week=10, method="quartile", country_iso3="PER")["baseline_years"] == "2017,2018,2019,2021,2022"
+    assert row(ch, 2023, week=10, method="quartile", country_iso3="PER")["baseline_years"] == "2016,2018,2019,2021,2022"
     # Peru 2023 (largest dengue epidemic on record there): every week above the quartile channel
     assert zones(ch, opendengue, "PER", 2023, "quartile") == {"epidemic": 52}
     per_b = zones(ch, opendengue, "PER", 2023, "bortman")            # Bortman's band is wider: above the mean, always
