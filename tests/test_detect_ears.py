@@ -226,3 +226,14 @@ def test_a_chunk_boundary_where_t_goes_back_is_sorted_not_trusted():
     want = ears(pl.concat([b, a]), method="C1")
     assert_frame_equal(got, want)
     assert got["t"].to_list() == list(range(8, 20))
+
+
+def test_series_ids_short_and_long_come_back_as_given():
+    """Ids of up to 12 bytes sit inside the result's string views, longer ones point into a shared buffer."""
+    ids = ["a", "twelve-bytes", "PER|dengue|paho_opendengue_national", "PE-LOR|dengue|per_minsa_dengue_linelist", "ñandú"]
+    one = pl.read_csv(BUNDLED / "salmonella_agona.csv").select("t", "cases").head(40)
+    frame = pl.concat([one.with_columns(pl.lit(i).alias("series_id")) for i in ids])
+    out = ears(frame, method="C1")
+    assert out["series_id"].dtype == pl.String
+    assert out["series_id"].to_list() == [i for i in ids for _ in range(40 - 7)]
+    assert out.group_by("series_id").len().join(pl.DataFrame({"series_id": ids}), on="series_id").height == 5

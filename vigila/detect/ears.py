@@ -18,7 +18,7 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from vigila.detect.arrays import empty, in_blocks, to_arrays
+from vigila.detect.arrays import RepeatedIds, empty, in_blocks, to_arrays
 
 GUARD = {"C1": 0, "C2": 2, "C3": 2}          # weeks skipped between the current week and the baseline
 FIRST = {"C1": 1, "C2": 3, "C3": 5}          # default range starts at baseline + FIRST
@@ -76,7 +76,8 @@ def ears(frame: pl.DataFrame | pl.LazyFrame, *, method: str = "C1", baseline: in
     out_at = np.zeros(len(kept) + 1, np.int64)
     np.cumsum(kept, out=out_at[1:])
     m = int(out_at[-1])
-    observed, expected, upper, t, code = (empty(m, dtype) for dtype in (np.float64,) * 3 + (np.int64, np.uint32))
+    observed, expected, upper, t = (empty(m, dtype) for dtype in (np.float64,) * 3 + (np.int64,))
+    ids = RepeatedIds(s.ids, m)
     days = empty(m, np.int32) if s.days is not None else None
     dated = "week_start" in s.frame.columns
     source = empty(m, np.int64) if dated and days is None else None        # some week_start null: gather it
@@ -92,18 +93,17 @@ def ears(frame: pl.DataFrame | pl.LazyFrame, *, method: str = "C1", baseline: in
         np.take(u, rows, out=upper[o0:o1])
         observed[o0:o1] = y[rows]
         np.take(s.t[r0:r1], rows, out=t[o0:o1])
-        code[o0:o1] = np.repeat(np.arange(a, b, dtype=np.uint32), kept[a:b])
+        ids.fill(a, b, kept[a:b], o0)
         if days is not None:
             days[o0:o1] = s.days[r0:r1][rows]
         if source is not None:
             source[o0:o1] = rows + r0
 
     in_blocks(s, block, rows=BLOCK)                 # blocks small enough for their scratch arrays to stay in cache
-    ids = s.id_values.gather(pl.Series(code))
     week = (pl.Series("week_start", days).cast(pl.Date) if days is not None
             else s.frame["week_start"].cast(pl.Date).gather(source) if source is not None
             else pl.lit(None, pl.Date).alias("week_start"))
-    return (pl.DataFrame([ids, pl.Series("t", t)])
+    return (pl.DataFrame([ids.series("series_id"), pl.Series("t", t)])
             .with_columns(week, pl.Series("observed", observed), pl.Series("expected", expected, nan_to_null=True),
                           pl.Series("upperbound", upper, nan_to_null=True))
             .with_columns((pl.col("observed") > pl.col("upperbound")).alias("alarm"), pl.lit(f"ears_{method}").alias("method")))
