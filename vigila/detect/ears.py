@@ -34,9 +34,10 @@ def default_alpha(method: str) -> float:
 def _window_moments(y: np.ndarray, baseline: int, integral: bool) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample variance of y[j - baseline + 1 .. j] for every j >= baseline - 1 (NaN before)."""
     n = len(y)
-    mean, var = np.full(n, np.nan), np.full(n, np.nan)
     if n < baseline:
-        return mean, var
+        return np.full(n, np.nan), np.full(n, np.nan)
+    mean, var = np.empty(n), np.empty(n)             # set below from baseline - 1 on; NaN before
+    mean[:baseline - 1], var[:baseline - 1] = np.nan, np.nan
     if (integral or np.all(y == np.round(y))) and np.abs(y).max() < 2**31:
         yi = y.astype(np.int64)
         c = np.zeros(n + 1, np.int64)
@@ -114,7 +115,8 @@ def _bounds(y, start, length, *, method, baseline, z, min_sigma, integral):
     n = len(y)
     lag = GUARD[method] + 1
     mean, var = _window_moments(y, baseline, integral)
-    expected, sigma = np.full(n, np.nan), np.full(n, np.nan)
+    expected, sigma = np.empty(n), np.empty(n)
+    expected[:lag], sigma[:lag] = np.nan, np.nan
     expected[lag:] = mean[:-lag]
     np.sqrt(var[:-lag], out=sigma[lag:])
     if min_sigma:
