@@ -117,8 +117,11 @@ class RepeatedIds:
     bytes each, copied from the ids' own views (an id longer than 12 bytes points into their one data buffer).
     Against polars' gather: no index array, and the 16 n bytes are populated at once (see `empty`)."""
 
-    def __init__(self, ids: list[str], n: int):
-        self.unique = pa.array(ids, type=pa.string_view())
+    def __init__(self, ids: pl.Series, n: int):
+        # from polars, not pa.array(list): pyarrow imports pandas (~0.7 s) the first time it converts Python objects
+        self.unique = ids.cast(pl.String).rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+        if self.unique.type != pa.string_view() or self.unique.offset or self.unique.null_count:
+            raise RuntimeError(f"series ids exported as {self.unique.type} (offset {self.unique.offset}), not string_view")
         self.views = np.frombuffer(self.unique.buffers()[1], "V16", count=len(ids))
         self.rows = empty(n * 16, np.uint8).view("V16")
 
