@@ -3,7 +3,7 @@
 Data (seeded numpy, cached in /tmp/vigila-bench/): 520 weeks per series; Poisson or negative binomial counts,
 log-uniform mean levels 0.5-200 a week, seasonality, a small trend, a 6-week outbreak in the last two years of
 1 series in 10 (low series hit Farrington's limit54: null bounds). Frame: series_id "S00001"..., t, cases.
-Each method runs in a fresh subprocess (peak MB = its ru_maxrss, input frame included), best of --repeat:
+Each method runs in a fresh subprocess, twice (cold, then warm; peak MB = its ru_maxrss, input included), best of --repeat:
 farrington_flexible and farrington on 10,000 series, range (417, 520); ears_C1/C2/C3 (R's default range) and
 cusum (range (417, 520)) on 100,000 series. Ratio = vigila series-weeks/s over R's anchor from ../shared/README.md.
 When `Rscript` has `surveillance`, R runs here on the first series of the same data: a same-machine ratio, and
@@ -180,7 +180,7 @@ def write_results(res: dict, stem: str) -> None:
              f"Python {m['python']}, numpy {m['numpy']}, polars {m['polars']}; vigila code "
              + (code if isinstance(code, str) else f"**changed during the run** ({', '.join(code)})") + ".",
              f"Synthetic data, seed {SEED}, {WEEKS} weeks per series. Seconds = the method call alone, best of "
-             f"{res['repeat']} run(s), each in a fresh process; peak MB = the child's max RSS, input frame included. "
+             f"{res['repeat']} run(s), each in a fresh process; peak MB = the child's max RSS over both calls, input frame included. "
              "Ratio = vigila series-weeks/s over R's anchor (../shared/README.md: R surveillance 1.20.3, 2-core machine). "
              "Every run's seconds are listed; kernel s = the best run's system CPU time in the call (on our VMs mostly "
              "first touches of fresh memory, whose cost varies with the host's state).",
