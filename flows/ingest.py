@@ -29,6 +29,7 @@ from connectors import Fetched, FetchError
 from vigila import artifacts, completeness, pipeline
 from vigila import log as vlog
 from vigila.config import SourceConfig, load_source
+from vigila.readers import ReadError
 from vigila.storage import Storage
 
 from flows.notify import failure_hooks
@@ -184,7 +185,13 @@ def _ingest(source_path: str, source: SourceConfig, warehouse: str, location: st
                 reports.append(pipeline.unchanged_report(source, landed, run_id))
             else:
                 with tempfile.TemporaryDirectory(prefix="vigila-flow-") as tmp:
-                    staged = process(path, source, run_id, landed.sha256, pipeline.resolve_issue_date(source, issue_date), tmp)
+                    try:
+                        staged = process(path, source, run_id, landed.sha256, pipeline.resolve_issue_date(source, issue_date), tmp)
+                    except ReadError as e:           # the data team's report says why; the run still fails
+                        rejected = pipeline.reject(Storage.open(warehouse), source, landed, run_id, e)
+                        log_report(rejected, week)
+                        report_artifacts(warehouse, rejected)
+                        raise
                     reports.append(publish(warehouse, source, landed, staged, run_id))
             log_report(reports[-1], week)
             report_artifacts(warehouse, reports[-1])

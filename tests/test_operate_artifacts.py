@@ -135,6 +135,43 @@ def test_flow_leaves_artifacts_and_a_meaningful_name(prefect_harness, source: Pa
     assert again["status"] == last["status"] == "unchanged" and last["run_id"] == again["run_id"]
 
 
+NO_CASES = "departamento,anio,semana\nEscuintla,2024,10\n"     # the mapped `casos` column is missing
+
+
+def test_a_file_that_cannot_be_read_leaves_a_rejected_report_and_fails(tmp_path) -> None:
+    """Without Prefect: the run raises, and reports/<source>/<run>.json says why, for the ministry's data team."""
+    cfg = load_source(_drop(tmp_path, NO_CASES))
+    st = Storage.open(tmp_path / "wh")
+    with pytest.raises(pipeline.ReadError, match="casos"):
+        pipeline.ingest(cfg, tmp_path / "drop" / "semana10.csv", st, run_id="r1")
+    report = st.read_json("reports/gtm_mspas_weekly/r1.json")
+    assert report["status"] == "rejected" and "casos" in report["error"] and report["file"]["original_name"] == "semana10.csv"
+    assert not st.exists("reports/gtm_mspas_weekly/latest.json") and current_manifest(st, "cases_weekly") is None
+    md = artifacts.report_markdown(report)
+    assert "| status | rejected |" in md and "| why |" in md and "casos" in md and "quarantine" not in md.split("## Notes")[0]
+
+
+def test_a_rejected_file_gives_the_run_a_data_quality_artifact(prefect_harness, tmp_path: Path) -> None:
+    from flows.ingest import ingest_source
+    from vigila import completeness
+
+    wh = tmp_path / "wh"
+    state = ingest_source(_drop(tmp_path, NO_CASES), str(wh), return_state=True)
+    assert state.is_failed()
+    [md] = [a for a in _artifacts("ingest-gtm-mspas-weekly") if a.flow_run_id == state.state_details.flow_run_id]
+    assert "| status | rejected |" in md.data and "casos" in md.data
+    [saved] = [k for k in Storage.open(wh).list("reports/gtm_mspas_weekly/") if not k.endswith(("latest.json", "last_run.json"))]
+    assert Storage.open(wh).read_json(saved)["status"] == "rejected"
+    assert completeness.last_run(Storage.open(wh), "gtm_mspas_weekly")["status"] == "failed"
+
+
+def _drop(tmp_path: Path, content: str) -> str:
+    (tmp_path / "drop").mkdir(exist_ok=True)
+    (tmp_path / "drop" / "semana10.csv").write_text(content)
+    (p := tmp_path / "gtm.yaml").write_text(SOURCE.format(location="drop"))
+    return str(p)
+
+
 def test_second_publisher_of_a_source_fails_clearly_and_changes_nothing(prefect_harness, source, tmp_path,
                                                                        monkeypatch) -> None:
     from prefect.concurrency.sync import concurrency

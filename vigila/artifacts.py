@@ -82,12 +82,15 @@ def report_markdown(report: dict, quarantine: str | None = None) -> str:
         f"| file | {_cell(file.get('original_name'))} |",
         f"| file sha256 | `{_cell(file.get('sha256'))}` |",
     ]
+    if report.get("error"):
+        lines.append(f"| why | {_cell(report['error'])} |")
     if report.get("issue_date"):
         lines.append(f"| issue date | {_cell(report['issue_date'])} |")
     for label, value in _totals(report):
         if value is not None:
             lines.append(f"| {label} | {value:,} |" if isinstance(value, int) else f"| {label} | {_cell(value)} |")
-    lines.append(f"| quarantine | {f'`{quarantine}`' if quarantine else 'none (no row failed a check)'} |")
+    if report.get("status") != "rejected":
+        lines.append(f"| quarantine | {f'`{quarantine}`' if quarantine else 'none (no row failed a check)'} |")
     for name, version in sorted((report.get("versions") or {}).items()):
         lines.append(f"| {name} version | `{version}` |")
     checks = report.get("by_check") or []

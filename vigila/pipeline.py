@@ -341,9 +341,27 @@ def ingest(source: SourceConfig, path: str | Path, warehouse: str | Path | Stora
     if landed.already_ingested and not force:
         return unchanged_report(source, landed, run_id)
     with tempfile.TemporaryDirectory(prefix="vigila-run-") as tmp:
-        processed = process(path, source, run_id=run_id, file_sha256=landed.sha256,
-                            issue_date=resolve_issue_date(source, issue_date), workdir=Path(tmp), progress=progress)
+        try:
+            processed = process(path, source, run_id=run_id, file_sha256=landed.sha256,
+                                issue_date=resolve_issue_date(source, issue_date), workdir=Path(tmp), progress=progress)
+        except ReadError as e:
+            reject(storage, source, landed, run_id, e)
+            raise
         return publish_run(storage, source, landed, processed, run_id)
+
+
+def reject(storage: Storage, source: SourceConfig, landed: Landed, run_id: str, error: BaseException) -> dict:
+    """The report of a file that could not be read at all (`ReadError`: empty, binary, wrong encoding, a
+    required column missing...): status `rejected`, the reason, the landed file; saved as
+    `reports/<source>/<run_id>.json` so the ministry's data team finds why nothing was published.
+    `latest.json` is left to published runs; the caller re-raises (the run fails and is alerted)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    report = {"source_id": source.id, "run_id": run_id, "status": "rejected", "error": reason, "finished_at": _now(),
+              "file": {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name},
+              "notes": [f"the file could not be read: {reason}", "nothing from this file was published; the raw "
+                        f"bytes are kept at {landed.key}"]}
+    storage.write_json(f"reports/{source.id}/{run_id}.json", report)
+    return report
 
 
 def unchanged_report(source: SourceConfig, landed: Landed, run_id: str) -> dict:
