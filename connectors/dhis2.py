@@ -35,9 +35,9 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from vigila.config import Constants
+from vigila.config import Constants, Strict
 from vigila.places import normalise, resolve
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
 
@@ -130,11 +130,7 @@ def parse_period(pe: str) -> Period:
 # --------------------------------------------------------------------------- mapping
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Breakdown(_Strict):
+class Breakdown(Strict):
     """What a category option combo says about its values; unset fields say nothing."""
 
     classification: str | None = None
@@ -162,7 +158,7 @@ class DataElement(Breakdown):
         return v
 
 
-class Dhis2Mapping(_Strict):
+class Dhis2Mapping(Strict):
     """The `dhis2:` block of a source config: DHIS2 identifiers -> Vigila vocabulary.
 
     Keys are what the response carries: UIDs by default, codes with `idScheme=CODE`. A field

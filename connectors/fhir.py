@@ -40,8 +40,9 @@ from collections import defaultdict
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from vigila.config import Strict
 from vigila.epiweek import weeks_of_dates
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
 
@@ -68,11 +69,7 @@ def _keyed(table: dict[str, str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- the `fhir:` block
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CountRule(_Strict):
+class CountRule(Strict):
     """A population whose count is a number of cases, and the classification it means."""
 
     population: str                 # population.code: "system|code", "code" or code.text, e.g. initial-population
@@ -91,7 +88,7 @@ class CountRule(_Strict):
         return None if v is None else _key(v)
 
 
-class StratifierRule(_Strict):
+class StratifierRule(Strict):
     """A stratifier (stratifier.code, or a component's code) and what its stratum values mean."""
 
     code: str                                           # "system|code", "code" or code.text
@@ -113,7 +110,7 @@ class StratifierRule(_Strict):
         return _keyed(v)
 
 
-class PlaceRule(_Strict):
+class PlaceRule(Strict):
     """Where a report's place comes from: its `subject` (R4: a Location or Group) or its `reporter`
     (Organization, Location, ...), matched by reference ("Location/loreto", also the end of an
     absolute URL), identifier ("system|value" or value) or display; "none" for national reports."""
@@ -133,7 +130,7 @@ class PlaceRule(_Strict):
         return self
 
 
-class FhirMapping(_Strict):
+class FhirMapping(Strict):
     """How a reporter's MeasureReports become Vigila rows (the source's `fhir:` block)."""
 
     measures: dict[str, str] = Field(min_length=1)   # Measure canonical URL (any |version) -> disease code
