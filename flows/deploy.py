@@ -124,25 +124,15 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
             description=f"{cfg.description or cfg.reporter.institution} (source config {s.path.name})",
             **kind,
         ))
-    if detect and out:
-        out.append(detect_flow.to_deployment(
-            name=DETECT_NAME,
-            schedule=Cron(DETECT_CRON, timezone=DETECT_TIMEZONE),
-            tags=["alerts", *(f"disease:{d}" for d in sorted(diseases))],
-            parameters={"warehouse": warehouse},
-            description="Weekly early detection over the published cases_weekly (vigila/detection.yaml), "
-                        "after the week's ingests",
-            **kind,
-        ))
-        out.append(regional_flow.to_deployment(
-            name=REGIONAL_NAME,
-            schedule=Cron(REGIONAL_CRON, timezone=DETECT_TIMEZONE),
-            tags=["summary", *(f"disease:{d}" for d in sorted(diseases))],
-            parameters={"warehouse": warehouse},
-            description="Weekly regional summary: reconcile reporters, endemic channels, weekly_summary and the "
-                        "bulletin of the latest week (vigila/summary.yaml), after detect-alerts",
-            **kind,
-        ))
+    weekly = [(detect_flow, DETECT_NAME, DETECT_CRON, "alerts",
+               "Weekly early detection over the published cases_weekly (vigila/detection.yaml), after the week's ingests"),
+              (regional_flow, REGIONAL_NAME, REGIONAL_CRON, "summary",
+               "Weekly regional summary: reconcile reporters, endemic channels, weekly_summary and the bulletin of "
+               "the latest week (vigila/summary.yaml), after detect-alerts")]
+    for flow, name, cron, tag, description in weekly if detect and out else []:
+        out.append(flow.to_deployment(name=name, schedule=Cron(cron, timezone=DETECT_TIMEZONE),
+                                      tags=[tag, *(f"disease:{d}" for d in sorted(diseases))],
+                                      parameters={"warehouse": warehouse}, description=description, **kind))
     if overdue and out:
         out.append(overdue_flow.to_deployment(
             name=OVERDUE_NAME,
