@@ -241,3 +241,28 @@ def test_expected_from_no_longer_matters_once_the_source_publishes(synthetic):
     early = source_from_dict({**_weekly_config(), "schedule": {**_weekly_config()["schedule"], "expected_from": "2001-01-01"}})
     today = dt.date.today()
     assert cp.completeness(wh, [early], today=today).equals(cp.completeness(wh, [cfg], today=today))
+
+
+def test_by_country_each_country_of_a_multi_country_file_has_its_own_status(synthetic):
+    """PER and BOL both report week P, only PER week P+1: the file is `partial` for P+1 as a whole; by
+    country, PER's P+1 is received and BOL's is missing."""
+    cfg, wh, p, _ = synthetic
+    whole = cp.completeness(wh, [cfg], today=dt.date.today())
+    assert _statuses(whole)[(p + 1).year, (p + 1).week] == "partial"
+    per_country = cp.completeness(wh, [cfg], today=dt.date.today(), by_country=True)
+    status = {(c, y, w): st for c, y, w, st in per_country.select("country_iso3", "epi_year", "epi_week", "status").iter_rows()}
+    assert status["BOL", (p + 1).year, (p + 1).week] == "missing"
+    assert status["PER", (p + 1).year, (p + 1).week] in ("on_time", "late")
+    assert set(per_country["expected"].to_list()) == {1}              # one place x disease per country
+    rows = cp.status_by_country(wh, [cfg], today=dt.date.today())
+    assert [(r["source"], r["country"]) for r in rows] == [("test_weekly", "BOL"), ("test_weekly", "PER")]
+    assert all(r["last_week_published"] for r in rows)
+
+
+def test_status_by_country_from_the_command_line(synthetic, tmp_path):
+    cfg, wh, _, _ = synthetic
+    (src := tmp_path / "src.yaml").write_text(json.dumps(_weekly_config()))
+    out = subprocess.run([sys.executable, "-m", "vigila.cli", "status", "--warehouse", str(wh), "--source", str(src),
+                          "--by-country", "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert [r["country"] for r in json.loads(out.stdout)] == ["BOL", "PER"]

@@ -443,6 +443,8 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
                                                                "(repeatable; default: sources/)")] = None,
            weeks: Annotated[int, typer.Option(min=1, help="weeks of the completeness column")] = 12,
            today: Annotated[str | None, typer.Option(help="evaluate at this date YYYY-MM-DD (default: now)")] = None,
+           by_country: Annotated[bool, typer.Option("--by-country", help="one row per source x country: which "
+                                                    "countries of a multi-country file are late")] = False,
            json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False) -> None:
     """Reporting status per source: last run, last epi week published, completeness, overdue (no Prefect)."""
     from vigila import completeness
@@ -453,7 +455,8 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
         except ValueError:
             _fail(f"--today {today!r} is not a YYYY-MM-DD date")
         paths = [p for s in (sources or [ROOT / "sources"]) for p in source_paths(s)]
-        rows = completeness.status(warehouse, [load_source(p) for p in paths], today=when, weeks=weeks)
+        rows = (completeness.status_by_country if by_country else completeness.status)(
+            warehouse, [load_source(p) for p in paths], today=when, weeks=weeks)
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return

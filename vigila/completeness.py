@@ -64,13 +64,13 @@ def _empty() -> pl.DataFrame:
 
 def _received(storage: Storage, ids: list[str]) -> pl.DataFrame:
     """One row per source x unit x week: when the unit's first row for the week was published."""
-    schema = {"source_id": pl.Utf8, "geo_code": pl.Utf8, "disease": pl.Utf8, "epi_year": pl.Int32,
+    schema = {"source_id": pl.Utf8, "country_iso3": pl.Utf8, "geo_code": pl.Utf8, "disease": pl.Utf8, "epi_year": pl.Int32,
               "epi_week": pl.Int32, "week_start": pl.Date, "first": pl.Datetime("us", "UTC")}
     if not ids or publish.current_manifest(storage, "cases_revisions") is None:
         return pl.DataFrame(schema=schema)
     return (publish.scan(storage, "cases_revisions")
             .filter(pl.col("source_id").is_in(ids))
-            .group_by("source_id", "geo_code", "disease", "epi_year", "epi_week")
+            .group_by("source_id", "country_iso3", "geo_code", "disease", "epi_year", "epi_week")
             .agg(pl.col("week_start").first(), pl.col("ingested_at").min().alias("first"))
             .collect().select(list(schema)).cast(schema))
 
@@ -155,11 +155,22 @@ def _source_frame(source: SourceConfig, got: pl.DataFrame, now: dt.datetime) -> 
 
 
 def completeness(warehouse: str | Storage, sources: Iterable[SourceConfig], *,
-                 today: dt.date | dt.datetime) -> pl.DataFrame:
-    """The `reporting` frame: one row per source x epi week, evaluated at `today` (validated)."""
+                 today: dt.date | dt.datetime, by_country: bool = False) -> pl.DataFrame:
+    """The `reporting` frame: one row per source x epi week, evaluated at `today` (validated).
+    by_country=True: one row per source x country x epi week (plus `country_iso3`), each country of a
+    multi-country file (PAHO's) with its own units and weeks, from its own first published week on."""
     storage, now = Storage.open(warehouse), _now(today)
     sources = list(sources)
     got = _received(storage, [s.id for s in sources])
+    if by_country:
+        mine = {s.id: got.filter(pl.col("source_id") == s.id) for s in sources}
+        parts = [Reporting.validate(_source_frame(s, g, now)).with_columns(pl.lit(c, pl.Utf8).alias("country_iso3"))
+                 for s in sources for (c,), g in mine[s.id].group_by("country_iso3")]
+        parts += [_source_frame(s, mine[s.id], now).with_columns(pl.lit(s.country, pl.Utf8).alias("country_iso3"))
+                  for s in sources if mine[s.id].is_empty() and s.country]     # nothing yet: expected_from, if any
+        if not parts:
+            return _empty().with_columns(pl.lit(None, pl.Utf8).alias("country_iso3"))
+        return pl.concat(parts).sort("source_id", "country_iso3", "week_start")
     parts = [_source_frame(s, got.filter(pl.col("source_id") == s.id), now) for s in sources]
     frame = pl.concat([_empty(), *parts]).sort("source_id", "week_start")
     return Reporting.validate(frame)
@@ -248,6 +259,30 @@ def summarise(frame: pl.DataFrame, source: SourceConfig, now: dt.datetime, weeks
             "on_time_pct": round(100 * last["received_on_time"].sum() / expected, 1) if expected else None,
             "weeks": last.height, "overdue": overdue,
             "overdue_since": since.isoformat() if since else None, "weeks_missing": run}
+
+
+def status_by_country(warehouse: str | Storage, sources: Iterable[SourceConfig], *, today: dt.date | dt.datetime,
+                      weeks: int = 12) -> list[dict[str, Any]]:
+    """`status` per source x country: which countries of a multi-country file are late. Each country is
+    judged on its own units and weeks (`completeness(by_country=True)`); the last run is the source's."""
+    storage, now, sources = Storage.open(warehouse), _now(today), list(sources)
+    frame = completeness(storage, sources, today=now, by_country=True)
+    latest = {}
+    if publish.current_manifest(storage, "cases_weekly") is not None and frame.height:
+        found = (publish.scan(storage, "cases_weekly").filter(pl.col("source_id").is_in([s.id for s in sources]))
+                 .group_by("source_id", "country_iso3").agg(pl.col("epi_year", "epi_week").sort_by("week_start").last())
+                 .collect())
+        latest = {(r["source_id"], r["country_iso3"]): (r["epi_year"], r["epi_week"]) for r in found.iter_rows(named=True)}
+    rows = []
+    for s in sources:
+        run = last_run(storage, s.id)
+        for country in frame.filter(pl.col("source_id") == s.id)["country_iso3"].unique().sort().to_list():
+            week = latest.get((s.id, country))
+            rows.append({"source": s.id, "country": country, "last_run": run,
+                         "last_week_published": f"{week[0]}-W{week[1]:02d}" if week else None,
+                         **summarise(frame.filter(pl.col("country_iso3") == country), s, now, weeks),
+                         "deadline": s.schedule.deadline, "timezone": s.schedule.timezone})
+    return rows
 
 
 def status(warehouse: str | Storage, sources: Iterable[SourceConfig], *, today: dt.date | dt.datetime,
