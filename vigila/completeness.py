@@ -164,13 +164,13 @@ def completeness(warehouse: str | Storage, sources: Iterable[SourceConfig], *,
     got = _received(storage, [s.id for s in sources])
     if by_country:
         mine = {s.id: got.filter(pl.col("source_id") == s.id) for s in sources}
+        # each country's frame is a Reporting frame of its own (one row per source x week), plus the country
+        groups = [(s, c, g) for s in sources for (c,), g in mine[s.id].group_by("country_iso3")]
+        groups += [(s, s.country, mine[s.id]) for s in sources if mine[s.id].is_empty() and s.country]  # expected_from
         parts = [Reporting.validate(_source_frame(s, g, now)).with_columns(pl.lit(c, pl.Utf8).alias("country_iso3"))
-                 for s in sources for (c,), g in mine[s.id].group_by("country_iso3")]
-        parts += [_source_frame(s, mine[s.id], now).with_columns(pl.lit(s.country, pl.Utf8).alias("country_iso3"))
-                  for s in sources if mine[s.id].is_empty() and s.country]     # nothing yet: expected_from, if any
-        if not parts:
-            return _empty().with_columns(pl.lit(None, pl.Utf8).alias("country_iso3"))
-        return pl.concat(parts).sort("source_id", "country_iso3", "week_start")
+                 for s, c, g in groups]
+        return pl.concat([_empty().with_columns(pl.lit(None, pl.Utf8).alias("country_iso3")), *parts]).sort(
+            "source_id", "country_iso3", "week_start")
     parts = [_source_frame(s, got.filter(pl.col("source_id") == s.id), now) for s in sources]
     frame = pl.concat([_empty(), *parts]).sort("source_id", "week_start")
     return Reporting.validate(frame)
@@ -219,14 +219,16 @@ def last_run(storage: Storage, source_id: str) -> dict | None:
     return max(runs, key=lambda r: r["at"] or "") if runs else None
 
 
-def last_published(storage: Storage, ids: list[str]) -> dict[str, tuple[int, int]]:
-    """source_id -> (epi_year, epi_week) of its latest published week in cases_weekly (only these sources' rows read)."""
+def last_published(storage: Storage, ids: list[str], by_country: bool = False) -> dict[Any, tuple[int, int]]:
+    """source_id (by_country: (source_id, country_iso3)) -> (epi_year, epi_week) of its latest published week in
+    cases_weekly (only these sources' rows read)."""
     if not ids or publish.current_manifest(storage, "cases_weekly") is None:
         return {}
+    keys = ["source_id", "country_iso3"] if by_country else ["source_id"]
     latest = (publish.scan(storage, "cases_weekly").filter(pl.col("source_id").is_in(ids))
-              .group_by("source_id").agg(pl.col("epi_year", "epi_week").sort_by("week_start").last())
+              .group_by(keys).agg(pl.col("epi_year", "epi_week").sort_by("week_start").last())
               .collect())
-    return {r["source_id"]: (r["epi_year"], r["epi_week"]) for r in latest.iter_rows(named=True)}
+    return {r[0] if len(keys) == 1 else r[:2]: r[-2:] for r in latest.select(*keys, "epi_year", "epi_week").iter_rows()}
 
 
 def _countries(storage: Storage, sources: list[SourceConfig]) -> dict[str, list[str]]:
@@ -267,22 +269,21 @@ def status_by_country(warehouse: str | Storage, sources: Iterable[SourceConfig],
     judged on its own units and weeks (`completeness(by_country=True)`); the last run is the source's."""
     storage, now, sources = Storage.open(warehouse), _now(today), list(sources)
     frame = completeness(storage, sources, today=now, by_country=True)
-    latest = {}
-    if publish.current_manifest(storage, "cases_weekly") is not None and frame.height:
-        found = (publish.scan(storage, "cases_weekly").filter(pl.col("source_id").is_in([s.id for s in sources]))
-                 .group_by("source_id", "country_iso3").agg(pl.col("epi_year", "epi_week").sort_by("week_start").last())
-                 .collect())
-        latest = {(r["source_id"], r["country_iso3"]): (r["epi_year"], r["epi_week"]) for r in found.iter_rows(named=True)}
+    published = last_published(storage, [s.id for s in sources], by_country=True)
     rows = []
     for s in sources:
         run = last_run(storage, s.id)
         for country in frame.filter(pl.col("source_id") == s.id)["country_iso3"].unique().sort().to_list():
-            week = latest.get((s.id, country))
-            rows.append({"source": s.id, "country": country, "last_run": run,
-                         "last_week_published": f"{week[0]}-W{week[1]:02d}" if week else None,
-                         **summarise(frame.filter(pl.col("country_iso3") == country), s, now, weeks),
-                         "deadline": s.schedule.deadline, "timezone": s.schedule.timezone})
+            rows.append(_status_row(s, {"country": country}, run, published.get((s.id, country)),
+                                    summarise(frame.filter(pl.col("country_iso3") == country), s, now, weeks)))
     return rows
+
+
+def _status_row(s: SourceConfig, where: dict[str, Any], run: dict | None, week: tuple[int, int] | None,
+                summary: dict[str, Any]) -> dict[str, Any]:
+    """One row of `status` / `status_by_country`: the source, where (country...), last run and week, summary."""
+    return {"source": s.id, **where, "last_run": run, "last_week_published": f"{week[0]}-W{week[1]:02d}" if week else None,
+            **summary, "deadline": s.schedule.deadline, "timezone": s.schedule.timezone}
 
 
 def status(warehouse: str | Storage, sources: Iterable[SourceConfig], *, today: dt.date | dt.datetime,
@@ -296,15 +297,7 @@ def status(warehouse: str | Storage, sources: Iterable[SourceConfig], *, today: 
     countries = _countries(storage, sources)
     rows = []
     for s in sources:
-        week = published.get(s.id)
         found = [s.country] if s.country else countries.get(s.id, [])
-        rows.append({
-            "source": s.id,
-            "country": (", ".join(found) if len(found) <= 3 else f"{len(found)} countries") or None,
-            "countries": found,
-            "last_run": last_run(storage, s.id),
-            "last_week_published": f"{week[0]}-W{week[1]:02d}" if week else None,
-            **summarise(frame, s, now, weeks),
-            "deadline": s.schedule.deadline, "timezone": s.schedule.timezone,
-        })
+        where = {"country": (", ".join(found) if len(found) <= 3 else f"{len(found)} countries") or None, "countries": found}
+        rows.append(_status_row(s, where, last_run(storage, s.id), published.get(s.id), summarise(frame, s, now, weeks)))
     return rows
