@@ -455,9 +455,8 @@ def _quality_section(week: pl.DataFrame, quality: pl.DataFrame | None, incomplet
             f'<td class="num">{_e(_fmt_share(r["completeness"]))}</td>'
             f'<td class="{"warn" if set((r["statuses"] or "").split(", ")) & set(incomplete) else ""}">'
             f'{_e(r["statuses"] or "—")}</td></tr>' for r in by_country.iter_rows(named=True))
-        parts.append('<h3>Reporting by country</h3><table class="plain" id="completeness"><thead><tr><th>Country</th>'
-                     '<th>Series reported</th><th>Completeness</th><th>Reporting status</th></tr></thead>'
-                     f'<tbody>{rows}</tbody></table>')
+        parts.append('<h3>Reporting by country</h3>' + _plain_table(
+            ["Country", "Series reported", "Completeness", "Reporting status"], rows, "completeness"))
     if quality is not None and quality.height:
         q = quality.sort(["rows_quarantined", "source_id"], descending=[True, False], nulls_last=True)
         rows = "".join(
@@ -465,9 +464,9 @@ def _quality_section(week: pl.DataFrame, quality: pl.DataFrame | None, incomplet
             f'<td class="{"warn" if r["reporting_status"] in incomplete else ""}">{_e(r["reporting_status"] or "—")}</td>'
             f'<td>{_e(r["last_week_published"] or "—")}</td><td class="num">{_e(_fmt_int(r["rows_quarantined"]))}</td>'
             f'<td>{_e(r["top_check"] or "—")}</td></tr>' for r in q.iter_rows(named=True))
-        parts.append('<h3>Sources</h3><table class="plain" id="sources"><thead><tr><th>Source</th><th>Country</th>'
-                     '<th>Reporting status</th><th>Last week published</th><th>Rows quarantined (latest run)</th>'
-                     f'<th>Most frequent failed check</th></tr></thead><tbody>{rows}</tbody></table>')
+        parts.append('<h3>Sources</h3>' + _plain_table(
+            ["Source", "Country", "Reporting status", "Last week published", "Rows quarantined (latest run)",
+             "Most frequent failed check"], rows, "sources"))
     parts.append("</section>")
     return "".join(parts)
 
@@ -500,8 +499,15 @@ def _discrepancy_section(discrepancies: pl.DataFrame | None, epi_year: int, epi_
     return ('<section id="discrepancies"><h2>Reporters that disagree</h2><p>National weekly counts of two reporters of '
             'the same population (dataset <code>discrepancies</code>), up to this week: weeks compared, weeks beyond the '
             'configured tolerance, and this week\'s difference (second reporter relative to the larger count).</p>'
-            '<table class="plain"><thead><tr><th>Country</th><th>Disease</th><th>Reporters</th><th>Weeks compared</th>'
-            f'<th>Beyond tolerance</th><th>This week</th></tr></thead><tbody>{rows}</tbody></table></section>')
+            + _plain_table(["Country", "Disease", "Reporters", "Weeks compared", "Beyond tolerance", "This week"], rows)
+            + '</section>')
+
+
+def _plain_table(headers: list[str], rows: str, table_id: str | None = None) -> str:
+    """A `plain` table: literal column headers, then the already rendered `<tr>` rows."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    ident = f' id="{table_id}"' if table_id else ""
+    return f'<table class="plain"{ident}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 CSS = """
