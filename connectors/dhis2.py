@@ -50,6 +50,13 @@ WEEKLY: dict[str, tuple[str, int, str]] = {
     "SatW": ("WeeklySaturday", 5, "saturday"),
     "SunW": ("WeeklySunday", 6, "mmwr"),
 }
+
+
+def week_system_of(period_type: str) -> str:
+    """Vigila's week system of a weekly DHIS2 period type: Weekly -> iso, WeeklySunday -> mmwr, ..."""
+    return next(system for t, _, system in WEEKLY.values() if t == period_type)
+
+
 _WEEKLY_RE = re.compile(r"(\d{4})(W|WedW|ThuW|FriW|SatW|SunW)(\d{1,2})")
 _NOT_WEEKLY = [(re.compile(rx), name) for rx, name in [
     (r"\d{4}BiW\d{1,2}", "BiWeekly"), (r"\d{8}", "Daily"), (r"\d{4}-?\d{2}", "Monthly"), (r"\d{6}B", "BiMonthly"),

@@ -63,6 +63,8 @@ class ParseOptions(Strict):
 
 class Limits(Strict):
     max_bytes: int = Field(gt=0)
+    max_quarantined_share: float = Field(default=0.05, ge=0, le=1)   # a run quarantining more of its rows or cases is rejected
+    min_published_rows: int = Field(default=1, ge=0)                 # a run publishing fewer rows is rejected (0: allowed)
 
 
 class HttpAuth(Strict):
@@ -174,7 +176,8 @@ class Columns(Strict):
     disease: str | None = None          # disease name when a file holds several
     classification: str | None = None   # case classification
     sex: str | None = None
-    age: str | None = None              # age in years (line lists)
+    age: str | None = None              # age (line lists): in years, or in the unit of `age_unit`, or coded (`age_coding`)
+    age_unit: str | None = None         # unit of each row's age: years / months / days / hours (value_maps.age_unit)
     age_group: str | None = None        # an already-banded age group
     resolution: str | None = None       # temporal resolution of the row (Week, Year, ...)
     issue_date: str | None = None       # report issue date per row, optional
@@ -188,6 +191,8 @@ class ValueMaps(Strict):
     age_group: dict[str, str] = Field(default_factory=dict)
     disease: dict[str, str] = Field(default_factory=dict)
     place: dict[str, str] = Field(default_factory=dict)      # place name -> geo code
+    deaths: dict[str, Literal["yes", "no"]] = Field(default_factory=dict)   # line lists: raw death flag -> yes / no
+    age_unit: dict[str, Literal["years", "months", "days", "hours", "minutes"]] = Field(default_factory=dict)  # raw unit -> unit
     country: dict[str, str] = Field(default_factory=dict)    # country name -> ISO3
 
 
@@ -214,6 +219,11 @@ class SourceConfig(Strict):
     value_maps: ValueMaps = Field(default_factory=ValueMaps)
     constants: Constants = Field(default_factory=Constants)
     exclude: dict[str, list[str]] = Field(default_factory=dict)   # field -> raw values that are out of scope
+    include: dict[str, list[str]] = Field(default_factory=dict)   # field -> the only raw values in scope (others set aside)
+    aggregate: Literal["none", "sum"] = "none"   # several rows per place-week: sum them (sub-areas, age bands...)
+    row_key: list[str] = Field(default_factory=list)   # file columns identifying one row; same key + other values = conflict
+    identical_rows: Literal["count", "drop"] = "count"  # whole lines repeated: count each (warning) or keep the first
+    age_coding: Literal["none", "sinan"] = "none"      # sinan: NU_IDADE_N style codes (4025 = 25 years, 3006 = 6 months)
     csv: ParseOptions = Field(default_factory=ParseOptions)
     limits: Limits
     http: HttpOptions = Field(default_factory=HttpOptions)
@@ -266,9 +276,24 @@ class SourceConfig(Strict):
             raise ValueError(f"shape {self.shape} needs columns.cases")
         if self.geo_level != "admin0" and not c.place:
             raise ValueError(f"geo_level {self.geo_level} needs columns.place")
-        unmapped = sorted(set(self.exclude) - set(self.mapped))
-        if unmapped:
-            raise ValueError(f"exclude.{unmapped[0]}: the field is not mapped in columns")
+        for key in ("exclude", "include"):
+            unmapped = sorted(set(getattr(self, key)) - set(self.mapped))
+            if unmapped:
+                raise ValueError(f"{key}.{unmapped[0]}: the field is not mapped in columns")
+        both = sorted(set(self.exclude) & set(self.include))
+        if both:
+            raise ValueError(f"include.{both[0]} and exclude.{both[0]}: use one of them for a field")
+        if self.shape == "line_list" and (self.aggregate != "none" or self.row_key):
+            raise ValueError("a line_list counts its rows: aggregate and row_key are for weekly or cumulative counts")
+        if self.aggregate != "none" and self.row_key:
+            raise ValueError("set aggregate: sum or row_key, not both (row_key already sums rows of different keys)")
+        if c.age_unit and not c.age:
+            raise ValueError("columns.age_unit needs columns.age")
+        if (c.age_unit or self.age_coding != "none") and self.shape != "line_list":
+            raise ValueError("columns.age_unit and age_coding are for line lists (ages of cases)")
+        if c.age_unit and self.age_coding != "none":
+            raise ValueError("age_coding sinan carries its own unit: remove columns.age_unit")
+        self._api_week_system()
         if len(self.diseases) > 1 and not c.disease:
             raise ValueError("several diseases need columns.disease to tell rows apart")
         page = self.http.pagination
@@ -277,6 +302,20 @@ class SourceConfig(Strict):
         if page.type == "next_link" and page.next_link != "header" and self.format not in ("json", "dhis2", "fhir"):
             raise ValueError("http.pagination.next_link as a JSON path needs format: json (or next_link: header)")
         return self
+
+    def _api_week_system(self) -> None:
+        """A DHIS2 / FHIR mapping whose weeks are of another system than `epiweek` would shift every week."""
+        if self.fhir is not None and self.fhir.epiweek != self.epiweek:
+            raise ValueError(f"fhir.epiweek {self.fhir.epiweek} contradicts epiweek {self.epiweek}: set both to the "
+                             "reporter's week system (mmwr: Sunday-Saturday, iso: Monday-Sunday)")
+        if self.dhis2 is not None and self.dhis2.period_types:
+            from connectors.dhis2 import week_system_of
+
+            systems = sorted({week_system_of(t) for t in self.dhis2.period_types})
+            if systems != [self.epiweek]:
+                raise ValueError(f"dhis2.period_types {self.dhis2.period_types} are {'/'.join(systems)} weeks but epiweek is "
+                                 f"{self.epiweek}: list only {self.epiweek} weeks (Weekly = iso, WeeklySunday = mmwr) "
+                                 "and set epiweek to that system")
 
     @property
     def mapped(self) -> dict[str, str]:

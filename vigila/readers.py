@@ -297,6 +297,10 @@ def _read_api(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
 
         is_analytics = isinstance(doc, dict) and "headers" in doc and "rows" in doc
         rows, problems = (dhis2.parse_analytics if is_analytics else dhis2.parse_data_value_sets)(doc, mapping)
+        other = sorted(set(rows["week_system"].drop_nulls().to_list()) - {source.epiweek}) if "week_system" in rows.columns else []
+        if other:   # every week would be renumbered in the other system: shifted dates, never published
+            raise ReadError(f"{path.name}: the DHIS2 periods are {'/'.join(other)} weeks but the source says epiweek: "
+                            f"{source.epiweek}; set epiweek (iso for Weekly, mmwr for WeeklySunday) or dhis2.period_types")
         n = int(max(rows["row"].max() or 0, problems["row"].max() or 0))      # rows = dataValues positions
         own = problems["row"].is_in(rows["row"].implode()) | (problems["severity"] == "warning")
     else:
