@@ -13,7 +13,7 @@ import polars as pl
 
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 #: columns that identify one published count; a later issue of the same key supersedes it
 KEY = ["source_id", "country_iso3", "geo_level", "geo_code", "disease", "classification",
@@ -74,6 +74,10 @@ class QuarantineRecord(pa.DataFrameModel):
                                  "replaced by 'unknown' (e.g. an impossible age in a line list); "
                                  "set_aside: valid but out of scope (e.g. yearly totals)")
     stage: pl.Utf8 = pa.Field(isin=["parse", "raw", "harmonise", "harmonised"], description="pipeline stage that raised it")
+    cases: pl.Int64 = pa.Field(nullable=True, ge=0, description="the row's own cases (its count; 1 for a line-list case); "
+                               "null when the count cannot be read. A row under several checks repeats them: count "
+                               "cases over distinct (file_sha256, row)")
+    deaths: pl.Int64 = pa.Field(nullable=True, ge=0, description="the row's own deaths, when the source maps deaths")
 
     class Config:
         strict = True

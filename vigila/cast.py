@@ -13,7 +13,7 @@ from vigila.readers import ROW, ReadError
 
 FIELD_TYPES: dict[str, str] = {
     "country": "text", "place": "text", "disease": "text", "classification": "text", "sex": "text",
-    "age_group": "text", "resolution": "text",
+    "age_group": "text", "resolution": "text", "age_unit": "text",
     "date": "date", "week_start": "date", "issue_date": "date",
     "epi_year": "int32", "epi_week": "int32", "cases": "int64", "deaths": "int64", "age": "number",
 }
@@ -21,14 +21,27 @@ AUTO_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d")
 ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "check": pl.Utf8, "value": pl.Utf8}
 
 
+LINE, ROW_KEY = "__line", "__row_key"   # hashes of a row's whole line and of its `row_key` columns (count files)
+
+
 def select_fields(frame: pl.LazyFrame, columns: list[str], source: SourceConfig) -> pl.LazyFrame:
-    """Keep the mapped columns under their canonical names; `ReadError` naming any missing one."""
+    """Keep the mapped columns under their canonical names; `ReadError` naming any missing one.
+    Count files also get LINE (hash of every column: identical whole lines) and, with `row_key`,
+    ROW_KEY (hash of the key columns), so rows sharing a place-week can be told apart."""
     missing = {f: c for f, c in source.mapped.items() if c not in columns}
     if missing:
         field, col = next(iter(missing.items()))
         raise ReadError(f"column {col!r} (columns.{field}) is not in the file; the file has: {', '.join(columns)}")
-    return frame.select(*(pl.col(c).alias(f) for f, c in source.mapped.items())).with_row_index(ROW, offset=1).with_columns(
-        pl.col(ROW).cast(pl.Int64))
+    absent = [c for c in source.row_key if c not in columns]
+    if absent:
+        raise ReadError(f"column {absent[0]!r} (row_key) is not in the file; the file has: {', '.join(columns)}")
+    hashes = []
+    if source.shape != "line_list":
+        hashes.append(pl.struct(pl.col(c) for c in columns).hash(7).alias(LINE))
+        if source.row_key:
+            hashes.append(pl.struct(pl.col(c) for c in source.row_key).hash(11).alias(ROW_KEY))
+    return frame.select(*(pl.col(c).alias(f) for f, c in source.mapped.items()), *hashes).with_row_index(
+        ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
 
 
 def _number(expr: pl.Expr, source: SourceConfig) -> pl.Expr:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from vigila import places
-from vigila.cast import ERROR_SCHEMA
+from vigila.cast import ERROR_SCHEMA, LINE, ROW_KEY
 from vigila.config import SourceConfig
 from vigila.readers import ROW
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, SEXES, disease_table
@@ -88,24 +88,52 @@ def _errors(df: pl.DataFrame, mask: pl.Expr, field_name: str, check: str, value:
                                   value.cast(pl.Utf8).alias("value"), pl.lit(severity).alias("severity"))
 
 
-def split_duplicates(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows with a repeated key: exact repeats keep their first copy, conflicting repeats are
-    all set aside. Returns (unique rows, error records)."""
-    key = [d for d in DIMS if d not in ("geo_name", "week_start")]
-    values = [c for c in ("cases", "deaths") if c in rows.columns]
-    rows = rows.with_columns(
-        pl.len().over(key).alias("__n"),
-        pl.struct(values).n_unique().over(key).alias("__variants"),
-        pl.col(ROW).rank("ordinal").over(key).alias("__rank"),
-    )
-    conflict = pl.col("__variants") > 1
-    repeat = (pl.col("__variants") == 1) & (pl.col("__rank") > 1)
-    label = pl.format("{} {}-W{}", "geo_code", "epi_year", "epi_week")
-    errors = pl.concat([
-        _errors(rows, conflict, "cases", "duplicate_week_conflict", label),
-        _errors(rows, repeat, "cases", "duplicate_week_repeat", label),
-    ])
-    return rows.filter(~conflict & ~repeat).drop("__n", "__variants", "__rank"), errors
+def series_key(rows: pl.DataFrame) -> list[str]:
+    """The harmonised key of a count row: place, disease, breakdowns, week (and issue date when per row)."""
+    return [d for d in DIMS if d not in ("geo_name", "week_start")] + (["issue_date"] if "issue_date" in rows.columns else [])
+
+
+def resolve_sub_rows(rows: pl.DataFrame, ledger: pl.DataFrame, source: SourceConfig
+                     ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Count rows sharing a harmonised key (`series_key`) -> one row each, as the config declares.
+
+    Whole lines repeated byte for byte follow `identical_rows` (count: kept, warning `identical_rows`;
+    drop: first kept, the others set aside as `identical_row_dropped`). Rows whose lines differ are:
+    - with `row_key`: rows of one row key with different lines conflict (all quarantined,
+      `row_key_conflict`, naming the rows); the rest are summed per harmonised key;
+    - with `aggregate: sum`: summed per harmonised key;
+    - otherwise undeclared: returned as the third frame (_row, __group) and nothing is guessed.
+    Returns (rows, error records, undeclared rows)."""
+    key = series_key(rows)
+    hashes = [c for c in (LINE, ROW_KEY) if c in ledger.columns]
+    r = rows.join(ledger.select(ROW, *hashes), on=ROW, how="left") if hashes else rows.with_columns(pl.lit(None, pl.UInt64).alias(LINE))
+    r = r.with_columns(pl.col(ROW).rank("ordinal").over([*key, LINE]).alias("__rep"),
+                       pl.col(ROW).min().over([*key, LINE]).alias("__first"))
+    repeat = (pl.col("__rep") > 1) & pl.col(LINE).is_not_null()
+    drop = source.identical_rows == "drop"
+    errors = [_errors(r, repeat, "cases", "identical_row_dropped" if drop else "identical_rows",
+                      pl.format("same whole line as row {}", "__first"), "set_aside" if drop else "warning")]
+    if drop:
+        r = r.filter(~repeat)
+    if source.row_key:
+        distinct = pl.col(LINE).n_unique().over(ROW_KEY)
+        conflict = distinct > 1
+        rows_of_key = pl.col(ROW).sort().head(5).cast(pl.Utf8).str.join(", ").over(ROW_KEY, mapping_strategy="join")
+        r = r.with_columns(rows_of_key.alias("__rows"))
+        errors.append(_errors(r, conflict, "cases", "row_key_conflict",
+                              pl.format("rows {} share the row key ({}) with other values", "__rows",
+                                        pl.lit(", ".join(source.row_key)))))
+        r = r.filter(~conflict)
+    many = pl.col(LINE).n_unique().over(key) > 1
+    undeclared = pl.DataFrame(schema={ROW: pl.Int64, "__group": pl.UInt32})
+    if source.aggregate == "none" and not source.row_key:
+        undeclared = r.filter(many).select(ROW, pl.struct(key).rank("dense").cast(pl.UInt32).alias("__group")).sort(ROW)
+        r = r.filter(~many)
+    values = [c for c in ("cases", "deaths") if c in r.columns]
+    summed = r.group_by(key, maintain_order=True).agg(
+        pl.col(ROW).min(), pl.col("geo_name", "week_start").first(),
+        *(pl.when(pl.col(c).is_null().all()).then(None).otherwise(pl.col(c).sum()).alias(c) for c in values))
+    return summed.select(rows.columns), pl.concat(errors), undeclared
 
 
 def difference_cumulative(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -126,13 +126,17 @@ def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha:
     )
 
 
+class UndeclaredSubRows(ReadError):
+    """A count file holds several different rows per place-week and its config does not say what they are."""
+
+
 def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256: str, issue_date: dt.date,
             workdir: Path, progress: Progress | None = None) -> Processed:
     """Parse, validate and harmonise one file into staged Parquet under `workdir`.
 
     Stages logged: `parse` (open the file: format, encoding, header), `harmonise` (read every row
-    through the raw checks and the harmonisation, one pass), `validate` (duplicates, cumulative
-    counts and the CasesWeekly contract)."""
+    through the raw checks and the harmonisation, one pass), `validate` (rows sharing a place-week,
+    cumulative counts and the CasesWeekly contract). The report accounts for every row and case."""
     started = _now()
     workdir.mkdir(parents=True, exist_ok=True)
     common = {"source": source.id, "run_id": run_id, "epi_week": epi_week_label(issue_date)}
@@ -143,7 +147,8 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
         with vlog.stage("harmonise", **common) as logged:
             lf = select_fields(table.frame, table.columns, source)
             parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
-            rows, errors, rows_read = plan.run(lf, source, hz.Context.build(source), exclude=parse_errs[ROW])
+            planned = plan.run(lf, source, hz.Context.build(source), exclude=parse_errs[ROW])
+            rows, errors, rows_read = planned.rows, planned.errors, planned.rows_read
             if rows_read == 0:
                 raise ReadError(f"{Path(path).name}: header only, no data rows")
             logged.update(rows=rows_read, problems=parse_errs.height + errors.height)
@@ -153,7 +158,9 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
         with vlog.stage("validate", **common) as logged:
             qparts = [_error_records(parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field")), source, run_id, file_sha256, "parse"),
                       _error_records(errors, source, run_id, file_sha256, None)]
-            rows, shape_errs = _finish_shape(rows, source)
+            rows, shape_errs, undeclared = _finish_shape(rows, planned.ledger, source)
+            if undeclared.height:
+                raise UndeclaredSubRows(sub_rows_message(table, undeclared, source))
             qparts.append(_error_records(shape_errs, source, run_id, file_sha256, "harmonise"))
             rows = _stamp(rows, source, run_id, issue_date)
             final_errs = validate_frame(rows.select(ROW, *CasesWeekly.to_schema().columns), CasesWeekly)
@@ -163,9 +170,9 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
     finally:
         table.close()
     quarantine = pl.concat([pl.DataFrame(schema=polars_schema(QuarantineRecord)),
-                            *(q.select(QUARANTINE_COLUMNS) for q in qparts)])
+                            *(_with_counts(q, planned.ledger, source).select(QUARANTINE_COLUMNS) for q in qparts)])
     harmonised = rows.select(list(CasesWeekly.to_schema().columns))
-    report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, issue_date, started)
+    report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, planned.ledger, issue_date, started)
     paths = workdir / "harmonised.parquet", workdir / "quarantine.parquet"
     harmonised.write_parquet(paths[0])
     quarantine.write_parquet(paths[1])
@@ -173,16 +180,50 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
     return Processed(paths[0], paths[1], report)
 
 
-def _finish_shape(rows: pl.DataFrame, source: SourceConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _with_counts(records: pl.DataFrame, ledger: pl.DataFrame, source: SourceConfig) -> pl.DataFrame:
+    """Quarantine records with their row's own cases and deaths (line lists: 1 case; a death when flagged)."""
+    if source.shape == "line_list":
+        one = pl.col("row") >= 1
+        out = records.join(ledger.select(pl.col(ROW).alias("row"), pl.col("deaths").alias("__d")), on="row", how="left")
+        return out.with_columns(pl.when(one).then(pl.lit(1, pl.Int64)).alias("cases"),
+                                (pl.when(one).then(pl.col("__d").fill_null(0)) if source.columns.deaths
+                                 else pl.lit(None, pl.Int64)).alias("deaths"))
+    return records.join(ledger.select(pl.col(ROW).alias("row"), "cases", "deaths"), on="row", how="left")
+
+
+SUB_ROW_EXAMPLES = 3
+
+
+def sub_rows_message(table, undeclared: pl.DataFrame, source: SourceConfig) -> str:
+    """One paragraph for the data team: which rows share a place-week, in which columns they differ,
+    and the two ways to declare them."""
+    groups = undeclared["__group"].n_unique()
+    raw = (table.frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+           .join(undeclared.lazy(), on=ROW).collect().sort(ROW))
+    differ = [c for c in table.columns if raw.group_by("__group").agg(pl.col(c).n_unique()).get_column(c).max() > 1]
+    examples = (raw.group_by("__group", maintain_order=True).agg(pl.col(ROW).head(2)).head(SUB_ROW_EXAMPLES)
+                .get_column(ROW).to_list())
+    shown = "; ".join(f"rows {' and '.join(map(str, e))}" for e in examples)
+    mapped = set(source.mapped.values())
+    key = [c for c in differ if c not in mapped] or differ
+    return (f"{undeclared.height:,} rows share {groups:,} place-weeks with other rows ({shown}); they differ in "
+            f"{', '.join(differ[:8]) or 'no column'}. Say what they are in the source config: `aggregate: sum` if they are "
+            f"sub-rows to add up (sub-areas, age bands, sexes not mapped), or `row_key: [{', '.join(key[:6])}, ...]` "
+            "(the columns that identify one row, with the week) if they are repeated deliveries of one row")
+
+
+def _finish_shape(rows: pl.DataFrame, ledger: pl.DataFrame, source: SourceConfig
+                  ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     if "deaths" not in rows.columns:
         rows = rows.with_columns(pl.lit(None, pl.Int64).alias("deaths"))
+    none = pl.DataFrame(schema={ROW: pl.Int64, "__group": pl.UInt32})
     if source.shape == "line_list":
-        return rows, pl.DataFrame(schema=hz.HARMONISE_ERROR_SCHEMA)
-    rows, dup_errs = hz.split_duplicates(rows)
+        return rows, pl.DataFrame(schema=hz.HARMONISE_ERROR_SCHEMA), none
+    rows, sub_errs, undeclared = hz.resolve_sub_rows(rows, ledger, source)
     if source.shape == "cumulative_counts":
         rows, cum_errs = hz.difference_cumulative(rows)
-        return rows, pl.concat([dup_errs, cum_errs])
-    return rows, dup_errs
+        return rows, pl.concat([sub_errs, cum_errs]), undeclared
+    return rows, sub_errs, undeclared
 
 
 def _stamp(rows: pl.DataFrame, source: SourceConfig, run_id: str, issue_date: dt.date) -> pl.DataFrame:
@@ -196,21 +237,76 @@ def _stamp(rows: pl.DataFrame, source: SourceConfig, run_id: str, issue_date: dt
     )
 
 
-def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, issue_date, started) -> dict:
-    errors = quarantine.filter(pl.col("severity") == "error")
+def accounting(source: SourceConfig, rows_read: int, harmonised: pl.DataFrame, quarantine: pl.DataFrame,
+               ledger: pl.DataFrame) -> dict:
+    """Rows, cases (and deaths where mapped) read = published + quarantined + set aside, each row in
+    exactly one category: set aside (out of scope) wins over quarantined (an error), which wins over
+    published; a row listed under several checks is counted once. Count files: a row's cases are its own
+    count (a count that cannot be read is no case: `rows_without_count`); line lists: one case a row.
+    Cumulative files are accounted in rows only (their cases are differences of the rows' counts)."""
+    in_file = quarantine.filter(pl.col("row").is_between(1, rows_read))
+    aside = in_file.filter(pl.col("severity") == "set_aside")["row"].unique()
+    held = in_file.filter(pl.col("severity") == "error")["row"].unique()
+    held = held.filter(~held.is_in(aside.implode()))
+    out = {"rows": {"read": rows_read, "published": rows_read - aside.len() - held.len(),
+                    "quarantined": held.len(), "set_aside": aside.len()}}
+    values = ["cases"] + (["deaths"] if source.columns.deaths else [])
+    if source.shape == "cumulative_counts":
+        return out
+    for v in values:
+        published = int(harmonised[v].sum() or 0)
+        if source.shape == "line_list" and v == "cases":
+            out[v] = {"read": rows_read, "published": published, "quarantined": held.len(), "set_aside": aside.len()}
+        else:
+            own = ledger.select(ROW, pl.col(v).alias("n"))
+            out[v] = {"read": int(own["n"].sum() or 0), "published": published,
+                      "quarantined": int(own.filter(pl.col(ROW).is_in(held.implode()))["n"].sum() or 0),
+                      "set_aside": int(own.filter(pl.col(ROW).is_in(aside.implode()))["n"].sum() or 0)}
+        c = out[v]
+        c["unaccounted"] = c["read"] - c["published"] - c["quarantined"] - c["set_aside"]
+    if source.shape != "line_list":
+        out["rows_without_count"] = int(ledger["cases"].null_count())
+    return out
+
+
+def verdict(source: SourceConfig, counts: dict) -> list[str]:
+    """Why this run must not publish (empty: it may). A status never flatters: a run that lost more than
+    `limits.max_quarantined_share` of its rows or cases, or would publish fewer than
+    `limits.min_published_rows` rows, is rejected; so is one whose cases do not add up."""
+    limits, reasons = source.limits, []
+    for what in ("rows", "cases"):
+        c = counts.get(what)
+        if c and c["read"] > 0 and c["quarantined"] / c["read"] > limits.max_quarantined_share:
+            reasons.append(f"{c['quarantined'] / c['read']:.1%} of the {what} read were quarantined ({c['quarantined']:,} of "
+                           f"{c['read']:,}; limits.max_quarantined_share {limits.max_quarantined_share:.0%})")
+    if counts["rows"]["published"] < limits.min_published_rows:
+        reasons.append(f"{counts['rows']['published']:,} rows would be published (limits.min_published_rows "
+                       f"{limits.min_published_rows})")
+    for what in ("cases", "deaths"):
+        if counts.get(what, {}).get("unaccounted"):
+            reasons.append(f"{counts[what]['unaccounted']:,} {what} are not accounted for (read != published + "
+                           "quarantined + set aside): a defect of Vigila, please report it")
+    return reasons
+
+
+def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledger, issue_date, started) -> dict:
     by_check = (quarantine.group_by("severity", "stage", "check", "column")
-                .agg(pl.col("row").n_unique().alias("rows"), pl.col("row").min().alias("first_row"),
-                     pl.col("value").first().alias("example"))
+                .agg(pl.col("row").n_unique().alias("rows"), pl.col("cases").sum().alias("cases"),
+                     pl.col("row").min().alias("first_row"), pl.col("value").first().alias("example"))
                 .sort("severity", "rows", "check", descending=[False, True, False]))
+    counts = accounting(source, rows_read, harmonised, quarantine, ledger)
+    reasons = verdict(source, counts)
     return {
         "source_id": source.id, "run_id": run_id, "status": "processed",
         "file": {"sha256": sha, "format": table.format, "encoding": table.encoding, "delimiter": table.delimiter},
         "issue_date": str(issue_date), "started_at": started, "finished_at": _now(),
+        **counts,
         "rows_read": rows_read,
-        "rows_quarantined": errors.filter(pl.col("row") > 0)["row"].n_unique(),
-        "rows_set_aside": quarantine.filter(pl.col("severity") == "set_aside")["row"].n_unique(),
+        "rows_quarantined": counts["rows"]["quarantined"],
+        "rows_set_aside": counts["rows"]["set_aside"],
         "harmonised_rows": harmonised.height,
         "cases_published": int(harmonised["cases"].sum() or 0),
+        "rejected_because": reasons,
         "by_check": by_check.to_dicts(),
         "notes": table.notes,
     }
@@ -227,7 +323,9 @@ def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, record
     old_same = old.filter(pl.col("file_sha256") == sha)
     if records.height == 0 and old_same.height == 0:
         return {}
-    merged = pl.concat([old.filter(pl.col("file_sha256") != sha).select(QUARANTINE_COLUMNS), records.select(QUARANTINE_COLUMNS)])
+    older = pl.concat([pl.DataFrame(schema=polars_schema(QuarantineRecord)), old.filter(pl.col("file_sha256") != sha)],
+                      how="diagonal_relaxed")   # records published before quarantine carried cases have none
+    merged = pl.concat([older.select(QUARANTINE_COLUMNS), records.select(QUARANTINE_COLUMNS)])
     return {"quarantine": publish.commit(storage, "quarantine", partition_by=["source_id"],
                                          replace={(source.id,): merged}, **common).version}
 
@@ -273,7 +371,36 @@ def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processe
     return report
 
 
+class RunRejected(RuntimeError):
+    """The run's data was not published: it lost too much (report["rejected_because"]). Carries the report."""
+
+    def __init__(self, report: dict):
+        super().__init__(f"{report['source_id']}: rejected, nothing published: " + "; ".join(report["rejected_because"]))
+        self.report = report
+
+
+def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
+    """A run that must not publish: its quarantine records are published (the data team fixes rows from
+    them), its report saved as `rejected` with the reasons and recorded as the source's last run."""
+    from vigila import completeness
+
+    quarantine = pl.read_parquet(processed.quarantine)
+    versions = _publish_quarantine(storage, source, landed.sha256, quarantine,
+                                   {"schema_version": SCHEMA_VERSION, "run_id": run_id})
+    report = dict(processed.report)
+    reason = "; ".join(report["rejected_because"])
+    report.update(status="rejected", error=reason, versions=versions, revisions_added=0, finished_at=_now(),
+                  file={**report["file"], "key": landed.key, "size": landed.size, "original_name": landed.original_name},
+                  notes=[*report.get("notes", []), f"nothing from this file was published: {reason}"])
+    storage.write_json(f"reports/{source.id}/{run_id}.json", report)
+    completeness.record_run(storage, source.id, run_id=run_id, status="rejected", error=reason, lost=completeness.lost_share(report))
+    publish.write_catalog(storage)
+    return report
+
+
 def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
+    if processed.report.get("rejected_because"):
+        return _reject_run(storage, source, landed, processed, run_id)
     staged = pl.read_parquet(processed.harmonised)
     quarantine = pl.read_parquet(processed.quarantine)
     ingested_at = dt.datetime.now(dt.UTC)
@@ -347,7 +474,10 @@ def ingest(source: SourceConfig, path: str | Path, warehouse: str | Path | Stora
         except ReadError as e:
             reject(storage, source, landed, run_id, e)
             raise
-        return publish_run(storage, source, landed, processed, run_id)
+        report = publish_run(storage, source, landed, processed, run_id)
+    if report["status"] == "rejected":
+        raise RunRejected(report)
+    return report
 
 
 def reject(storage: Storage, source: SourceConfig, landed: Landed, run_id: str, error: BaseException) -> dict:
@@ -453,4 +583,5 @@ def check(source: SourceConfig, path: str | Path, *, progress: Progress | None =
     with tempfile.TemporaryDirectory(prefix="vigila-check-") as tmp:
         processed = process(path, source, run_id="check", file_sha256=sha256_file(Path(path)),
                             issue_date=resolve_issue_date(source), workdir=Path(tmp), progress=progress)
-        return processed.report, pl.read_parquet(processed.quarantine)
+        report = {**processed.report, "status": "rejected" if processed.report["rejected_because"] else "checked"}
+        return report, pl.read_parquet(processed.quarantine)

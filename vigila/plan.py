@@ -18,7 +18,7 @@ import polars as pl
 from schemas.raw import RAW_MODELS
 from vigila import epiweek, places
 from vigila import harmonise as hz
-from vigila.cast import FIELD_TYPES, typed_expr
+from vigila.cast import FIELD_TYPES, LINE, ROW_KEY, typed_expr
 from vigila.config import SourceConfig
 from vigila.readers import ROW
 from vigila.vocab import age_band_expr
@@ -90,19 +90,19 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
     soft = hz.SOFT_FIELDS.get(source.shape, set())
     out: list[Domain] = []
     for f, raw in distinct.items():
-        if "+" in f:
+        if "+" in f and f != "age+age_unit":
             continue
-        if FIELD_TYPES[f] != "text":
+        if f in ("age", "age+age_unit"):
+            out.append(_age_domain(raw, source, model, "warning" if "age" in soft else "error"))
+        elif f == "deaths" and source.shape == "line_list":
+            out.append(_death_flags(raw, source))
+        elif FIELD_TYPES[f] != "text":
             df, check = _typed_domain(f, raw, source, model)
             if f in ("date", "week_start"):
                 weeks = epiweek.weeks_of_dates(df["__t"], source.epiweek)
                 df = df.join(weeks.rename({"date": "__t", **{c: f"__d_{c}" for c in epiweek.WEEK_SCHEMA}}), on="__t", how="left")
                 check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit(f"missing_{f}")))
                 out.append(_finish(df.select(f, *(f"__d_{c}" for c in epiweek.WEEK_SCHEMA), check.alias("c")), f, f, [f], pl.col("c")))
-            elif f == "age":
-                band = pl.when(check.is_null()).then(age_band_expr(pl.col("__t"))).otherwise(pl.lit("unknown"))
-                out.append(_finish(df.select(f, band.alias("age_group"), check.alias("c")), f, f, [f], pl.col("c"),
-                                   "warning" if f in soft else "error"))
             elif f in ("epi_year", "epi_week"):
                 check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit("missing_epi_week")))
                 out.append(_finish(df.select(f, check.alias("c")), f, f, [f], pl.col("c")))
@@ -134,6 +134,7 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
             else:
                 out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
     out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.on == [d.field] else d for d in out]
+    out = [_including(d, source.include[d.field]) if d.field in source.include and d.on == [d.field] else d for d in out]
     if "epi_year+epi_week" in distinct:
         out.append(_week_pairs(distinct["epi_year+epi_week"], source))
     if "country+place" in distinct:
@@ -148,6 +149,74 @@ def _excluding(d: Domain, values: list[str]) -> Domain:
     d.table = d.table.with_columns(pl.when(hit).then(pl.lit("excluded_value")).otherwise(pl.col(d.chk)).alias(d.chk),
                                    pl.when(hit).then(pl.lit("set_aside")).otherwise(pl.col(d.sev)).alias(d.sev))
     return d
+
+
+def _including(d: Domain, values: list[str]) -> Domain:
+    """Only these raw values are in scope: any other value (or none) is set aside, whatever else it is."""
+    keys = [places.normalise(v) for v in values]
+    out = ~places.normalise_expr(pl.col(d.field)).is_in(keys).fill_null(False)
+    d.table = d.table.with_columns(pl.when(out).then(pl.lit("not_included_value")).otherwise(pl.col(d.chk)).alias(d.chk),
+                                   pl.when(out).then(pl.lit("set_aside")).otherwise(pl.col(d.sev)).alias(d.sev))
+    return d
+
+
+#: spellings of the age unit (compared normalised: upper case, no accents)
+AGE_UNITS = {"years": ["A", "Y", "ANO", "ANOS", "YEAR", "YEARS", "AÑO", "AÑOS"],
+             "months": ["M", "MES", "MESES", "MONTH", "MONTHS"],
+             "days": ["D", "DIA", "DIAS", "DAY", "DAYS"],
+             "hours": ["H", "HORA", "HORAS", "HOUR", "HOURS"], "minutes": ["MIN", "MINUTO", "MINUTOS", "MINUTES"]}
+UNIT_DIVISOR = {"years": 1.0, "months": 12.0, "days": 365.25, "hours": 8766.0, "minutes": 525960.0}
+SINAN_UNITS = {1: "hours", 2: "days", 3: "months", 4: "years"}
+
+
+def _age_domain(raw: pl.DataFrame, source: SourceConfig, model, severity: str) -> Domain:
+    """Distinct ages (with their unit, or SINAN-coded) -> age band. The raw contract (0..120 years) is
+    checked on the age in years; an unknown unit or code is `unmapped_age_unit` and the band `unknown`."""
+    number = typed_expr("age", source, pl.col("age"))
+    if source.age_coding == "sinan":
+        code = number.cast(pl.Int64, strict=False)
+        unit = (code // 1000).replace_strict(SINAN_UNITS, default=None, return_dtype=pl.Utf8)
+        value = (code % 1000).cast(pl.Float64)
+    elif "age_unit" in raw.columns:
+        spelled = {places.normalise(k): u for u, ks in AGE_UNITS.items() for k in ks}
+        spelled.update({places.normalise(k): u for k, u in source.value_maps.age_unit.items()})
+        unit = places.normalise_expr(pl.col("age_unit")).replace_strict(spelled, default=None, return_dtype=pl.Utf8)
+        value = number
+    else:
+        unit, value = pl.lit("years"), number
+    df = raw.with_columns(unit.alias("__unit"), value.alias("__value"))
+    df = df.with_columns((pl.col("__value") / pl.col("__unit").replace_strict(UNIT_DIVISOR, default=None,
+                                                                              return_dtype=pl.Float64)).alias("__t"))
+    df = df.with_columns(_contract_failures(df["__t"], "age", model).alias("__contract"))
+    given = pl.col("age").is_not_null() & (pl.col("age").str.strip_chars() != "")
+    check = (pl.when(given & pl.col("__value").is_null()).then(pl.lit("type:number"))
+             .when(given & pl.col("__unit").is_null()).then(pl.lit("unmapped_age_unit"))
+             .otherwise(pl.col("__contract")))
+    band = pl.when(check.is_null()).then(age_band_expr(pl.col("__t"))).otherwise(pl.lit("unknown"))
+    on = [c for c in ("age", "age_unit") if c in raw.columns]
+    return _finish(df.select(*on, band.alias("age_group"), check.alias("c")), "age" if len(on) == 1 else "age_pair", "age",
+                   on, pl.col("c"), severity)
+
+
+#: line-list death flags (compared normalised); any valid date also means a death (a date of death)
+#: (numeric codes differ between systems, e.g. SIVIGILA CON_FIN 1 = alive, 2 = dead: map them in value_maps.deaths)
+DEATH_YES = ["S", "SI", "Y", "YES", "TRUE", "FALLECIDO", "FALLECIDA", "MUERTO", "MUERTA", "OBITO", "DEFUNCION", "DEAD", "DIED"]
+DEATH_NO = ["N", "NO", "FALSE", "VIVO", "VIVA", "CURA", "ALIVE", "RECUPERADO"]
+
+
+def _death_flags(raw: pl.DataFrame, source: SourceConfig) -> Domain:
+    """Line lists: distinct values of the deaths column -> 1 (a death) / 0. A date is a date of death; an
+    empty cell is no death; any other value is `unmapped_deaths` (warning: the case counts, not as a death)."""
+    table = {**{places.normalise(k): 1 for k in DEATH_YES}, **{places.normalise(k): 0 for k in DEATH_NO},
+             **{places.normalise(k): int(v == "yes") for k, v in source.value_maps.deaths.items()}}
+    flag = places.normalise_expr(pl.col("deaths")).replace_strict(table, default=None, return_dtype=pl.Int64)
+    dated = typed_expr("date", source, pl.col("deaths")).is_not_null()
+    blank = pl.col("deaths").is_null() | (pl.col("deaths").str.strip_chars() == "")
+    df = raw.with_columns(pl.coalesce(flag, pl.when(dated).then(pl.lit(1, pl.Int64)), pl.when(blank).then(pl.lit(0, pl.Int64)))
+                          .alias("__v_deaths"))
+    df = df.with_columns(pl.when(pl.col("__v_deaths").is_null()).then(pl.lit("unmapped_deaths")).alias("c"),
+                         pl.col("__v_deaths").fill_null(0))
+    return _finish(df.drop("c"), "deaths", "deaths", ["deaths"], df["c"], "warning")
 
 
 def _week_pairs(raw: pl.DataFrame, source: SourceConfig) -> Domain:
@@ -195,6 +264,9 @@ def distinct_values(batch: pl.DataFrame, source: SourceConfig) -> dict[str, pl.D
         groups["epi_year+epi_week"] = ["epi_year", "epi_week"]
     if {"country", "place"} <= set(fields) and source.geo_level != "admin0":
         groups["country+place"] = ["country", "place"]
+    if "age_unit" in groups:   # an age means nothing without its unit
+        del groups["age"], groups["age_unit"]
+        groups["age+age_unit"] = ["age", "age_unit"]
     return {name: batch.select(cols).unique() for name, cols in groups.items()}
 
 
@@ -246,7 +318,7 @@ def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) 
         exprs.append(pl.col(f"__v_{name}").alias(name) if name in ids else pl.lit(getattr(source.constants, name)).alias(name))
     if "age_group" in ids:
         exprs.append(pl.col("__v_age_group").alias("age_group"))
-    elif "age" not in ids:
+    elif not ids & {"age", "age_pair"}:
         exprs.append(pl.lit(source.constants.age_group).alias("age_group"))
     week = "__w_" if "week_pair" in ids else "__d_"  # reported epi weeks win over dates
     exprs += [pl.col(f"{week}{c}").alias(c) for c in ("epi_year", "epi_week", "week_start")]
@@ -259,27 +331,61 @@ def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) 
 BATCH_ROWS = 2_000_000
 
 
+LEDGER_SCHEMA = {ROW: pl.Int64, "cases": pl.Int64, "deaths": pl.Int64, LINE: pl.UInt64, ROW_KEY: pl.UInt64}
+
+
+@dataclass
+class Planned:
+    rows: pl.DataFrame      # harmonised rows (line lists counted), with _row (count files: one row of the file each)
+    errors: pl.DataFrame    # one record per (row, failed check)
+    rows_read: int
+    ledger: pl.DataFrame    # LEDGER_SCHEMA: count files, every row's own cases / deaths and line / row-key hashes;
+                            # line lists, only the rows that are deaths (a case each)
+
+
 def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Series | None = None,
-        batch_rows: int = BATCH_ROWS) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """(harmonised rows — counted for line lists —, error records, rows read), in eager batches
-    of `batch_rows` so memory stays bounded whatever the file size."""
-    goods, errors, n_rows = [], [], 0
+        batch_rows: int = BATCH_ROWS) -> Planned:
+    """Harmonised rows, error records, rows read and the ledger, in eager batches of `batch_rows`
+    so memory stays bounded whatever the file size."""
+    goods, errors, ledgers, n_rows = [], [], [], 0
     for batch in lf.collect_batches(chunk_size=batch_rows):
         n_rows += batch.height
-        good, bad = harmonise_batch(batch, source, ctx, exclude)
+        good, bad, ledger = harmonise_batch(batch, source, ctx, exclude)
         goods.append(good)
         errors.append(bad)
+        ledgers.append(ledger)
+    empty_ledger = pl.DataFrame(schema=LEDGER_SCHEMA)
     if not goods:
-        return pl.DataFrame(), pl.DataFrame(schema=ERROR_SCHEMA), 0
+        return Planned(pl.DataFrame(), pl.DataFrame(schema=ERROR_SCHEMA), 0, empty_ledger)
     good = pl.concat(goods)
     if source.shape == "line_list" and len(goods) > 1:
-        good = good.group_by(hz.DIMS).agg(pl.col("cases").sum(), pl.col(ROW).min())
-    return good, pl.concat(errors), n_rows
+        good = good.group_by(hz.DIMS).agg(pl.col("cases", *(["deaths"] if "deaths" in good.columns else [])).sum(),
+                                          pl.col(ROW).min())
+    return Planned(good, pl.concat(errors), n_rows, pl.concat([empty_ledger, *ledgers], how="diagonal_relaxed"))
+
+
+def _ledger(batch: pl.DataFrame, rows: pl.DataFrame, domains: list[Domain], source: SourceConfig) -> pl.DataFrame:
+    """Each row's own counts (see `Planned.ledger`), read from the domains by gathers."""
+    by_id = {d.id: d for d in domains}
+
+    def value(field: str) -> pl.Series:
+        d = by_id.get(field)
+        if d is None or f"__v_{field}" not in d.table.columns:
+            return pl.repeat(None, batch.height, dtype=pl.Int64, eager=True)
+        return d.table[f"__v_{field}"].cast(pl.Int64).gather(rows[field])
+
+    if source.shape == "line_list":
+        deaths = value("deaths").fill_null(0)
+        return pl.DataFrame({ROW: batch[ROW], "cases": pl.repeat(1, batch.height, dtype=pl.Int64, eager=True),
+                             "deaths": deaths}).filter(pl.col("deaths") > 0)
+    counts = pl.DataFrame({ROW: batch[ROW], "cases": value("cases"), "deaths": value("deaths"),
+                           **{c: batch[c] for c in (LINE, ROW_KEY) if c in batch.columns}})
+    return counts.with_columns(pl.when(pl.col(c) >= 0).then(pl.col(c)).alias(c) for c in ("cases", "deaths"))
 
 
 def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Series | None = None
-                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One batch of text rows -> (harmonised rows, error records).
+                    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """One batch of text rows -> (harmonised rows, error records, ledger).
 
     Rows are matched to domain rows once; line lists are counted by domain rows (integers)
     before any harmonised text is materialised."""
@@ -299,10 +405,11 @@ def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, 
                       how="horizontal")
     frame = frame.with_columns(dimensions(source, domains, frame.columns))
     if source.shape == "line_list":
-        frame = frame.group_by(hz.DIMS).agg(pl.col("cases").sum(), pl.col(ROW).min())
+        deaths = [(pl.col("cases") * pl.col("deaths")).sum().alias("deaths")] if "deaths" in frame.columns else []
+        frame = frame.group_by(hz.DIMS).agg(pl.col("cases").sum(), *deaths, pl.col(ROW).min())
     else:
         frame = frame.select(ROW, *hz.DIMS, *[c for c in ("cases", "deaths", "issue_date") if f"__v_{c}" in frame.columns])
-    return frame, error_records(bad, domains)
+    return frame, error_records(bad, domains), _ledger(batch, rows, domains, source)
 
 
 def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
@@ -320,4 +427,6 @@ def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
 def _value(d: Domain) -> pl.Expr:
     if d.id == "week_pair":
         return pl.format("{}-W{}", "epi_year", "epi_week")
+    if d.id == "age_pair":
+        return pl.format("{} {}", pl.col("age").fill_null("<missing>"), pl.col("age_unit").fill_null("<missing unit>"))
     return pl.col(d.on[-1]).fill_null("<missing>")
