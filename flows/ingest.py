@@ -116,7 +116,7 @@ def report_artifacts(warehouse: str, report: dict) -> None:
     source_id = report["source_id"]
     storage = Storage.open(warehouse)
     quarantine = None
-    if report.get("status") == "published":
+    if (report.get("versions") or {}).get("quarantine") or report.get("status") == "published":
         quarantine = artifacts.quarantine_location(storage, source_id, (report.get("versions") or {}).get("quarantine"))
     key = artifacts.artifact_key("ingest", source_id)
     create_markdown_artifact(artifacts.report_markdown(report, quarantine), key=key,
@@ -141,6 +141,7 @@ def log_report(report: dict, epi_week: str) -> None:
     """One `event=report` line per report: what this file added (or why it added nothing)."""
     vlog.event("report", source=report["source_id"], epi_week=epi_week, run_id=report.get("run_id"),
                status=report.get("status"), rows=report.get("rows_read"), quarantined=report.get("rows_quarantined"),
+               cases=(report.get("cases") or {}).get("read"), cases_quarantined=(report.get("cases") or {}).get("quarantined"),
                harmonised=report.get("harmonised_rows"), revisions=report.get("revisions_added"),
                file=(report.get("file") or {}).get("original_name"))
 
@@ -195,6 +196,8 @@ def _ingest(source_path: str, source: SourceConfig, warehouse: str, location: st
                     reports.append(publish(warehouse, source, landed, staged, run_id))
             log_report(reports[-1], week)
             report_artifacts(warehouse, reports[-1])
+            if reports[-1]["status"] == "rejected":      # the run fails (operator alert); report and quarantine kept
+                raise pipeline.RunRejected(reports[-1])
             # only now that these bytes are published may a 304 stand for them
             pipeline.save_fetch_state(Storage.open(warehouse), source.id, kind, got.origin, got.validators,
                                       {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name})

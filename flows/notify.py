@@ -111,9 +111,15 @@ def alert_failed_run(flow, flow_run, state) -> None:
             except Exception:  # the config itself is broken: that is the error reported
                 source_id, country = Path(str(path)).stem, None
             alert = notify.failed_alert(source_id, country, flow_run.name, flow_run.id, state.message, state=kind)
-            try:   # `vigila status` shows the failed run as the source's last run
-                completeness.record_run(Storage.open(params.get("warehouse", "warehouse")), source_id, run_id=str(flow_run.id),
-                                        status=kind.lower(), error=state.message, flow_run=flow_run.name)
+            try:   # `vigila status` shows the failed run as the source's last run (a rejected run stays rejected)
+                storage = Storage.open(params.get("warehouse", "warehouse"))
+                last = completeness.last_run(storage, source_id) or {}
+                if last.get("status") == "rejected" and str(last.get("run_id") or "").startswith(str(flow_run.id)):
+                    completeness.record_run(storage, source_id, run_id=last["run_id"], status="rejected",
+                                            error=last.get("error"), flow_run=flow_run.name, lost=last.get("lost"))
+                else:
+                    completeness.record_run(storage, source_id, run_id=str(flow_run.id), status=kind.lower(),
+                                            error=state.message, flow_run=flow_run.name)
             except Exception as exc:
                 _logger().warning("last run of %s not recorded: %s: %s", source_id, type(exc).__name__, exc)
         else:

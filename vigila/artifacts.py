@@ -38,15 +38,16 @@ def quarantine_location(storage: Storage, source_id: str, version: str | None = 
     return storage.uri(f"{manifest.path}/source_id={quote(source_id, safe='')}")
 
 
+ACCOUNTED = [("read", "read"), ("published", "published"), ("quarantined", "quarantined (not published)"),
+             ("set_aside", "set aside (out of scope)")]
+
+
 def _totals(report: dict) -> list[tuple[str, Any]]:
-    return [
-        ("rows read", report.get("rows_read")),
-        ("rows published (harmonised weekly rows)", report.get("harmonised_rows")),
-        ("new revisions published", report.get("revisions_added")),
-        ("rows quarantined (not published)", report.get("rows_quarantined")),
-        ("rows set aside (out of scope)", report.get("rows_set_aside")),
-        ("cases published", report.get("cases_published")),
-    ]
+    """Rows, cases and deaths read = published + quarantined + set aside, then the harmonised rows."""
+    counted = [(f"{what} {label}", report[what].get(key)) for what in ("rows", "cases", "deaths")
+               if isinstance(report.get(what), dict) for key, label in ACCOUNTED]
+    return [*counted, ("harmonised weekly rows", report.get("harmonised_rows")),
+            ("new revisions published", report.get("revisions_added"))]
 
 
 def report_table(report: dict) -> list[dict[str, Any]]:
@@ -89,7 +90,7 @@ def report_markdown(report: dict, quarantine: str | None = None) -> str:
     for label, value in _totals(report):
         if value is not None:
             lines.append(f"| {label} | {value:,} |" if isinstance(value, int) else f"| {label} | {_cell(value)} |")
-    if report.get("status") != "rejected":
+    if quarantine or report.get("status") == "published":
         lines.append(f"| quarantine | {f'`{quarantine}`' if quarantine else 'none (no row failed a check)'} |")
     for name, version in sorted((report.get("versions") or {}).items()):
         lines.append(f"| {name} version | `{version}` |")

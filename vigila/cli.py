@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.file_proxy import FileProxy
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.markup import escape as esc
 from rich.text import Text
 
 from vigila import log as vlog
@@ -41,7 +42,7 @@ DEMO_SOURCES = ["paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {esc(message)}", highlight=False, soft_wrap=True, emoji=False)
     raise typer.Exit(code)
 
 
@@ -173,31 +174,45 @@ def stage_progress(quiet: bool = False, prefect: bool = False):
             yield
 
 
+ACCOUNT = [("read", "read"), ("published", "published"), ("quarantined", "quarantined (not published)"),
+           ("set_aside", "set aside (out of scope, e.g. yearly totals)")]
+
+
 def print_report(report: dict, *, title: str | None = None) -> None:
+    """The data-quality report: rows and cases (and deaths) read = published + quarantined + set aside,
+    the harmonised rows published, the failed checks, and why a rejected run published nothing."""
     if report.get("status") == "unchanged":
-        out.print(f"[yellow]{report['source_id']}[/]: {report['notes'][0]} (sha256 {report['file']['sha256'][:12]})")
+        out.print(f"[yellow]{esc(report['source_id'])}[/]: {esc(report['notes'][0])} (sha256 {report['file']['sha256'][:12]})")
         return
-    t = Table(title=title or f"{report['source_id']} — data-quality report", title_justify="left", show_edge=False)
-    t.add_column("rows", justify="right")
+    status = report.get("status", "processed")
+    color = {"published": "green", "rejected": "bold red"}.get(status, "yellow")
+    t = Table(title=title or f"{report['source_id']} — data-quality report ([{color}]{status}[/])", title_justify="left",
+              show_edge=False)
+    counted = [w for w in ("rows", "cases", "deaths") if isinstance(report.get(w), dict)]
+    for w in counted:
+        t.add_column(w, justify="right")
     t.add_column("", style="bold")
-    t.add_row(f"{report['rows_read']:,}", "read")
-    t.add_row(f"{report['rows_quarantined']:,}", "quarantined (not published)")
-    t.add_row(f"{report['rows_set_aside']:,}", "set aside (out of scope, e.g. yearly totals)")
-    t.add_row(f"{report['harmonised_rows']:,}", f"harmonised weekly rows ({report['cases_published']:,} cases)")
-    if "revisions_added" in report:
-        t.add_row(f"{report['revisions_added']:,}", "new revisions published")
+    for key, label in ACCOUNT:
+        t.add_row(*(f"{report[w][key]:,}" for w in counted), label)
     out.print(t)
-    if report["by_check"]:
+    if "harmonised_rows" in report:
+        out.print(f"{report['harmonised_rows']:,} harmonised weekly rows ({report['cases_published']:,} cases)"
+                  + (f"; {report['revisions_added']:,} new revisions published" if "revisions_added" in report else ""))
+    if report.get("rows_without_count"):
+        out.print(f"[yellow]{report['rows_without_count']:,} rows have no readable count (not in the cases column)[/]")
+    if report.get("by_check"):
         c = Table(show_edge=False, title="by check", title_justify="left")
-        for col in ("severity", "check", "column", "rows", "first row", "example value"):
-            c.add_column(col, justify="right" if col in ("rows", "first row") else "left")
+        for col in ("severity", "check", "column", "rows", "cases", "first row", "example value"):
+            c.add_column(col, justify="right" if col in ("rows", "cases", "first row") else "left")
         for r in report["by_check"]:
             color = {"error": "red", "warning": "yellow"}.get(r["severity"], "cyan")
-            c.add_row(f"[{color}]{r['severity']}[/]", r["check"], r["column"] or "", f"{r['rows']:,}",
-                      str(r["first_row"]), str(r["example"])[:60])
+            c.add_row(f"[{color}]{r['severity']}[/]", esc(r["check"]), esc(r["column"] or ""), f"{r['rows']:,}",
+                      "" if r.get("cases") is None else f"{r['cases']:,}", str(r["first_row"]), esc(str(r["example"])[:60]))
         out.print(c)
+    for reason in report.get("rejected_because") or []:
+        out.print(f"[bold red]rejected:[/] {esc(reason)}")
     for note in report.get("notes", []):
-        out.print(f"[dim]note: {note}[/]")
+        out.print(f"[dim]note: {esc(note)}[/]")
 
 
 def print_failures(quarantine: pl.DataFrame, limit: int) -> None:
@@ -208,26 +223,47 @@ def print_failures(quarantine: pl.DataFrame, limit: int) -> None:
     for col in ("row", "column", "check", "value", "severity"):
         t.add_column(col, justify="right" if col == "row" else "left")
     for r in rows.head(limit).iter_rows(named=True):
-        t.add_row(str(r["row"]), r["column"] or "", r["check"], str(r["value"])[:60], r["severity"])
+        t.add_row(str(r["row"]), esc(r["column"] or ""), esc(r["check"]), esc(str(r["value"])[:60]), r["severity"])
     out.print(t)
+
+
+EXIT_REJECTED = 3   # a run (or check) whose data would not be published: too much quarantined, nothing to publish
 
 
 @app.command()
 def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
-          file: Annotated[Path, typer.Argument(help="the report file to validate")],
+          file: Annotated[Path | None, typer.Argument(help="the report file to validate (default: the config's location)")] = None,
           limit: Annotated[int, typer.Option(help="failure rows to list")] = 50,
           json_out: Annotated[Path | None, typer.Option("--json", help="also save the report as JSON here")] = None,
           quiet: QUIET = False) -> None:
-    """Validate FILE against SOURCE without publishing; exit 1 when any row fails."""
+    """Validate FILE (or what the config's `location` holds) against SOURCE without publishing.
+    Exit 0: every row passed; 1: some rows failed a check; 3: the run would be rejected (nothing published)."""
     with _user_errors():
         cfg = load_source(source)
-        with _row_progress(f"checking {file.name}", quiet) as progress:
-            report, quarantine = pipeline.check(cfg, file, progress=progress)
-    print_report(report)
-    print_failures(quarantine, limit)
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=2, default=str))
-    raise typer.Exit(1 if report["rows_quarantined"] else 0)
+        fetched = [] if file is not None else pipeline.fetch(_location_of(cfg, source), cfg)
+        try:
+            paths = [file] if file is not None else [Path(f.path) for f in fetched if not f.not_modified]
+            results = []
+            for path in paths:
+                with _row_progress(f"checking {path.name}", quiet) as progress:
+                    results.append(pipeline.check(cfg, path, progress=progress))
+        finally:
+            for f in fetched:
+                f.discard()
+    if json_out:   # written first: nothing printed below can lose it
+        json_out.write_text(json.dumps(results[0][0] if len(results) == 1 else [r for r, _ in results], indent=2, default=str))
+    for report, quarantine in results:
+        print_report(report)
+        print_failures(quarantine, limit)
+    reports = [r for r, _ in results]
+    raise typer.Exit(EXIT_REJECTED if any(r["rejected_because"] for r in reports)
+                     else 1 if any(r["rows_quarantined"] for r in reports) else 0)
+
+
+def _location_of(cfg, path: Path) -> str:
+    if not cfg.location:
+        _fail(f"{path}: no FILE given and the config has no `location`")
+    return cfg.location
 
 
 def _import_flows() -> None:
@@ -261,8 +297,13 @@ def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
             _fail(f"--issue-date {issue_date!r} is not a YYYY-MM-DD date")
         load_source(source)
         _import_flows()
-        with stage_progress(quiet, prefect=True):
-            reports = _run_flow(source, warehouse, file, when, force)
+        try:
+            with stage_progress(quiet, prefect=True):
+                reports = _run_flow(source, warehouse, file, when, force)
+        except pipeline.RunRejected as e:
+            print_report(e.report)
+            err.print(f"[bold red]rejected:[/] {esc(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_REJECTED) from None
     for r in reports:
         print_report(r)
     out.print(f"warehouse: [bold]{warehouse}[/]")
@@ -455,11 +496,17 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
         except ValueError:
             _fail(f"--today {today!r} is not a YYYY-MM-DD date")
         paths = [p for s in (sources or [ROOT / "sources"]) for p in source_paths(s)]
+        configs, broken = [], []
+        for p in paths:   # one broken config is shown as broken; the others are still reported
+            try:
+                configs.append(load_source(p))
+            except ConfigError as e:
+                broken.append({"source": p.stem, "config": str(p), "broken": str(e)})
         rows = (completeness.status_by_country if by_country else completeness.status)(
-            warehouse, [load_source(p) for p in paths], today=when, weeks=weeks)
+            warehouse, configs, today=when, weeks=weeks)
     if json_out:
-        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
-        return
+        sys.stdout.write(json.dumps(rows + broken, indent=2, default=str) + "\n")
+        raise typer.Exit(1 if broken else 0)
     t = Table(title=f"reporting status of {warehouse} (as of {when:%Y-%m-%d %H:%M} UTC)" if isinstance(when, dt.datetime)
               else f"reporting status of {warehouse} (as of {when})", title_justify="left", show_edge=False)
     for col in ("source", "country", "last run", "last epi week", f"complete {weeks}w", "overdue"):
@@ -469,9 +516,24 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
         pct = "" if r["completeness_pct"] is None else f"{r['completeness_pct']:.0f}%"
         overdue = ("no data" if r["overdue"] is None else "no" if not r["overdue"]
                    else f"[red]yes[/], since {r['overdue_since'][:16].replace('T', ' ')} UTC")
-        t.add_row(r["source"], r["country"] or "", f"{run['at'][:16].replace('T', ' ')} {run['status']}" if run else "never",
-                  r["last_week_published"] or "none", pct, overdue)
+        t.add_row(esc(r["source"]), r["country"] or "", _run_cell(run), r["last_week_published"] or "none", pct, overdue)
+    for b in broken:
+        t.add_row(esc(b["source"]), "", "[red]broken config[/]", "", "", esc(b["broken"]))
     out.print(t)
+    if broken:
+        raise typer.Exit(1)
+
+
+def _run_cell(run: dict | None) -> str:
+    """`vigila status`'s last run: when, its status (red unless it published), the share it lost."""
+    if not run:
+        return "never"
+    status = run["status"] or "?"
+    lost = run.get("lost") or {}
+    share = f" (lost {max(lost.values()):.0%}" + (" of cases)" if lost.get("cases", -1) >= lost.get("rows", 0) else " of rows)")
+    when = (run["at"] or "")[:16].replace("T", " ")
+    failed = status not in ("published", "unchanged")
+    return f"{when} " + (f"[red]{esc(status)}[/]" if failed else status) + (share if lost and (failed or max(lost.values()) > 0) else "")
 
 
 def _table_format(path: Path, flag: str) -> str:

@@ -198,12 +198,12 @@ def _when(report: dict) -> str:
 
 
 def record_run(storage: Storage, source_id: str, *, run_id: str | None, status: str, error: str | None = None,
-               flow_run: str | None = None) -> None:
+               flow_run: str | None = None, lost: dict[str, float] | None = None) -> None:
     """Remember the source's last run whatever its outcome (`reports/<source>/last_run.json`): published,
     unchanged, failed or crashed, with the error's first line; `vigila status` shows it."""
     first = (error or "").strip().splitlines()[0][:300] if error else None
     storage.write_json(f"reports/{source_id}/last_run.json",
-                       {"run_id": run_id, "flow_run": flow_run, "status": status, "error": first,
+                       {"run_id": run_id, "flow_run": flow_run, "status": status, "error": first, "lost": lost,
                         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
 
 
@@ -215,8 +215,15 @@ def last_run(storage: Storage, source_id: str) -> dict | None:
         if storage.exists(key):
             r = storage.read_json(key)
             runs.append({"run_id": r.get("run_id"), "status": r.get("status"), "at": r.get("at") or _when(r) or None,
-                         "error": r.get("error")})
+                         "error": r.get("error"), "lost": r.get("lost") or lost_share(r)})
     return max(runs, key=lambda r: r["at"] or "") if runs else None
+
+
+def lost_share(report: dict) -> dict[str, float] | None:
+    """Share of rows / cases quarantined by a published run (from its report), for `vigila status`."""
+    shares = {w: round(report[w]["quarantined"] / report[w]["read"], 4)
+              for w in ("rows", "cases") if isinstance(report.get(w), dict) and report[w].get("read")}
+    return shares or None
 
 
 def last_published(storage: Storage, ids: list[str], by_country: bool = False) -> dict[Any, tuple[int, int]]:

@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 import pycountry
 
-from schemas.harmonised import KEY, CasesWeekly
+from schemas.harmonised import KEY, CasesWeekly, QuarantineRecord, polars_schema
 from vigila import places, publish, vocab
 from vigila.storage import Storage
 
@@ -246,7 +246,18 @@ def _reader(function: str):
     return read
 
 
-quarantine = _reader("quarantine")
+_quarantine = _reader("quarantine")
+
+
+def quarantine(warehouse: str | Storage, *, disease: Values = None, country: Values = None, source: Values = None,
+               weeks: Any = None, as_of: dt.date | dt.datetime | str | None = None) -> pl.LazyFrame:
+    """The `quarantine` dataset, filtered (see the module docstring): one record per (row, failed check) with
+    the row's cases. A warehouse where nothing was ever quarantined gives an empty frame of the contract.
+    Cases lost by a source: `.filter(severity == "error").unique(["file_sha256", "row"])["cases"].sum()`."""
+    storage = Storage.open(warehouse)
+    if as_of is None and publish.current_manifest(storage, "quarantine") is None and storage.exists("catalog.json"):
+        return pl.DataFrame(schema=polars_schema(QuarantineRecord)).lazy()
+    return _quarantine(storage, disease=disease, country=country, source=source, weeks=weeks, as_of=as_of)
 alerts = _reader("alerts")
 reporting = _reader("reporting")
 reconciled = _reader("reconciled")
