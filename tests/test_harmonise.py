@@ -55,7 +55,8 @@ def raw(**cols):
 
 
 def harmonise(source, **cols):
-    return plan.harmonise_batch(raw(**cols), source, hz.Context.build(source))
+    good, errors, _ledger = plan.harmonise_batch(raw(**cols), source, hz.Context.build(source))
+    return good, errors
 
 
 def test_week_not_in_year_and_week_54_are_reported_and_the_rest_kept():
@@ -94,7 +95,8 @@ def test_line_list_counts_are_summed_across_batches():
             columns={"epi_year": "y", "epi_week": "w", "place": "p", "sex": "s", "age": "a"})
     text = raw(epi_year=[2024] * 5, epi_week=[1, 1, 1, 2, 1], place=["Loreto", "LORETO", "Piura", "Loreto", "Loreto"],
                sex=["F", "F", "M", "F", "X"], age=[30, 34, "abc", 3, 31])
-    good, errs, n = plan.run(text.lazy(), s, hz.Context.build(s), batch_rows=2)
+    planned = plan.run(text.lazy(), s, hz.Context.build(s), batch_rows=2)
+    good, errs, n = planned.rows, planned.errors, planned.rows_read
     assert n == 5
     counts = {(r["geo_code"], r["epi_week"], r["sex"], r["age_group"]): r["cases"] for r in good.to_dicts()}
     assert counts == {("PE-LOR", 1, "female", "30-34"): 2, ("PE-PIU", 1, "male", "unknown"): 1,
@@ -123,14 +125,6 @@ def test_cumulative_gap_and_late_start_cannot_be_attributed():
     out, errs = hz.difference_cumulative(weekly([40, 55, 70], [3, 4, 6]))
     assert out.select("epi_week", "cases").rows() == [(4, 15)]
     assert sorted(errs.select(ROW, "check").rows()) == [(1, "cumulative_gap"), (3, "cumulative_gap")]
-
-
-def test_duplicate_weeks_exact_repeat_kept_once_conflict_set_aside():
-    df = weekly([5, 5, 7, 8, 9], [1, 1, 2, 2, 3])
-    out, errs = hz.split_duplicates(df)
-    assert out.select(ROW, "epi_week").rows() == [(1, 1), (5, 3)]
-    assert sorted(errs.select(ROW, "check").rows()) == [
-        (2, "duplicate_week_repeat"), (3, "duplicate_week_conflict"), (4, "duplicate_week_conflict")]
 
 
 def test_value_maps_must_use_controlled_values():

@@ -91,7 +91,7 @@ def test_catalog_and_data_dictionary_are_in_the_warehouse(demo_wh):
     names = {d["name"]: d for d in catalog["datasets"]}
     assert {"cases_weekly", "cases_revisions", "quarantine"} <= set(names)
     assert names["cases_weekly"]["rows"] == read.cases_weekly(wh).select(pl.len()).collect().item()
-    assert names["cases_weekly"]["schema_version"] == "1.0.0"
+    assert names["cases_weekly"]["schema_version"] == "1.1.0"
     assert "epi_week" in (wh / "docs" / "data_dictionary.md").read_text()
 
 
@@ -133,19 +133,26 @@ def test_bad_rows_are_quarantined_and_no_valid_row_is_lost(tmp_path):
         "Narnia,2024,3,4,0",           # 5 unknown place
         "Yucatán,2024,3,abc,0",        # 6 not a number
         "Yucatan,2024,4,5,",           # 7 ok (deaths missing)
-        "Oaxaca,2024,5,6,1",           # 8 duplicate week, same values: one kept
+        "Oaxaca,2024,5,6,1",           # 8 the same whole line twice: both counted, with a warning
         "Oaxaca,2024,5,6,1",           # 9
-        "Sonora,2024,6,2,0",           # 10 conflicting duplicates: both set aside
-        "Sonora,2024,6,3,0",           # 11
     ]) + "\n"
     report, q = pipeline.check(source_from_dict(weekly_source()), write(tmp_path, "mx.csv", text))
     errors = {(r["row"], r["check"]) for r in q.filter(pl.col("severity") == "error").to_dicts()}
     assert errors == {(2, "greater_than_or_equal_to(0)"), (3, "less_than_or_equal_to(53)"), (4, "week_not_in_year"),
-                      (5, "unknown_place"), (6, "type:int64"), (9, "duplicate_week_repeat"),
-                      (10, "duplicate_week_conflict"), (11, "duplicate_week_conflict")}
+                      (5, "unknown_place"), (6, "type:int64")}
+    assert q.filter(pl.col("severity") == "warning").select("row", "check", "value").rows() == [
+        (9, "identical_rows", "same whole line as row 8")]
     assert q.filter(pl.col("row") == 6)["value"].to_list() == ["abc"]
     assert q.filter(pl.col("row") == 6)["column"].to_list() == ["casos"]
-    assert report["harmonised_rows"] == 3 and report["cases_published"] == 10 + 5 + 6
+    assert report["harmonised_rows"] == 3 and report["cases_published"] == 10 + 5 + 6 + 6
+    # every row and case accounted for: the negative count and "abc" are rows without a readable count
+    assert report["rows"] == {"read": 9, "published": 4, "quarantined": 5, "set_aside": 0}
+    assert report["cases"] == {"read": 10 + 4 + 4 + 4 + 5 + 6 + 6, "published": 27, "quarantined": 12, "set_aside": 0,
+                               "unaccounted": 0}
+    assert report["rows_without_count"] == 2
+    assert q.filter(pl.col("severity") == "error").unique("row")["cases"].sum() == 12
+    # 5 of 9 rows lost: this run would not publish
+    assert report["status"] == "rejected" and len(report["rejected_because"]) == 2
 
 
 def test_reingest_is_idempotent_and_a_later_issue_supersedes(tmp_path, warehouse):
@@ -211,7 +218,7 @@ def test_other_sources_partitions_are_untouched(tmp_path, warehouse):
 
 
 def test_cumulative_source_publishes_differences_and_reports_a_decrease(tmp_path, warehouse):
-    cfg = source_from_dict(weekly_source(shape="cumulative_counts"))
+    cfg = source_from_dict(weekly_source(shape="cumulative_counts", limits={"max_quarantined_share": 0.5}))
     text = HEADER + "Jalisco,2024,1,10,0\nJalisco,2024,2,25,1\nJalisco,2024,3,22,1\nJalisco,2024,4,30,2\n"
     report = pipeline.ingest(cfg, write(tmp_path, "c.csv", text), warehouse)
     rows = read.cases_weekly(warehouse).sort("epi_week").select("epi_week", "cases", "deaths").collect().rows()
@@ -233,7 +240,7 @@ def test_latin1_semicolon_decimal_comma_file_from_a_ministry(tmp_path, warehouse
 
 def test_ingest_into_an_s3_warehouse(store, tmp_path):  # noqa: F811 (pytest fixture)
     """The same run against a folder and against a real S3 server (SeaweedFS): same rows back."""
-    cfg = source_from_dict(weekly_source())
+    cfg = source_from_dict(weekly_source(limits={"max_quarantined_share": 1}))   # half the rows fail, on purpose
     report = pipeline.ingest(cfg, write(tmp_path, "w.csv", HEADER + "Jalisco,2024,1,10,0\nNarnia,2024,1,3,0\n"), store,
                              issue_date=dt.date(2024, 1, 20))
     assert report["status"] == "published" and report["rows_quarantined"] == 1
