@@ -155,8 +155,10 @@ def ingest_source(source_path: str, warehouse: str = "warehouse", location: str 
                                                       flow_run=flow_run.name) as logged:
         reports = _ingest(source_path, source, warehouse, location, issue_date, force, week)
         if reports:   # a failure is recorded by the failure hook (flows/notify.py)
-            completeness.record_run(Storage.open(warehouse), source.id, run_id=reports[-1].get("run_id"),
-                                    status=reports[-1]["status"], flow_run=flow_run.name)
+            last = reports[-1]
+            completeness.record_run(Storage.open(warehouse), source.id, run_id=last.get("run_id"), status=last["status"],
+                                    flow_run=flow_run.name, lost=completeness.lost_share(last),
+                                    counts={w: last[w] for w in ("rows", "cases", "deaths") if w in last})
         logged.update(files=len(reports), published=sum(r["status"] == "published" for r in reports),
                       rows=sum(r.get("harmonised_rows", 0) for r in reports))
     return reports
@@ -196,8 +198,6 @@ def _ingest(source_path: str, source: SourceConfig, warehouse: str, location: st
                     reports.append(publish(warehouse, source, landed, staged, run_id))
             log_report(reports[-1], week)
             report_artifacts(warehouse, reports[-1])
-            if reports[-1]["status"] == "rejected":      # the run fails (operator alert); report and quarantine kept
-                raise pipeline.RunRejected(reports[-1])
             # only now that these bytes are published may a 304 stand for them
             pipeline.save_fetch_state(Storage.open(warehouse), source.id, kind, got.origin, got.validators,
                                       {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name})
@@ -205,4 +205,7 @@ def _ingest(source_path: str, source: SourceConfig, warehouse: str, location: st
         for got in fetched:
             got.discard()
     update_reporting(warehouse, source)
+    rejected = [r for r in reports if r["status"] == "rejected"]
+    if rejected:      # the run fails (operator alert) once every file was tried; reports and quarantine kept
+        raise pipeline.RunRejected(rejected[0])
     return reports

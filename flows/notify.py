@@ -116,7 +116,8 @@ def alert_failed_run(flow, flow_run, state) -> None:
                 last = completeness.last_run(storage, source_id) or {}
                 if last.get("status") == "rejected" and str(last.get("run_id") or "").startswith(str(flow_run.id)):
                     completeness.record_run(storage, source_id, run_id=last["run_id"], status="rejected",
-                                            error=last.get("error"), flow_run=flow_run.name, lost=last.get("lost"))
+                                            error=last.get("error"), flow_run=flow_run.name, lost=last.get("lost"),
+                                            counts={w: last[w] for w in ("rows", "cases", "deaths") if w in last})
                 else:
                     completeness.record_run(storage, source_id, run_id=str(flow_run.id), status=kind.lower(),
                                             error=state.message, flow_run=flow_run.name)

@@ -42,7 +42,14 @@ def test_dhis2_data_value_sets_end_to_end(server, warehouse, monkeypatch):
                  lambda q, h: Reply(body=body, headers={"Content-Type": "application/json"}) if h.get("authorization") == want
                  else Reply(401, b"{}"))
     src = source("dhis2_country_example.yaml", server.url("/api/dataValueSets.json?dataSet=mqba4z6GsJP"))
-    [report] = pipeline.fetch_and_ingest(src, warehouse)
+    with pytest.raises(pipeline.RunRejected) as rejected:     # the fixture's 6 broken values of 21: over 5 %
+        pipeline.fetch_and_ingest(src, warehouse)
+    assert rejected.value.report["rows"]["quarantined"] == 6 and not (warehouse / "datasets" / "cases_weekly").exists()
+    src = source("dhis2_country_example.yaml", server.url("/api/dataValueSets.json?dataSet=mqba4z6GsJP"),
+                 limits={"max_quarantined_share": 0.5})
+    [report] = pipeline.fetch_and_ingest(src, warehouse, force=True)
+    c = report["rows"]
+    assert c["read"] == c["published"] + c["quarantined"] + c["set_aside"] and report["cases"]["unaccounted"] == 0
     rows, problems = dhis2.parse_data_value_sets(body, src.dhis2)
     got = read.cases_weekly(warehouse).collect()
     assert got["cases"].sum() == rows["cases"].sum() > 0

@@ -96,9 +96,13 @@ def test_cli_check_exit_codes_and_no_prefect(source, tmp_path):
     bad.write_text(GOOD + "Atlantis,2024,10,3\nPetén,2024,54,1\n")
     out_json = tmp_path / "report.json"
     res = run_cli("check", str(source), str(bad), "--json", str(out_json))
-    assert res.returncode == 1
+    assert res.returncode == 3                                 # 2 rows of 5 fail: the run would be rejected
     assert "unknown_place" in res.stdout and "Atlantis" in res.stdout and "less_than_or_equal_to(53)" in res.stdout
-    assert json.loads(out_json.read_text())["rows_quarantined"] == 2
+    assert json.loads(out_json.read_text())["rows_quarantined"] == 2 and "rejected" in res.stdout
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text(source.read_text() + "limits: {max_quarantined_share: 0.5}\n")
+    res = run_cli("check", str(lenient), str(bad))
+    assert res.returncode == 1 and "would be published" in res.stdout
 
 
 @pytest.mark.parametrize("args, words", [
@@ -112,3 +116,23 @@ def test_user_errors_are_one_line_without_traceback(source, tmp_path, args, word
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line and not line.startswith("PREFECT_IMPORTED")]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in res.stderr
+
+
+def test_a_lossy_run_is_rejected_by_the_flow_and_stays_rejected_in_status(prefect_harness, source, tmp_path):
+    """Most rows fail: the flow fails (so Prefect and the operator alert see it), nothing is published,
+    the report, quarantine and `vigila status` say rejected and how much was lost; the CLI exits 3."""
+    from flows.ingest import ingest_source
+    from vigila import completeness, pipeline
+    from vigila.storage import Storage
+
+    (tmp_path / "drop" / "semana10.csv").write_text(GOOD + "Atlantis,2024,10,300\nNarnia,2024,10,200\n")
+    wh = str(tmp_path / "wh")
+    with pytest.raises(pipeline.RunRejected, match="of the cases read were quarantined"):
+        ingest_source(str(source), wh)
+    last = completeness.last_run(Storage.open(wh), "gtm_mspas_weekly")
+    assert last["status"] == "rejected" and last["lost"]["cases"] == pytest.approx(500 / 591, abs=1e-4)
+    assert read.quarantine(wh).collect()["cases"].sum() == 500
+    with pytest.raises(FileNotFoundError):
+        read.cases_weekly(wh).collect()
+    res = CliRunner().invoke(app, ["ingest", str(source), "--warehouse", str(tmp_path / "wh2")])
+    assert res.exit_code == 3 and "rejected" in res.output

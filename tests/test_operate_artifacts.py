@@ -25,7 +25,8 @@ from test_flow import GOOD, SOURCE as FLOW_SOURCE
 from test_publish import cases, commit_cases
 from test_storage import s3_settings, store  # noqa: F401  (fixtures)
 
-SOURCE = FLOW_SOURCE.replace("location: {location}\n", "location: {location}\nissue_date: {{fixed: 2024-03-20}}\n")
+SOURCE = FLOW_SOURCE.replace("location: {location}\n", "location: {location}\nissue_date: {{fixed: 2024-03-20}}\n"
+                             "limits: {{max_quarantined_share: 0.5}}\n")   # BAD's 2 broken rows of 5 still publish
 BAD = GOOD + "Atlantis,2024,10,3\nPetén,2024,54,1\n"
 
 
@@ -59,7 +60,9 @@ def test_report_table_markdown_and_quarantine_location(source: Path, tmp_path: P
     assert all(set(r) == set(artifacts.TABLE_COLUMNS) for r in table)
     totals = {r["check"]: r["rows"] for r in table if r["severity"] == "total"}
     assert totals["rows read"] == 5 and totals["rows quarantined (not published)"] == 2
-    assert totals["rows published (harmonised weekly rows)"] == 3 and totals["rows set aside (out of scope)"] == 0
+    assert totals["rows published"] == 3 and totals["rows set aside (out of scope)"] == 0
+    assert totals["cases read"] == 91 + 3 + 1 and totals["cases published"] == 91                 # in cases too
+    assert totals["cases quarantined (not published)"] == 4 and totals["harmonised weekly rows"] == 3
 
     where = artifacts.quarantine_location(st, cfg.id, report["versions"]["quarantine"])
     assert where == st.uri(f"datasets/quarantine/versions/{report['versions']['quarantine']}/source_id=gtm_mspas_weekly")
@@ -69,7 +72,7 @@ def test_report_table_markdown_and_quarantine_location(source: Path, tmp_path: P
 
     md = artifacts.report_markdown(report, where)
     for text in ("gtm_mspas_weekly", report["file"]["sha256"], "| rows read | 5 |", "| rows quarantined (not published) | 2 |",
-                 "| rows set aside (out of scope) | 0 |", f"`{where}`", "unknown_place", "Atlantis"):
+                 "| rows set aside (out of scope) | 0 |", "| cases read | 95 |", f"`{where}`", "unknown_place", "Atlantis"):
         assert text in md, text
     unchanged = artifacts.report_markdown(pipeline.ingest(cfg, tmp_path / "drop" / "semana10.csv", st, run_id="r2"))
     assert "unchanged" in unchanged and "none (no row failed a check)" in unchanged

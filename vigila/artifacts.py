@@ -44,7 +44,9 @@ ACCOUNTED = [("read", "read"), ("published", "published"), ("quarantined", "quar
 
 def _totals(report: dict) -> list[tuple[str, Any]]:
     """Rows, cases and deaths read = published + quarantined + set aside, then the harmonised rows."""
-    counted = [(f"{what} {label}", report[what].get(key)) for what in ("rows", "cases", "deaths")
+    held = report.get("status") == "rejected"   # passed the checks, but the run published nothing
+    counted = [(f"{what} {'passed the checks (not published)' if held and key == 'published' else label}",
+                report[what].get(key)) for what in ("rows", "cases", "deaths")
                if isinstance(report.get(what), dict) for key, label in ACCOUNTED]
     return [*counted, ("harmonised weekly rows", report.get("harmonised_rows")),
             ("new revisions published", report.get("revisions_added"))]
@@ -90,7 +92,7 @@ def report_markdown(report: dict, quarantine: str | None = None) -> str:
     for label, value in _totals(report):
         if value is not None:
             lines.append(f"| {label} | {value:,} |" if isinstance(value, int) else f"| {label} | {_cell(value)} |")
-    if quarantine or report.get("status") == "published":
+    if quarantine or report.get("status") != "rejected":
         lines.append(f"| quarantine | {f'`{quarantine}`' if quarantine else 'none (no row failed a check)'} |")
     for name, version in sorted((report.get("versions") or {}).items()):
         lines.append(f"| {name} version | `{version}` |")

@@ -192,8 +192,10 @@ def print_report(report: dict, *, title: str | None = None) -> None:
     for w in counted:
         t.add_column(w, justify="right")
     t.add_column("", style="bold")
+    passed = {"rejected": "passed the checks (not published: the run is rejected)",
+              "checked": "would be published"}.get(status, "published")
     for key, label in ACCOUNT:
-        t.add_row(*(f"{report[w][key]:,}" for w in counted), label)
+        t.add_row(*(f"{report[w][key]:,}" for w in counted), passed if key == "published" else label)
     out.print(t)
     if "harmonised_rows" in report:
         out.print(f"{report['harmonised_rows']:,} harmonised weekly rows ({report['cases_published']:,} cases)"

@@ -198,12 +198,12 @@ def _when(report: dict) -> str:
 
 
 def record_run(storage: Storage, source_id: str, *, run_id: str | None, status: str, error: str | None = None,
-               flow_run: str | None = None, lost: dict[str, float] | None = None) -> None:
+               flow_run: str | None = None, lost: dict[str, float] | None = None, counts: dict | None = None) -> None:
     """Remember the source's last run whatever its outcome (`reports/<source>/last_run.json`): published,
     unchanged, failed or crashed, with the error's first line; `vigila status` shows it."""
     first = (error or "").strip().splitlines()[0][:300] if error else None
     storage.write_json(f"reports/{source_id}/last_run.json",
-                       {"run_id": run_id, "flow_run": flow_run, "status": status, "error": first, "lost": lost,
+                       {"run_id": run_id, "flow_run": flow_run, "status": status, "error": first, "lost": lost, **(counts or {}),
                         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
 
 
@@ -215,7 +215,8 @@ def last_run(storage: Storage, source_id: str) -> dict | None:
         if storage.exists(key):
             r = storage.read_json(key)
             runs.append({"run_id": r.get("run_id"), "status": r.get("status"), "at": r.get("at") or _when(r) or None,
-                         "error": r.get("error"), "lost": r.get("lost") or lost_share(r)})
+                         "error": r.get("error"), "lost": r.get("lost") or lost_share(r),
+                         **{w: r[w] for w in ("rows", "cases", "deaths") if isinstance(r.get(w), dict)}})
     return max(runs, key=lambda r: r["at"] or "") if runs else None
 
 

@@ -393,7 +393,8 @@ def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processe
                   file={**report["file"], "key": landed.key, "size": landed.size, "original_name": landed.original_name},
                   notes=[*report.get("notes", []), f"nothing from this file was published: {reason}"])
     storage.write_json(f"reports/{source.id}/{run_id}.json", report)
-    completeness.record_run(storage, source.id, run_id=run_id, status="rejected", error=reason, lost=completeness.lost_share(report))
+    completeness.record_run(storage, source.id, run_id=run_id, status="rejected", error=reason, lost=completeness.lost_share(report),
+                            counts={w: report[w] for w in ("rows", "cases", "deaths") if w in report})
     publish.write_catalog(storage)
     return report
 
