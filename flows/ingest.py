@@ -198,9 +198,9 @@ def _ingest(source_path: str, source: SourceConfig, warehouse: str, location: st
                     reports.append(publish(warehouse, source, landed, staged, run_id))
             log_report(reports[-1], week)
             report_artifacts(warehouse, reports[-1])
-            # only now that these bytes are published may a 304 stand for them
-            pipeline.save_fetch_state(Storage.open(warehouse), source.id, kind, got.origin, got.validators,
-                                      {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name})
+            if reports[-1]["status"] != "rejected":   # only bytes now published may a 304 stand for
+                pipeline.save_fetch_state(Storage.open(warehouse), source.id, kind, got.origin, got.validators,
+                                          {"sha256": landed.sha256, "key": landed.key, "original_name": landed.original_name})
     finally:
         for got in fetched:
             got.discard()

@@ -136,3 +136,30 @@ def test_a_lossy_run_is_rejected_by_the_flow_and_stays_rejected_in_status(prefec
         read.cases_weekly(wh).collect()
     res = CliRunner().invoke(app, ["ingest", str(source), "--warehouse", str(tmp_path / "wh2")])
     assert res.exit_code == 3 and "rejected" in res.output
+
+
+def test_without_a_prefect_api_ingest_runs_in_process_and_publishes_what_the_flow_publishes(prefect_harness, source, tmp_path):
+    """No PREFECT_API_URL: `vigila ingest` never imports Prefect (no temporary server to start or orphan),
+    and publishes the same rows, reports and run record as the `ingest_source` flow run."""
+    from flows.ingest import ingest_source
+    from vigila import completeness
+    from vigila.storage import Storage
+
+    home = tmp_path / "prefect-home"           # an empty Prefect profile: no API configured anywhere
+    env_cli = ["ingest", str(source), "--warehouse", str(tmp_path / "plain"), "--issue-date", "2024-03-20"]
+    res = subprocess.run([sys.executable, "-c", "import sys; from vigila.cli import app\ntry:\n    app(sys.argv[1:])\n"
+                          "finally:\n    print('PREFECT_IMPORTED=' + str('prefect' in sys.modules), file=sys.stderr)", *env_cli],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("PREFECT_")}
+                         | {"PREFECT_HOME": str(home)})
+    assert res.returncode == 0, res.stderr
+    assert "PREFECT_IMPORTED=False" in res.stderr and "PREFECT_API_URL" in res.stdout      # and how to see runs
+    import datetime as dt
+    ingest_source(str(source), str(tmp_path / "flow"), issue_date=dt.date(2024, 3, 20))
+    cols = ["geo_code", "epi_year", "epi_week", "cases", "issue_date"]
+    plain, flow = (read.cases_weekly(tmp_path / w).select(cols).sort(cols).collect() for w in ("plain", "flow"))
+    assert plain.equals(flow) and plain.height == 3
+    runs = [completeness.last_run(Storage.open(tmp_path / w), "gtm_mspas_weekly") for w in ("plain", "flow")]
+    assert [r["status"] for r in runs] == ["published", "published"] and runs[0]["cases"] == runs[1]["cases"]
+    for w in ("plain", "flow"):                                            # reporting refreshed by both
+        assert read.dataset(tmp_path / w, "reporting").collect().height > 0

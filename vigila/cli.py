@@ -20,7 +20,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 from rich.console import Console
 from rich.file_proxy import FileProxy
@@ -30,9 +29,9 @@ from rich.markup import escape as esc
 from rich.text import Text
 
 from vigila import log as vlog
-from vigila import pipeline
-from vigila.config import ConfigError, load_source, source_paths
-from vigila.readers import ReadError
+
+# Only typer, rich and the standard library at import: `vigila --help` must not pay for polars, pandera,
+# pydantic or Prefect. Each command imports what it needs when it runs.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Vigila: regional epidemiological surveillance pipeline.")
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -49,6 +48,8 @@ def _fail(message: str, code: int = 2) -> None:
 @contextmanager
 def _user_errors():
     from connectors.base import FetchError
+    from vigila.config import ConfigError
+    from vigila.readers import ReadError
 
     try:
         yield
@@ -217,7 +218,9 @@ def print_report(report: dict, *, title: str | None = None) -> None:
         out.print(f"[dim]note: {esc(note)}[/]")
 
 
-def print_failures(quarantine: pl.DataFrame, limit: int) -> None:
+def print_failures(quarantine, limit: int) -> None:
+    import polars as pl
+
     rows = quarantine.filter(pl.col("severity") != "set_aside").sort("row")
     if rows.height == 0:
         return
@@ -240,6 +243,9 @@ def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
           quiet: QUIET = False) -> None:
     """Validate FILE (or what the config's `location` holds) against SOURCE without publishing.
     Exit 0: every row passed; 1: some rows failed a check; 3: the run would be rejected (nothing published)."""
+    from vigila import pipeline
+    from vigila.config import load_source
+
     with _user_errors():
         cfg = load_source(source)
         fetched = [] if file is not None else pipeline.fetch(_location_of(cfg, source), cfg)
@@ -276,11 +282,31 @@ def _import_flows() -> None:
     import flows.regional  # noqa: F401
 
 
-def _run_flow(source: Path, warehouse: str, location: str | None, issue_date: dt.date | None, force: bool) -> list[dict]:
+FLOW = Annotated[bool | None, typer.Option("--flow/--no-flow", help="run as a Prefect flow run (default: only when a "
+                                           "Prefect API is configured; without one, a flow run starts a temporary server)")]
+NO_API_HINT = ("runs are recorded in the warehouse (reports/, `vigila status`); to see them in the Prefect UI, "
+               "set PREFECT_API_URL or run `vigila serve`")
+
+
+def _use_flows(flow: bool | None) -> bool:
+    from vigila.oneoff import prefect_api_configured
+
+    return prefect_api_configured() if flow is None else flow
+
+
+def _run_source(source: Path, warehouse: str, location: str | None, issue_date: dt.date | None, force: bool,
+                flows: bool) -> list[dict]:
+    """One source's reports through the `ingest_source` flow (Prefect) or the same steps in this process."""
+    from vigila.config import load_source
+
+    load_source(source)  # fail fast, with one line, before anything starts
+    if not flows:
+        from vigila import oneoff
+
+        return oneoff.ingest_source(str(source), warehouse, location, issue_date, force)
     _import_flows()
     from flows.ingest import ingest_source
 
-    load_source(source)  # fail fast, with one line, before Prefect starts
     return ingest_source(str(source), warehouse, location, issue_date, force)
 
 
@@ -290,38 +316,46 @@ def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
            file: Annotated[str | None, typer.Option(help="a file, glob or folder instead of the config's location")] = None,
            issue_date: Annotated[str | None, typer.Option(help="issue date YYYY-MM-DD (default: config, else today)")] = None,
            force: Annotated[bool, typer.Option(help="re-process bytes that were already ingested")] = False,
-           quiet: QUIET = False) -> None:
-    """Fetch, validate, harmonise and publish SOURCE's reports (runs the Prefect flow)."""
+           flow: FLOW = None, quiet: QUIET = False) -> None:
+    """Fetch, validate, harmonise and publish SOURCE's reports (a Prefect flow run when an API is configured).
+    Exit 3 when a report is rejected (too much quarantined, nothing to publish)."""
+    from vigila import pipeline
+
+    flows = _use_flows(flow)
     with _user_errors():
         try:
             when = dt.date.fromisoformat(issue_date) if issue_date else None
         except ValueError:
             _fail(f"--issue-date {issue_date!r} is not a YYYY-MM-DD date")
-        load_source(source)
-        _import_flows()
         try:
-            with stage_progress(quiet, prefect=True):
-                reports = _run_flow(source, warehouse, file, when, force)
+            with stage_progress(quiet, prefect=flows):
+                reports = _run_source(source, warehouse, file, when, force, flows)
         except pipeline.RunRejected as e:
             print_report(e.report)
             err.print(f"[bold red]rejected:[/] {esc(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_REJECTED) from None
     for r in reports:
         print_report(r)
-    out.print(f"warehouse: [bold]{warehouse}[/]")
+    out.print(f"warehouse: [bold]{esc(warehouse)}[/]")
+    if not flows:
+        out.print(f"[dim]{NO_API_HINT}[/]")
 
 
 @app.command()
-def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse", quiet: QUIET = False) -> None:
+def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse", flow: FLOW = None,
+         quiet: QUIET = False) -> None:
     """Ingest the bundled real reports (PAHO national dengue, Peru's line list), run detection, build the
     regional weekly summary and the bulletin of the latest week, summarise."""
+    flows = _use_flows(flow)
     with _user_errors():
-        _import_flows()
-        from flows.detect import detect_alerts
-        from flows.regional import regional_summary
-
-        with stage_progress(quiet, prefect=True):
-            reports = [r for name in DEMO_SOURCES for r in _run_flow(ROOT / "sources" / name, warehouse, None, None, False)]
+        if flows:
+            _import_flows()
+            from flows.detect import detect_alerts
+            from flows.regional import regional_summary
+        else:
+            from vigila.oneoff import detect_alerts, regional_summary
+        with stage_progress(quiet, prefect=flows):
+            reports = [r for name in DEMO_SOURCES for r in _run_source(ROOT / "sources" / name, warehouse, None, None, False, flows)]
             detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
             regional = regional_summary(warehouse)  # reconcile -> endemic channels -> weekly summary -> bulletin
         for r in reports:
@@ -329,6 +363,8 @@ def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "war
     summarise(warehouse)
     print_alarms(warehouse, detection)
     print_regional(regional)
+    if not flows:
+        out.print(f"[dim]{NO_API_HINT}[/]")
 
 
 def print_regional(result: dict) -> None:
@@ -344,6 +380,8 @@ def print_regional(result: dict) -> None:
 
 def print_alarms(warehouse: str, summary: dict, limit: int = 25) -> None:
     """The most recent alarm of each country in the published `alerts` (any place, any method)."""
+    import polars as pl
+
     from vigila import read
 
     alarms = read.dataset(warehouse, "alerts").filter(pl.col("alarm")).collect()
@@ -367,6 +405,8 @@ def print_alarms(warehouse: str, summary: dict, limit: int = 25) -> None:
 
 
 def summarise(warehouse: str) -> None:
+    import polars as pl
+
     from vigila import publish
     from vigila.storage import Storage
 
@@ -491,6 +531,7 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
            json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False) -> None:
     """Reporting status per source: last run, last epi week published, completeness, overdue (no Prefect)."""
     from vigila import completeness
+    from vigila.config import ConfigError, load_source, source_paths
 
     with _user_errors():
         try:
@@ -532,7 +573,8 @@ def _run_cell(run: dict | None) -> str:
         return "never"
     status = run["status"] or "?"
     lost = run.get("lost") or {}
-    share = f" (lost {max(lost.values()):.0%}" + (" of cases)" if lost.get("cases", -1) >= lost.get("rows", 0) else " of rows)")
+    most = max(lost.values(), default=0)
+    share = f" (lost {most:.{0 if most >= 0.1 else 2}%}" + (" of cases)" if lost.get("cases", -1) >= lost.get("rows", 0) else " of rows)")
     when = (run["at"] or "")[:16].replace("T", " ")
     failed = status not in ("published", "unchanged")
     return f"{when} " + (f"[red]{esc(status)}[/]" if failed else status) + (share if lost and (failed or max(lost.values()) > 0) else "")
@@ -557,6 +599,8 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
            top: Annotated[int, typer.Option(help="alarms to list")] = 10,
            quiet: QUIET = False) -> None:
     """Run an aberration-detection method over every series of INPUT (no Prefect)."""
+    import polars as pl
+
     from vigila.detect import registry
 
     kind, out_kind = _table_format(input_file, "--input"), _table_format(output, "--output")

@@ -522,13 +522,20 @@ def fetch_and_ingest(source: SourceConfig, warehouse: str | Path | Storage, *, l
             if got.not_modified:
                 reports.append(not_modified_report(source, got.origin, state, f"{run_id}-{i}"))
                 continue
-            report = ingest(source, got.path, storage, run_id=f"{run_id}-{i}", issue_date=issue_date, force=force,
-                            progress=progress, origin=got.origin)
-            save_fetch_state(storage, source.id, kind, got.origin, got.validators, report["file"])
+            try:
+                report = ingest(source, got.path, storage, run_id=f"{run_id}-{i}", issue_date=issue_date, force=force,
+                                progress=progress, origin=got.origin)
+            except RunRejected as e:     # the other reports are still tried
+                report = e.report
+            if report["status"] != "rejected":   # a 304 may only ever stand for published bytes
+                save_fetch_state(storage, source.id, kind, got.origin, got.validators, report["file"])
             reports.append(report)
     finally:
         for got in fetched:
             got.discard()
+    rejected = [r for r in reports if r["status"] == "rejected"]
+    if rejected:
+        raise RunRejected(rejected[0])
     return reports
 
 
