@@ -37,7 +37,7 @@ def warehouse(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_ingested(tmp_path_factory) -> Path:
-    """Both bundled real reports (PAHO national, Peru's line list) ingested once, issued 2024-01-10.
+    """Both bundled real reports (PAHO national, Peru's line list) ingested once, issued 2025-01-10 (after the last week of data).
     Read-only: a test that publishes more copies it first (`copy_warehouse`)."""
     import datetime as dt
 
@@ -47,7 +47,7 @@ def demo_ingested(tmp_path_factory) -> Path:
     wh = tmp_path_factory.mktemp("demo") / "warehouse"
     for name in ("paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml"):
         cfg = load_source(SOURCES / name)
-        pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2024, 1, 10))
+        pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2025, 1, 10))
     return wh
 
 

@@ -80,7 +80,7 @@ def test_sub_rows_summed_every_case_accounted_and_a_lossy_run_rejected(tmp_path)
     cfg = source_from_dict(arg_config(tmp_path))
     # 137 rows of an unknown province ("desconocida"): 58.7 % of the cases cannot be placed -> rejected
     with pytest.raises(pipeline.RunRejected) as err:
-        pipeline.ingest(cfg, ARG_CSV, wh, run_id="r1", issue_date=dt.date(2025, 6, 1))
+        pipeline.ingest(cfg, ARG_CSV, wh, run_id="r1", issue_date=dt.date(2025, 10, 1))
     report = err.value.report
     balanced(report)
     raw = arg_raw()
@@ -95,7 +95,7 @@ def test_sub_rows_summed_every_case_accounted_and_a_lossy_run_rejected(tmp_path)
 
     # the same file, with the share declared acceptable for this source: published, sums exact
     cfg = source_from_dict(arg_config(tmp_path, limits={"max_quarantined_share": 0.7}))
-    report = pipeline.ingest(cfg, ARG_CSV, wh, run_id="r2", force=True, issue_date=dt.date(2025, 6, 1))
+    report = pipeline.ingest(cfg, ARG_CSV, wh, run_id="r2", force=True, issue_date=dt.date(2025, 10, 1))
     balanced(report)
     assert report["status"] == "published" and report["rows"]["published"] == raw.height - unknown.height
     geo = {"Buenos Aires": "AR-B", "CABA": "AR-C", "Córdoba": "AR-X", "Tucumán": "AR-T"}
@@ -267,7 +267,7 @@ def test_status_survives_a_broken_config_and_shows_a_rejected_run(tmp_path):
     wh = tmp_path / "wh"
     cfg = source_from_dict(arg_config(tmp_path))
     with pytest.raises(pipeline.RunRejected):
-        pipeline.ingest(cfg, ARG_CSV, wh, issue_date=dt.date(2025, 6, 1))
+        pipeline.ingest(cfg, ARG_CSV, wh, issue_date=dt.date(2025, 10, 1))
     folder = tmp_path / "sources"
     folder.mkdir()
     (folder / "arg.yaml").write_text(yaml.safe_dump(arg_config(tmp_path)))

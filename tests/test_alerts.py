@@ -19,7 +19,7 @@ from vigila.storage import Storage
 
 from conftest import SOURCES
 
-ISSUED = dt.date(2024, 1, 10)
+ISSUED = dt.date(2025, 1, 10)
 ABW = "ABW|dengue|paho_opendengue_national"
 
 

@@ -34,7 +34,7 @@ def demo_wh(tmp_path_factory):
     reports = {}
     for path in (PAHO, PERU):
         cfg = load_source(path)
-        reports[cfg.id] = pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2024, 1, 10))
+        reports[cfg.id] = pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2025, 1, 10))
     return wh, reports
 
 

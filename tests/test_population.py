@@ -66,7 +66,7 @@ def test_per_100k_takes_the_latest_year_not_after_else_the_earliest(lazy):
 
 def test_incidence_of_the_real_weekly_counts(tmp_path):
     cfg = load_source(SOURCES / "paho_opendengue_national.yaml")
-    pipeline.ingest(cfg, cfg.location, tmp_path / "wh", issue_date=dt.date(2024, 1, 10))
+    pipeline.ingest(cfg, cfg.location, tmp_path / "wh", issue_date=dt.date(2025, 1, 10))
     weekly = read.cases_weekly(tmp_path / "wh", country=["PER", "AIA"], weeks=2023, source=cfg.id)
     yearly = weekly.group_by("geo_code", "epi_year").agg(pl.col("cases").sum()).collect()
     got = population.per_100k(yearly, population.load()).sort("geo_code")

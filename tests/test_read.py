@@ -22,7 +22,7 @@ from vigila.storage import Storage
 
 from conftest import DEMO, ROOT, SOURCES
 
-FIRST, SECOND = dt.date(2024, 1, 10), dt.date(2024, 2, 10)
+FIRST, SECOND = dt.date(2025, 1, 10), dt.date(2025, 2, 10)
 PAHO, PERU = "paho_opendengue_national", "per_minsa_dengue_linelist"
 SNIPPETS = ROOT / "docs" / "snippets"
 BUMP = 1000  # the second issue revises Peru's first five weeks of 2023 upwards by this
@@ -132,7 +132,7 @@ def test_as_of_reads_each_issue(wh):
         got = read.cases_weekly(wh["path"], source=PAHO, country="PER", weeks=("2023-W01", "2023-W05"), **kw)
         return got.sort("epi_week").collect()["cases"]
 
-    assert cases(as_of=FIRST).equals(first) and cases(as_of="2024-02-09").equals(first)
+    assert cases(as_of=FIRST).equals(first) and cases(as_of="2025-02-09").equals(first)
     assert cases(as_of=SECOND).equals(second) and cases().equals(second)
     assert read.cases_weekly(wh["path"], as_of=FIRST - dt.timedelta(days=1)).collect().height == 0
     # weeks not revised are the same in both issues and in cases_weekly

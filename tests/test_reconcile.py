@@ -292,7 +292,7 @@ def ingested(tmp_path_factory):
     wh = tmp_path_factory.mktemp("reconcile") / "warehouse"
     for name in ("paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml"):
         cfg = load_source(SOURCES / name)
-        pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2024, 1, 10))
+        pipeline.ingest(cfg, cfg.location, wh, issue_date=dt.date(2025, 1, 10))
     return wh
 
 

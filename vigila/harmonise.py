@@ -7,6 +7,7 @@ records (_row, field, check, value, severity). Pure polars; no files, no Prefect
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -54,9 +55,10 @@ class Context:
 
     source: SourceConfig
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    issue_date: dt.date | None = None      # the report's issue date: weeks after it are implausible
 
     @classmethod
-    def build(cls, source: SourceConfig) -> Context:
+    def build(cls, source: SourceConfig, issue_date: dt.date | None = None) -> Context:
         vm = source.value_maps
         tables = {f: value_table(f, getattr(vm, f)) for f in CONTROLLED}
         countries = places.country_table()
@@ -66,7 +68,7 @@ class Context:
             extra = pl.DataFrame({"key": list(vm.disease), "disease": list(vm.disease.values())})
             dis = pl.concat([extra.with_columns(places.normalise_expr(pl.col("key"))), dis]).unique("key", keep="first")
         tables["disease"] = dis
-        return cls(source, tables)
+        return cls(source, tables, issue_date or dt.date.today())
 
     def place_table(self, iso3: str) -> pl.DataFrame:
         key = f"place:{iso3}"

@@ -119,7 +119,7 @@ def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha:
         pl.col(ROW).cast(pl.Int64).alias("row"),
         pl.col("field").replace_strict(mapped, default=pl.col("field")).alias("column") if "field" in errors.columns
         else pl.lit(None, pl.Utf8).alias("column"),
-        pl.col("check"), pl.col("value").cast(pl.Utf8),
+        pl.col("check"), pl.col("value").cast(pl.Utf8).str.slice(0, source.limits.max_value_chars),
         (pl.col("severity") if "severity" in errors.columns else pl.lit("error")).alias("severity"),
         (pl.lit(stage) if stage else pl.when(pl.col("check").str.contains(HARMONISE_CHECKS))
          .then(pl.lit("harmonise")).otherwise(pl.lit("raw"))).alias("stage"),
@@ -147,7 +147,7 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
         with vlog.stage("harmonise", **common) as logged:
             lf = select_fields(table.frame, table.columns, source)
             parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
-            planned = plan.run(lf, source, hz.Context.build(source), exclude=parse_errs[ROW])
+            planned = plan.run(lf, source, hz.Context.build(source, issue_date), exclude=parse_errs[ROW])
             rows, errors, rows_read = planned.rows, planned.errors, planned.rows_read
             if rows_read == 0:
                 raise ReadError(f"{Path(path).name}: header only, no data rows")
@@ -219,7 +219,13 @@ def _finish_shape(rows: pl.DataFrame, ledger: pl.DataFrame, source: SourceConfig
     none = pl.DataFrame(schema={ROW: pl.Int64, "__group": pl.UInt32})
     if source.shape == "line_list":
         return rows, pl.DataFrame(schema=hz.HARMONISE_ERROR_SCHEMA), none
+    more = pl.col("deaths") > pl.col("cases")        # a row's own counts (before sub-rows are summed)
+    implausible = rows.filter(more.fill_null(False)).select(
+        ROW, pl.lit("deaths").alias("field"), pl.lit("deaths_exceed_cases").alias("check"),
+        pl.format("{} deaths > {} cases", "deaths", "cases").alias("value"), pl.lit("error").alias("severity"))
+    rows = rows.filter(~more.fill_null(False))
     rows, sub_errs, undeclared = hz.resolve_sub_rows(rows, ledger, source)
+    sub_errs = pl.concat([implausible, sub_errs])
     if source.shape == "cumulative_counts":
         rows, cum_errs = hz.difference_cumulative(rows)
         return rows, pl.concat([sub_errs, cum_errs]), undeclared
@@ -269,6 +275,18 @@ def accounting(source: SourceConfig, rows_read: int, harmonised: pl.DataFrame, q
     return out
 
 
+MOJIBAKE = r"Ã[\x80-\xbf]|Â[\xa0-\xbf]|Ã\s"   # UTF-8 bytes of á, é, ñ... read as Latin-1 / cp1252
+
+
+def _encoding_hint(quarantine: pl.DataFrame, encoding: str | None) -> list[str]:
+    """A note when names that matched nothing look like UTF-8 read as Latin-1 ('JUNÃ\x8dN' for 'JUNÍN')."""
+    unknown = quarantine.filter(pl.col("check").str.starts_with("unknown_"), pl.col("value").str.contains(MOJIBAKE))
+    if unknown.height == 0:
+        return []
+    return [f"{unknown['row'].n_unique():,} unknown names look like UTF-8 text read as {encoding or 'Latin-1'} (e.g. "
+            f"{unknown['value'][0]!r}): the file is probably UTF-8; set csv.encoding: utf-8"]
+
+
 def verdict(source: SourceConfig, counts: dict) -> list[str]:
     """Why this run must not publish (empty: it may). A status never flatters: a run that lost more than
     `limits.max_quarantined_share` of its rows or cases, or would publish fewer than
@@ -296,6 +314,7 @@ def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledge
                 .sort("severity", "rows", "check", descending=[False, True, False]))
     counts = accounting(source, rows_read, harmonised, quarantine, ledger)
     reasons = verdict(source, counts)
+    notes = [*table.notes, *_encoding_hint(quarantine, table.encoding)]
     return {
         "source_id": source.id, "run_id": run_id, "status": "processed",
         "file": {"sha256": sha, "format": table.format, "encoding": table.encoding, "delimiter": table.delimiter},
@@ -308,7 +327,7 @@ def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledge
         "cases_published": int(harmonised["cases"].sum() or 0),
         "rejected_because": reasons,
         "by_check": by_check.to_dicts(),
-        "notes": table.notes,
+        "notes": notes,
     }
 
 

@@ -10,6 +10,7 @@ table*; rows are then matched to their domain rows by index and split into good 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pandera.polars as pa
@@ -20,7 +21,7 @@ from vigila import epiweek, places
 from vigila import harmonise as hz
 from vigila.cast import FIELD_TYPES, LINE, ROW_KEY, typed_expr
 from vigila.config import SourceConfig
-from vigila.readers import ROW
+from vigila.readers import ROW, ReadError
 from vigila.vocab import age_band_expr
 
 ERROR_SCHEMA = hz.HARMONISE_ERROR_SCHEMA  # _row, field, check, value, severity
@@ -101,7 +102,8 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
             if f in ("date", "week_start"):
                 weeks = epiweek.weeks_of_dates(df["__t"], source.epiweek)
                 df = df.join(weeks.rename({"date": "__t", **{c: f"__d_{c}" for c in epiweek.WEEK_SCHEMA}}), on="__t", how="left")
-                check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit(f"missing_{f}")))
+                check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit(f"missing_{f}")),
+                                    _implausible("__d_", source, ctx))
                 out.append(_finish(df.select(f, *(f"__d_{c}" for c in epiweek.WEEK_SCHEMA), check.alias("c")), f, f, [f], pl.col("c")))
             elif f in ("epi_year", "epi_week"):
                 check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit("missing_epi_week")))
@@ -131,12 +133,20 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
                 df = df.with_columns(pl.when(missing & pl.col(f).is_not_null()).then(pl.lit(f"unmapped_{f}")).alias("c"),
                                      pl.col(f"__v_{f}").fill_null("unknown"))
                 out.append(_finish(df.drop("c"), f, f, [f], df["c"], "warning"))
+            elif f in ("sex", "age_group"):  # a blank breakdown of a count: 'unknown', with a warning (as on line lists)
+                blank = pl.col(f).is_null() | (pl.col(f).str.strip_chars() == "")
+                df = df.with_columns(pl.when(blank).then(pl.lit("unknown")).otherwise(pl.col(f"__v_{f}")).alias(f"__v_{f}"))
+                d = _finish(df, f, f, [f], pl.when(blank).then(pl.lit(f"missing_{f}"))
+                            .when(pl.col(f"__v_{f}").is_null()).then(pl.lit(f"unmapped_{f}")))
+                d.table = d.table.with_columns(pl.when(pl.col(d.chk) == f"missing_{f}").then(pl.lit("warning"))
+                                               .otherwise(pl.col(d.sev)).alias(d.sev))
+                out.append(d)
             else:
                 out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
     out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.on == [d.field] else d for d in out]
     out = [_including(d, source.include[d.field]) if d.field in source.include and d.on == [d.field] else d for d in out]
     if "epi_year+epi_week" in distinct:
-        out.append(_week_pairs(distinct["epi_year+epi_week"], source))
+        out.append(_week_pairs(distinct["epi_year+epi_week"], source, ctx))
     if "country+place" in distinct:
         out.append(_country_places(distinct["country+place"], ctx))
     return out
@@ -219,13 +229,23 @@ def _death_flags(raw: pl.DataFrame, source: SourceConfig) -> Domain:
     return _finish(df.drop("c"), "deaths", "deaths", ["deaths"], df["c"], "warning")
 
 
-def _week_pairs(raw: pl.DataFrame, source: SourceConfig) -> Domain:
+def _implausible(prefix: str, source: SourceConfig, ctx: hz.Context) -> pl.Expr:
+    """A week that starts more than limits.future_weeks after the issue date, or an epi year before
+    limits.min_epi_year: data nobody can have reported (year 2099, a typo'd 2031) never publishes."""
+    limits = source.limits
+    latest = ctx.issue_date + dt.timedelta(weeks=limits.future_weeks)
+    return (pl.when(pl.col(f"{prefix}week_start") > latest).then(pl.lit("week_in_future"))
+            .when(pl.col(f"{prefix}epi_year") < limits.min_epi_year).then(pl.lit("implausible_year")))
+
+
+def _week_pairs(raw: pl.DataFrame, source: SourceConfig, ctx: hz.Context) -> Domain:
     """Distinct (epi_year, epi_week) text pairs -> typed week and its start; week 53 of a 52-week year fails."""
     typed = raw.select(*(typed_expr(f, source, pl.col(f)).alias(f) for f in ("epi_year", "epi_week")))
     weeks = epiweek.add_week_start(typed, source.epiweek)
     df = raw.with_columns(*(weeks[c].alias(f"__w_{c}") for c in ("epi_year", "epi_week", "week_start")))
     in_range = pl.col("__w_epi_week").is_between(1, 53) & pl.col("__w_epi_year").is_between(1900, 2100)
-    check = pl.when(in_range & pl.col("__w_week_start").is_null()).then(pl.lit("week_not_in_year"))
+    check = pl.coalesce(pl.when(in_range & pl.col("__w_week_start").is_null()).then(pl.lit("week_not_in_year")),
+                        _implausible("__w_", source, ctx))
     return _finish(df, "week_pair", "epi_week", ["epi_year", "epi_week"], check)
 
 
@@ -348,8 +368,10 @@ def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Ser
     """Harmonised rows, error records, rows read and the ledger, in eager batches of `batch_rows`
     so memory stays bounded whatever the file size."""
     goods, errors, ledgers, n_rows = [], [], [], 0
-    for batch in lf.collect_batches(chunk_size=batch_rows):
+    for batch in _batches(lf, batch_rows):
         n_rows += batch.height
+        if n_rows > source.limits.max_rows:
+            raise ReadError(f"more than {source.limits.max_rows:,} data rows (limits.max_rows): refused while reading")
         good, bad, ledger = harmonise_batch(batch, source, ctx, exclude)
         goods.append(good)
         errors.append(bad)
@@ -362,6 +384,20 @@ def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Ser
         good = good.group_by(hz.DIMS).agg(pl.col("cases", *(["deaths"] if "deaths" in good.columns else [])).sum(),
                                           pl.col(ROW).min())
     return Planned(good, pl.concat(errors), n_rows, pl.concat([empty_ledger, *ledgers], how="diagonal_relaxed"))
+
+
+def _batches(lf: pl.LazyFrame, batch_rows: int):
+    """The file's rows in eager batches; a file polars cannot parse (an unterminated quote...) is a `ReadError`."""
+    batches = iter(lf.collect_batches(chunk_size=batch_rows))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as e:
+            raise ReadError(f"the rows cannot be parsed ({str(e).splitlines()[0][:160]}): an unterminated quote, "
+                            "a wrong delimiter or a broken line") from None
+        yield batch
 
 
 def _ledger(batch: pl.DataFrame, rows: pl.DataFrame, domains: list[Domain], source: SourceConfig) -> pl.DataFrame:
