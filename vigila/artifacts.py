@@ -12,7 +12,7 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from vigila import publish
+from vigila import publish, textsafe
 from vigila.storage import Storage
 
 __all__ = ["artifact_key", "detect_table", "quarantine_location", "report_markdown", "report_table"]
@@ -55,7 +55,7 @@ def _totals(report: dict) -> list[tuple[str, Any]]:
 def report_table(report: dict) -> list[dict[str, Any]]:
     """One row per check (severity, stage, check, column, rows, first row, example), then one row
     per total (severity ``total``). Missing figures (an unchanged file) are left out."""
-    rows = [{c: ("<missing>" if c == "example" and chk.get(c) is None else chk.get(c)) for c in TABLE_COLUMNS}
+    rows = [{c: ("<missing>" if c == "example" and chk.get(c) is None else textsafe.cell(chk.get(c))) for c in TABLE_COLUMNS}
             for chk in report.get("by_check") or []]
     for label, value in _totals(report):
         if value is not None:
@@ -67,7 +67,7 @@ def report_table(report: dict) -> list[dict[str, Any]]:
 def _cell(value: Any) -> str:
     """A markdown table cell: pipes and newlines escaped, and <, >, & as entities (the Prefect UI would
     otherwise render a value like `<missing>` as an HTML tag, i.e. an empty cell)."""
-    text = "" if value is None else html.escape(str(value), quote=False)
+    text = "" if value is None else html.escape(str(textsafe.cell(value)), quote=False)
     return text.replace("|", "\\|").replace("\n", " ")
 
 

@@ -31,10 +31,10 @@ def select_fields(frame: pl.LazyFrame, columns: list[str], source: SourceConfig)
     missing = {f: c for f, c in source.mapped.items() if c not in columns}
     if missing:
         field, col = next(iter(missing.items()))
-        raise ReadError(f"column {col!r} (columns.{field}) is not in the file; the file has: {', '.join(columns)}")
+        raise ReadError(f"column {col!r} (columns.{field}) is not in the file; the file has: {_names(columns)}")
     absent = [c for c in source.row_key if c not in columns]
     if absent:
-        raise ReadError(f"column {absent[0]!r} (row_key) is not in the file; the file has: {', '.join(columns)}")
+        raise ReadError(f"column {absent[0]!r} (row_key) is not in the file; the file has: {_names(columns)}")
     hashes = []
     if source.shape != "line_list":
         hashes.append(pl.struct(pl.col(c) for c in columns).hash(7).alias(LINE))
@@ -42,6 +42,12 @@ def select_fields(frame: pl.LazyFrame, columns: list[str], source: SourceConfig)
             hashes.append(pl.struct(pl.col(c) for c in source.row_key).hash(11).alias(ROW_KEY))
     return frame.select(*(pl.col(c).alias(f) for f, c in source.mapped.items()), *hashes).with_row_index(
         ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def _names(columns: list[str], most: int = 30, chars: int = 40) -> str:
+    """A header, as echoed in a message: at most `most` names of at most `chars` characters."""
+    shown = [c if len(c) <= chars else c[:chars] + "…" for c in columns[:most]]
+    return ", ".join(shown) + (f" (+{len(columns) - most} more)" if len(columns) > most else "")
 
 
 def _number(expr: pl.Expr, source: SourceConfig) -> pl.Expr:

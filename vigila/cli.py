@@ -34,8 +34,8 @@ from vigila import log as vlog
 # pydantic or Prefect. Each command imports what it needs when it runs.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Vigila: regional epidemiological surveillance pipeline.")
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 140, emoji=False)   # a cell's ":x:" stays text
+err = Console(stderr=True, emoji=False)
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SOURCES = ["paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml"]
 
@@ -601,6 +601,7 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
     """Run an aberration-detection method over every series of INPUT (no Prefect)."""
     import polars as pl
 
+    from vigila import textsafe
     from vigila.detect import registry
 
     kind, out_kind = _table_format(input_file, "--input"), _table_format(output, "--output")
@@ -621,7 +622,10 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
                 logged.update(rows=result.height, alarms=int(result["alarm"].fill_null(False).sum()))
             with vlog.stage("write", source=output.name):
                 output.parent.mkdir(parents=True, exist_ok=True)
-                result.write_parquet(output) if out_kind == "parquet" else result.write_csv(output)
+                if out_kind == "parquet":
+                    result.write_parquet(output)
+                else:                      # series ids come from the user's file: no formula reaches a spreadsheet
+                    textsafe.frame(result).write_csv(output)
     except (ValueError, NotImplementedError) as e:  # DetectInputError and the methods' parameter checks
         _fail(str(e))
     alarms = result.filter(pl.col("alarm").fill_null(False))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import os
 import re
 import zoneinfo
 from pathlib import Path
@@ -63,6 +64,12 @@ class ParseOptions(Strict):
 
 class Limits(Strict):
     max_bytes: int = Field(gt=0)
+    max_decompressed_bytes: int = Field(default=8 * 2**30, gt=0)      # gzip / XLSX content expanded beyond this is refused
+    max_compression_ratio: float = Field(default=100.0, gt=1)        # expanded / compressed beyond this: a bomb, refused
+    max_rows: int = Field(default=500_000_000, gt=0)                  # more data rows than this: refused while reading
+    max_value_chars: int = Field(default=200, ge=20)                  # longer values are cut in reports and messages
+    future_weeks: int = Field(default=1, ge=0)                        # weeks starting this many weeks after the issue date are implausible
+    min_epi_year: int = Field(default=1900, ge=1800)                  # earlier epi years are implausible
     max_quarantined_share: float = Field(default=0.05, ge=0, le=1)   # a run quarantining more of its rows or cases is rejected
     min_published_rows: int = Field(default=1, ge=0)                 # a run publishing fewer rows is rejected (0: allowed)
 
@@ -347,7 +354,7 @@ def load_layered(path: str | Path | None, defaults: Path, model: type[BaseModel]
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such {what}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"{where}: invalid YAML: {_one_line(getattr(e, 'problem', None) or e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a {what} must be a YAML mapping of keys")
     if path is not None:
@@ -359,6 +366,10 @@ def load_layered(path: str | Path | None, defaults: Path, model: type[BaseModel]
         loc = tuple(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{where}:{_line_of(node, loc) or 1}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}") from None
+
+
+def _one_line(message: object, most: int = 300) -> str:
+    return " ".join(str(message).split())[:most]
 
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
@@ -416,6 +427,31 @@ def source_paths(path: str | Path) -> list[Path]:
     return sorted((p for pattern in SOURCE_SUFFIXES for p in path.glob(pattern) if p.is_file()), key=lambda p: p.name)
 
 
+DATA_ROOTS_ENV = "VIGILA_DATA_ROOTS"     # more folders a source's `location` may read from (os.pathsep-separated)
+BUNDLED_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def allowed_roots(config_path: Path) -> list[Path]:
+    """Where a config's local `location` may point: the config's folder, the working directory, the project's
+    bundled data/ folder, and the folders listed in $VIGILA_DATA_ROOTS."""
+    extra = [Path(p).expanduser() for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [r.resolve() for r in (config_path.resolve().parent, Path.cwd(), BUNDLED_DATA, *extra)]
+
+
+def confine(location: str, config_path: Path) -> None:
+    """`ConfigError` unless LOCATION (a file, folder or glob; symlinks followed) lies under `allowed_roots`:
+    a config cannot make Vigila read, land and echo any file of the host (`../../etc/passwd`)."""
+    fixed = Path(location).expanduser()
+    parts = fixed.parts
+    stem = Path(*parts[: next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))])
+    real = stem.resolve()
+    roots = allowed_roots(config_path)
+    if not any(real == r or real.is_relative_to(r) for r in roots):
+        raise ConfigError(f"{config_path}: location {location[:200]!r} is outside the folders a source may read "
+                          f"({', '.join(str(r) for r in roots[:3])}, and ${DATA_ROOTS_ENV}): move the file or add its folder "
+                          f"to {DATA_ROOTS_ENV}")
+
+
 def load_source(path: str | Path) -> SourceConfig:
     """Read a source YAML, layer it over the defaults, validate; `ConfigError` on any problem."""
     path = Path(path)
@@ -431,12 +467,14 @@ def load_source(path: str | Path) -> SourceConfig:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"{path}{where}: invalid YAML: {_one_line(getattr(e, 'problem', None) or e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a source config must be a YAML mapping of keys")
     loc = data.get("location")
-    if isinstance(loc, str) and "://" not in loc and not Path(loc).expanduser().is_absolute():
-        data["location"] = str((path.parent / loc).resolve())
+    if isinstance(loc, str) and "://" not in loc:
+        if not Path(loc).expanduser().is_absolute():
+            loc = data["location"] = str((path.parent / loc).resolve())
+        confine(loc, path)
     try:
         return SourceConfig.model_validate(deep_merge(_defaults(), data))
     except ValidationError as e:

@@ -12,6 +12,8 @@ import gzip
 import json
 import shutil
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +90,28 @@ def read_raw(path: str | Path, source: SourceConfig, workdir: Path | None = None
 # --------------------------------------------------------------------------- CSV
 
 
-def _decompressed(path: Path, tmp: Path) -> Path:
-    out = tmp / (path.stem or "data")
-    with gzip.open(path, "rb") as src, out.open("wb") as dst:
-        shutil.copyfileobj(src, dst, _CHUNK)
+def expansion_limit(path: Path, source: SourceConfig) -> int:
+    """Bytes a compressed file may expand to: limits.max_decompressed_bytes, and at most
+    limits.max_compression_ratio times its size (with 64 MiB of room for tiny files)."""
+    limits = source.limits
+    return min(limits.max_decompressed_bytes, max(int(path.stat().st_size * limits.max_compression_ratio), 64 * 2**20))
+
+
+def _decompressed(path: Path, tmp: Path, source: SourceConfig) -> Path:
+    """gzip -> a temporary file, streamed and stopped as soon as it passes `expansion_limit` (a bomb never
+    reaches the disk or memory whole); a truncated or corrupt stream is a `ReadError` naming the file."""
+    out, limit, written = tmp / (path.stem or "data"), expansion_limit(path, source), 0
+    try:
+        with gzip.open(path, "rb") as src, out.open("wb") as dst:
+            while chunk := src.read(_CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise ReadError(f"{path.name}: expands past {limit / 2**20:,.0f} MiB ({path.stat().st_size / 2**20:,.1f} MiB "
+                                    "compressed): refused as a decompression bomb (limits.max_decompressed_bytes, "
+                                    "limits.max_compression_ratio)")
+                dst.write(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+        raise ReadError(f"{path.name}: corrupt or truncated gzip file ({type(e).__name__}: {str(e)[:120]})") from None
     return out
 
 
@@ -189,7 +209,7 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
     tmp = Path(tmpdir.name)
     notes: list[str] = []
     if path.open("rb").read(2) == b"\x1f\x8b":
-        path = _decompressed(path, tmp)
+        path = _decompressed(path, tmp, source)
     _check_text(path)
     text_path, encoding = _resolve_encoding(path, opts.encoding, tmp, notes)
     with text_path.open("r", encoding="utf-8-sig", newline="") as f:
@@ -201,7 +221,7 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
         raise ReadError(f"{path.name}: no header line") from None
     dupes = [c for c in columns if "_duplicated_" in c]
     if dupes:
-        raise ReadError(f"{path.name}: duplicate column name {dupes[0].split('_duplicated_')[0]!r} in the header")
+        raise ReadError(f"{path.name}: duplicate column name {dupes[0].split('_duplicated_')[0][:80]!r} in the header")
     bad = _field_counts(text_path, delimiter, len(columns))
     if bad["odd_quotes"].any():  # a quoted field spans lines: line numbers are not row numbers
         notes.append("quoted fields span several lines: field counts not checked per row")
@@ -244,7 +264,22 @@ def _null_strings(lf: pl.LazyFrame, na_values: list[str]) -> pl.LazyFrame:
                            for c in cols)
 
 
+def _check_zip(path: Path, source: SourceConfig) -> None:
+    """An XLSX is a zip of XML: refuse it before reading when its parts would expand past `expansion_limit`
+    (the sizes are in the zip's directory: nothing is inflated to know them)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            expanded = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ReadError(f"{path.name}: corrupt XLSX (zip) file ({str(e)[:120]})") from None
+    limit = expansion_limit(path, source)
+    if expanded > limit:
+        raise ReadError(f"{path.name}: its sheets expand to {expanded / 2**20:,.0f} MiB, past {limit / 2**20:,.0f} MiB: refused as "
+                        "a decompression bomb (limits.max_decompressed_bytes, limits.max_compression_ratio)")
+
+
 def _read_xlsx(path: Path, source: SourceConfig, workdir: Path | None) -> RawTable:
+    _check_zip(path, source)
     try:
         kwargs = {"sheet_name": source.csv.sheet} if source.csv.sheet else {"sheet_id": 1}
         df = pl.read_excel(path, infer_schema_length=0, **kwargs)
