@@ -6,7 +6,7 @@ UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test bench bench-detect install clean
+.PHONY: demo test bench bench-detect torture install clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -24,11 +24,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP)   # the headline: whole commands beside same-run yardsticks; then the ingest kernel table
+	$(VENV)/bin/python benchmarks/bench_commands.py
 	$(VENV)/bin/python benchmarks/bench_ingest.py
 
 bench-detect: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_detect.py
+
+torture: $(STAMP)
+	$(VENV)/bin/python benchmarks/torture.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) warehouse

@@ -109,7 +109,8 @@ def test_status_command_prints_the_table_without_importing_prefect(peru_wh):
 def _weekly_config() -> dict:
     return {"id": "test_weekly", "reporter": {"institution": "test"}, "diseases": ["dengue"], "format": "csv",
             "columns": {"country": "pais", "epi_year": "ano", "epi_week": "semana", "cases": "casos"},
-            "schedule": {"timezone": "America/Lima", "deadline": "tue 12:00"}}
+            "schedule": {"timezone": "America/Lima", "deadline": "tue 12:00"},
+            "limits": {"future_weeks": 6}}   # the fixture publishes weeks ahead of the real clock on purpose
 
 
 def _csv(path: Path, rows: list[tuple[str, Week]]) -> Path:

@@ -177,7 +177,10 @@ CELLS = st.one_of(st.sampled_from(["Escuintla", "Petén", "", "NA", "-1", "1e9",
                   st.text(max_size=12), st.integers(-5, 300).map(str))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = int(__import__("os").environ.get("VIGILA_FUZZ_EXAMPLES", "60"))   # `make torture` raises it
+
+
+@settings(max_examples=FUZZ, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.lists(CELLS, min_size=3, max_size=7), min_size=0, max_size=25),
        delimiter=st.sampled_from([",", ";", "\t", "|"]), shape=st.sampled_from(["weekly_counts", "line_list"]),
        gz=st.booleans(), aggregate=st.sampled_from(["none", "sum"]))
@@ -189,7 +192,7 @@ def test_fuzz_readers_never_trace_back_and_always_account(tmp_path, rows, delimi
     f.write_bytes(gzip.compress(data) if gz else data)
     columns = dict(WEEKLY["columns"])
     if shape == "line_list":
-        columns.pop("casos" if False else "cases")
+        columns.pop("cases")
     source = cfg(shape=shape, columns=columns, limits={"max_quarantined_share": 1, "min_published_rows": 0},
                  **({"aggregate": aggregate} if shape != "line_list" else {}))
     try:
@@ -202,7 +205,7 @@ def test_fuzz_readers_never_trace_back_and_always_account(tmp_path, rows, delimi
             assert c["read"] == c["published"] + c["quarantined"] + c["set_aside"], (what, c)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=FUZZ, deadline=None)
 @given(text=st.text(max_size=300))
 def test_fuzz_the_config_loader_gives_a_config_error_or_a_config(tmp_path_factory, text):
     p = tmp_path_factory.mktemp("cfg") / "x.yaml"
@@ -211,3 +214,30 @@ def test_fuzz_the_config_loader_gives_a_config_error_or_a_config(tmp_path_factor
         load_source(p)
     except ConfigError as e:
         assert str(e).startswith(str(p)) and "\n" not in str(e)
+
+
+def test_sigkill_of_an_ingest_leaves_no_process_behind(tmp_path):
+    """No Prefect API configured: `vigila ingest` starts no server, so killing it cannot orphan one."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(tmp_path / "ph")}
+    peru = ROOT / "sources" / "per_minsa_dengue_linelist.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "vigila.cli", "ingest", str(peru), "--warehouse", str(tmp_path / "wh"),
+                             "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline and proc.poll() is None:     # every descendant it ever had, until the kill
+        try:
+            seen |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [] and not seen                               # none started, none left

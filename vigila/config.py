@@ -182,7 +182,7 @@ class Columns(Strict):
     deaths: str | None = None           # count of deaths, optional
     disease: str | None = None          # disease name when a file holds several
     classification: str | None = None   # case classification
-    sex: str | None = None
+    sex: str | None = None              # sex of the case or the count (M/F/... and value_maps.sex)
     age: str | None = None              # age (line lists): in years, or in the unit of `age_unit`, or coded (`age_coding`)
     age_unit: str | None = None         # unit of each row's age: years / months / days / hours (value_maps.age_unit)
     age_group: str | None = None        # an already-banded age group
@@ -193,10 +193,10 @@ class Columns(Strict):
 class ValueMaps(Strict):
     """Raw value -> controlled value; compared case- and accent-insensitively."""
 
-    classification: dict[str, str] = Field(default_factory=dict)
-    sex: dict[str, str] = Field(default_factory=dict)
-    age_group: dict[str, str] = Field(default_factory=dict)
-    disease: dict[str, str] = Field(default_factory=dict)
+    classification: dict[str, str] = Field(default_factory=dict)   # raw classification -> suspected / probable / confirmed / ...
+    sex: dict[str, str] = Field(default_factory=dict)              # raw sex -> female / male / other / unknown / all
+    age_group: dict[str, str] = Field(default_factory=dict)        # raw age band -> a harmonised band ('00-04'...'80+', unknown, all)
+    disease: dict[str, str] = Field(default_factory=dict)          # raw disease name -> a controlled disease code
     place: dict[str, str] = Field(default_factory=dict)      # place name -> geo code
     deaths: dict[str, Literal["yes", "no"]] = Field(default_factory=dict)   # line lists: raw death flag -> yes / no
     age_unit: dict[str, Literal["years", "months", "days", "hours", "minutes"]] = Field(default_factory=dict)  # raw unit -> unit
@@ -206,18 +206,18 @@ class ValueMaps(Strict):
 class Constants(Strict):
     """Values of harmonised fields that the file does not carry."""
 
-    classification: str = "total"
-    sex: str = "all"
-    age_group: str = "all"
+    classification: str = "total"      # the classification of every row when the file maps none
+    sex: str = "all"                   # the sex of every row when the file maps none (all: not broken down)
+    age_group: str = "all"             # the age group of every row when the file maps none
 
 
 class SourceConfig(Strict):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
-    description: str = ""
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")   # unique source id: a lower-case letter, then letters, digits, _ (2-63)
+    description: str = ""              # one line for people: what the report is
     location: str | None = None        # where reports arrive: path, glob or drop folder (relative to the YAML), or an http(s):// URL
-    country: str | None = None
+    country: str | None = None         # ISO 3166-1 alpha-3 of every row (a one-country report); else map columns.country
     reporter: Reporter
-    diseases: list[str] = Field(min_length=1)
+    diseases: list[str] = Field(min_length=1)   # controlled disease codes the report carries (vigila.vocab.DISEASES)
     format: Format = "auto"
     shape: Shape = "weekly_counts"
     epiweek: Literal["mmwr", "iso"] = "mmwr"
@@ -445,6 +445,8 @@ def confine(location: str, config_path: Path) -> None:
     parts = fixed.parts
     stem = Path(*parts[: next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))])
     real = stem.resolve()
+    if not real.exists():        # nothing there to read (fetching it fails with "no such file")
+        return
     roots = allowed_roots(config_path)
     if not any(real == r or real.is_relative_to(r) for r in roots):
         raise ConfigError(f"{config_path}: location {location[:200]!r} is outside the folders a source may read "
