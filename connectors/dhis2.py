@@ -172,8 +172,8 @@ class Dhis2Mapping(Strict):
     set by the category option combo wins over the data element's; unset fields take the
     defaults (classification total, sex all, age_group all)."""
 
-    data_elements: dict[str, DataElement] = Field(min_length=1)
-    category_option_combos: dict[str, Breakdown] = Field(default_factory=dict)
+    data_elements: dict[str, DataElement] = Field(min_length=1)   # data element (UID or code) -> {disease, classification...}
+    category_option_combos: dict[str, Breakdown] = Field(default_factory=dict)   # combo -> {sex, age_group, classification}
     org_units: dict[str, str] = Field(default_factory=dict)          # org unit -> geo code at the source's geo_level
     attribute_option_combos: list[str] | None = None                 # accepted ones; null: any
     period_types: list[str] | None = None                            # accepted weekly types, e.g. [WeeklySunday]; null: any

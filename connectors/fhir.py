@@ -115,7 +115,7 @@ class PlaceRule(Strict):
     (Organization, Location, ...), matched by reference ("Location/loreto", also the end of an
     absolute URL), identifier ("system|value" or value) or display; "none" for national reports."""
 
-    source: Literal["subject", "reporter", "none"] = "subject"
+    source: Literal["subject", "reporter", "none"] = "subject"   # which reference names the place; none: national reports
     codes: dict[str, str] = Field(default_factory=dict)   # reference / identifier / display -> geo code
 
     @field_validator("codes")
@@ -135,11 +135,11 @@ class FhirMapping(Strict):
 
     measures: dict[str, str] = Field(min_length=1)   # Measure canonical URL (any |version) -> disease code
     counts: list[CountRule] = Field(min_length=1)    # which population counts are cases, of which classification
-    stratifiers: list[StratifierRule] = Field(default_factory=list)
+    stratifiers: list[StratifierRule] = Field(default_factory=list)   # stratifier code -> sex / age / place breakdown
     place: PlaceRule = Field(default_factory=PlaceRule)
     epiweek: Literal["mmwr", "iso"] = "mmwr"          # period.start must open an epi week of this system, 7 days long
     country: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")   # ISO3 of every row, when one country
-    report_types: list[Literal["individual", "subject-list", "summary", "data-collection"]] = ["summary", "subject-list"]
+    report_types: list[Literal["individual", "subject-list", "summary", "data-collection"]] = ["summary", "subject-list"]  # MeasureReport.type accepted
     ignore_populations: list[str] = Field(default_factory=list)   # population codes out of scope (set aside), e.g. denominator
     ignore_stratifiers: list[str] = Field(default_factory=list)   # stratifier codes out of scope (set aside)
 

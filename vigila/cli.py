@@ -453,6 +453,17 @@ def bulletin(warehouse: Annotated[str, typer.Option(help="warehouse root: a fold
               f"[bold]{r['output'] or r['uri']}[/]" + (f" (also {r['uri']})" if r["output"] else ""))
 
 
+@app.command("config-reference")
+def config_reference(docs: Annotated[Path, typer.Option(help="folder to write into")] = ROOT / "docs") -> None:
+    """Write the source-config reference and the catalogue of checks (docs/config_reference.md, docs/checks.md)."""
+    from vigila import configdoc
+
+    docs.mkdir(parents=True, exist_ok=True)
+    for name, render in configdoc.DOCS.items():
+        (docs / name).write_text(render())
+        out.print(f"wrote {docs / name}")
+
+
 @app.command()
 def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write")] = ROOT / "docs" / "data_dictionary.md") -> None:
     """Write the data dictionary generated from the schemas."""
