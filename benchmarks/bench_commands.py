@@ -1,0 +1,182 @@
+"""`make bench`: what users run, timed as whole processes, each beside its yardstick measured in the same run.
+
+Rows (issue "fast where the user stands"): `vigila --help`; `vigila check` and `vigila ingest` of the demo line
+list (171 k rows); `vigila ingest` of a DHIS2 analytics response (the bundled fixture); `vigila ingest` of a
+SINAN-shaped line list of --rows rows (default 10 M) beside a minimal polars read -> count -> Parquet process;
+`vigila detect` farrington_flexible (10 k series x 520 weeks, last 104) and ears C2 (100 k x 520, all weeks, to
+Parquet) beside R surveillance on a sample of the same series, results compared on that sample. Each figure is
+the best of --repeat wall-clock times of a fresh process (imports, start-up and writing included); peak MB is
+the process's ru_maxrss. No Prefect API is configured (the one-off path). Writes results/commands.md/.json.
+
+    python benchmarks/bench_commands.py [--quick] [--repeat 3] [--rows 10000000] [--only help,check,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+from bench_ingest import code_fingerprint, ensure_csv, machine  # noqa: E402
+
+RESULTS = HERE / "results"
+VIGILA = str(ROOT / ".venv" / "bin" / "vigila") if (ROOT / ".venv" / "bin" / "vigila").exists() else "vigila"
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+PERU = ROOT / "sources" / "per_minsa_dengue_linelist.yaml"
+DHIS2 = ROOT / "tests" / "fixtures" / "dhis2" / "analytics_dengue_weekly.json"
+
+
+def timed(cmd: list[str], repeat: int, before=None) -> dict:
+    """Best and median wall seconds of `repeat` fresh processes, their peak RSS (MB), the last exit code."""
+    runs = []
+    for _ in range(repeat):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        runs.append({"s": time.perf_counter() - t0, "mb": usage.ru_maxrss / 1024, "exit": os.waitstatus_to_exitcode(status),
+                     "err": err[-400:]})
+    best = min(runs, key=lambda r: r["s"])
+    median = sorted(r["s"] for r in runs)[len(runs) // 2]
+    return {"seconds": round(best["s"], 2), "median_s": round(median, 2), "peak_mb": round(max(r["mb"] for r in runs)),
+            "exit": runs[-1]["exit"], "error": runs[-1]["err"] if runs[-1]["exit"] not in (0, 1) else ""}
+
+
+def fresh(path: Path):
+    return lambda: shutil.rmtree(path, ignore_errors=True)
+
+
+def row(what: str, got: dict, goal: str, ok: bool | None, yardstick: str = "", ratio: str = "") -> dict:
+    return {"what": what, **got, "yardstick": yardstick, "ratio": ratio, "goal": goal, "met": ok}
+
+
+def bench_startup(work: Path, repeat: int) -> list[dict]:
+    help_ = timed([VIGILA, "--help"], repeat)
+    check = timed([VIGILA, "check", str(PERU), "--quiet"], repeat)
+    wh = work / "wh-peru"
+    ingest = timed([VIGILA, "ingest", str(PERU), "--warehouse", str(wh), "--quiet"], repeat, before=fresh(wh))
+    dhis2_cfg = work / "dhis2.yaml"
+    text = (ROOT / "sources" / "dhis2_country_example.yaml").read_text()
+    dhis2_cfg.write_text(text.replace(text.split("location:")[1].split("\n")[0], f" {DHIS2}") +
+                         "issue_date: {fixed: 2025-01-10}\nlimits: {max_quarantined_share: 1}\n")
+    wh2 = work / "wh-dhis2"
+    dhis2 = timed([VIGILA, "ingest", str(dhis2_cfg), "--warehouse", str(wh2), "--quiet"], repeat, before=fresh(wh2))
+    n = len(json.loads(DHIS2.read_text())["rows"])
+    return [row("`vigila --help`", help_, "≤ 0.5 s", help_["seconds"] <= 0.5),
+            row("`vigila check` demo line list (171 k rows)", check, "≤ 2 s", check["seconds"] <= 2),
+            row("`vigila ingest` demo line list (171 k rows)", ingest, "≤ 5 s", ingest["seconds"] <= 5),
+            row(f"`vigila ingest` DHIS2 analytics response ({n} rows)", dhis2, "≤ 5 s", dhis2["seconds"] <= 5)]
+
+
+MINIMAL = ("import sys, polars as pl\n"
+           "pl.scan_csv(sys.argv[1], truncate_ragged_lines=True).group_by('SG_UF_NOT', 'SEM_NOT').agg(pl.len().alias('cases'))"
+           ".sink_parquet(sys.argv[2])")
+
+
+def bench_big_ingest(work: Path, rows: int, repeat: int) -> list[dict]:
+    csv = ensure_csv(Path("/tmp/vigila-bench") / f"linelist_{rows}.csv", rows, 20240101)
+    minimal = timed([sys.executable, "-c", MINIMAL, csv["path"], str(work / "minimal.parquet")], repeat)
+    wh = work / "wh-big"
+    ingest = timed([VIGILA, "ingest", str(HERE / "source_brazil_sinan.yaml"), "--file", csv["path"], "--warehouse", str(wh),
+                    "--quiet"], repeat, before=fresh(wh))
+    ratio = ingest["seconds"] / minimal["seconds"]
+    return [row(f"`vigila ingest` SINAN-shaped line list, {rows:,} rows ({csv['mb']} MB)", ingest, "≤ 3× yardstick, < 2 GB",
+                ratio <= 3 and ingest["peak_mb"] < 2048, f"minimal polars read→count→Parquet process: {minimal['seconds']} s, "
+                f"{minimal['peak_mb']} MB", f"{ratio:.1f}×")]
+
+
+def bench_detect(work: Path, quick: bool, repeat: int) -> list[dict]:
+    import polars as pl
+    from bench_detect import R_SCRIPT, data_file
+
+    out = []
+    jobs = [("farrington_flexible", 500 if quick else 10_000, ["--range", "417:520"], 10 if not quick else 5,
+             "farringtonFlexible(x, control = list(range = 417:520))", 104, 1000),
+            ("ears", 5_000 if quick else 100_000, ["--param", "method=C2"], 50, 'earsC(x, control = list(method = "C2"))', 513, 300)]
+    has_r = shutil.which("Rscript") is not None
+    for method, n, args, k, r_call, weeks, goal in jobs:
+        data = data_file(n)
+        result = work / f"{method}.parquet"
+        got = timed([VIGILA, "detect", "--input", str(data), "--method", method, *args, "--output", str(result), "--quiet"],
+                    repeat)
+        what = f"`vigila detect` {method}{' C2' if method == 'ears' else ''}, {n:,} series × 520 weeks → Parquet"
+        if not has_r:
+            out.append(row(what, got, f"≥ {goal}× R", None, "R not installed here: no same-run yardstick"))
+            continue
+        sample = pl.read_parquet(data).filter(pl.col("series_id").is_in(pl.read_parquet(data)["series_id"].unique(
+            maintain_order=True).head(k).implode()))
+        sample.pivot("series_id", index="t", values="cases").sort("t").drop("t").write_csv(inp := work / "r_in.csv")
+        (work / "r.R").write_text(R_SCRIPT)
+        p = subprocess.run(["Rscript", str(work / "r.R"), str(inp), str(r_out := work / "r_out.csv"), r_call],
+                           capture_output=True, text=True)
+        if p.returncode:
+            out.append(row(what, got, f"≥ {goal}× R", None, f"R failed: {p.stderr[-200:]}"))
+            continue
+        r_seconds = float(p.stdout.split()[-4])
+        ref = pl.read_csv(r_out, schema_overrides={"r_upperbound": pl.Float64, "r_alarm": pl.Boolean}, null_values="NA")
+        mine = pl.read_parquet(result).select("series_id", "t", "upperbound", "alarm")
+        j = ref.join(mine, on=["series_id", "t"], how="left")
+        same = j.select((~pl.col("alarm").eq_missing(pl.col("r_alarm"))).sum().alias("alarms"),
+                        ((pl.col("upperbound") - pl.col("r_upperbound")).abs()
+                         / pl.max_horizontal(pl.col("r_upperbound").abs(), pl.lit(1e-12))).max().alias("rel")).row(0, named=True)
+        r_per_series_week = r_seconds / (k * weeks)
+        ratio = (n * weeks * r_per_series_week) / got["seconds"]
+        equal = same["alarms"] == 0 and (same["rel"] or 0) <= 1e-4
+        out.append(row(what, got, f"≥ {goal}× R, < 2 GB", ratio >= goal and got["peak_mb"] < 2048 and equal,
+                       f"R surveillance on {k} of the series: {r_seconds / k * 1000:.1f} ms/series; alarms equal: "
+                       f"{same['alarms'] == 0}, max rel. bound diff {same['rel'] or 0:.1e}", f"{ratio:,.0f}× R"))
+    return out
+
+
+def write(rows: list[dict], meta: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "commands.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    lines = [f"# Whole commands, as users run them ({meta['when']})", "",
+             f"Machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu']}, {meta['machine']['mem_gib']} GiB. "
+             f"Code: {meta['code']}. Best of {meta['repeat']} fresh processes; peak = "
+             "the process's max RSS. No Prefect API configured.", "",
+             "| what the user runs | seconds (best / median) | peak MB | yardstick in the same run | ratio | goal | met |",
+             "|---|---:|---:|---|---:|---|---|"]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
+        lines.append(f"| {r['what']} | {r['seconds']} / {r['median_s']} | {r['peak_mb']:,} | {r['yardstick']} | {r['ratio']} | "
+                     f"{r['goal']} | {met} |" + (f" exit {r['exit']}: {r['error'][-120:]}" if r["error"] else ""))
+    (RESULTS / "commands.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 M rows, small detection sizes")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--only", default="startup,big_ingest,detect")
+    args = ap.parse_args()
+    rows = args.rows or (1_000_000 if args.quick else 10_000_000)
+    only = set(args.only.split(","))
+    out: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="vigila-bench-cmd-") as tmp:
+        work = Path(tmp)
+        if "startup" in only:
+            out += bench_startup(work, args.repeat)
+        if "big_ingest" in only:
+            out += bench_big_ingest(work, rows, args.repeat)
+        if "detect" in only:
+            out += bench_detect(work, args.quick, max(1, args.repeat - 1))
+    write(out, {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "code": code_fingerprint(),
+                "repeat": args.repeat})
+
+
+if __name__ == "__main__":
+    main()
