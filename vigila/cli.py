@@ -466,12 +466,15 @@ def config_reference(docs: Annotated[Path, typer.Option(help="folder to write in
 
 @app.command()
 def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write")] = ROOT / "docs" / "data_dictionary.md") -> None:
-    """Write the data dictionary generated from the schemas."""
+    """Write the data dictionary generated from the schemas, and schemas/contracts.json (the contracts the
+    ingest checks with polars, compiled from the same models)."""
+    from vigila import contract
     from vigila import dictionary as dd
 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(dd.markdown())
     out.print(f"wrote {output}")
+    out.print(f"wrote {contract.write_contracts()}")
 
 
 def _deployments(sources: Path, warehouse: str, from_source: bool) -> list:

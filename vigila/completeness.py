@@ -25,14 +25,14 @@ from typing import Any
 
 import polars as pl
 
-from schemas.harmonised import polars_schema
-from schemas.outputs import REPORTING_SCHEMA_VERSION, Reporting
+from vigila.contract import contract, schema_version
 from vigila import epiweek, publish
 from vigila.config import SourceConfig, parse_deadline
 from vigila.storage import Storage
 
 DATASET = "reporting"
-COLUMNS = list(Reporting.to_schema().columns)
+REPORTING = contract("reporting")
+COLUMNS = REPORTING.columns
 UTC = dt.UTC
 INCOMPLETE = ("partial", "missing")
 
@@ -58,8 +58,17 @@ def deadline_of(week_start: dt.date, source: SourceConfig) -> dt.datetime:
     return local.astimezone(UTC)
 
 
+def _validated(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame, once the `reporting` contract holds on it (a failure here is a defect of this module)."""
+    errors = REPORTING.failures(frame.with_row_index("_row", offset=1).with_columns(pl.col("_row").cast(pl.Int64)))
+    if errors.height:
+        first = errors.row(0, named=True)
+        raise ValueError(f"reporting contract: {first['field']} {first['check']} at row {first['_row']}: {first['value']}")
+    return frame
+
+
 def _empty() -> pl.DataFrame:
-    return pl.DataFrame(schema=polars_schema(Reporting))
+    return pl.DataFrame(schema=REPORTING.polars_schema())
 
 
 def _received(storage: Storage, ids: list[str]) -> pl.DataFrame:
@@ -117,7 +126,7 @@ def _never_published(source: SourceConfig, now: dt.datetime) -> pl.DataFrame:
                           pl.lit(now).alias("as_of"))
             .with_columns(pl.when(pl.col("deadline") > pl.lit(now)).then(pl.lit("pending")).otherwise(pl.lit("missing"))
                           .alias("status"))
-            .select(COLUMNS).cast(polars_schema(Reporting)).sort("week_start"))
+            .select(COLUMNS).cast(REPORTING.polars_schema()).sort("week_start"))
 
 
 def _source_frame(source: SourceConfig, got: pl.DataFrame, now: dt.datetime) -> pl.DataFrame:
@@ -151,7 +160,7 @@ def _source_frame(source: SourceConfig, got: pl.DataFrame, now: dt.datetime) -> 
         .otherwise(pl.lit("partial")).alias("status"),
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("as_of"),
     )
-    return frame.select(COLUMNS).cast(polars_schema(Reporting)).sort("week_start")
+    return frame.select(COLUMNS).cast(REPORTING.polars_schema()).sort("week_start")
 
 
 def completeness(warehouse: str | Storage, sources: Iterable[SourceConfig], *,
@@ -167,13 +176,13 @@ def completeness(warehouse: str | Storage, sources: Iterable[SourceConfig], *,
         # each country's frame is a Reporting frame of its own (one row per source x week), plus the country
         groups = [(s, c, g) for s in sources for (c,), g in mine[s.id].group_by("country_iso3")]
         groups += [(s, s.country, mine[s.id]) for s in sources if mine[s.id].is_empty() and s.country]  # expected_from
-        parts = [Reporting.validate(_source_frame(s, g, now)).with_columns(pl.lit(c, pl.Utf8).alias("country_iso3"))
+        parts = [_validated(_source_frame(s, g, now)).with_columns(pl.lit(c, pl.Utf8).alias("country_iso3"))
                  for s, c, g in groups]
         return pl.concat([_empty().with_columns(pl.lit(None, pl.Utf8).alias("country_iso3")), *parts]).sort(
             "source_id", "country_iso3", "week_start")
     parts = [_source_frame(s, got.filter(pl.col("source_id") == s.id), now) for s in sources]
     frame = pl.concat([_empty(), *parts]).sort("source_id", "week_start")
-    return Reporting.validate(frame)
+    return _validated(frame)
 
 
 def publish_completeness(storage: str | Storage, sources: Iterable[SourceConfig], today: dt.date | dt.datetime,
@@ -184,7 +193,7 @@ def publish_completeness(storage: str | Storage, sources: Iterable[SourceConfig]
     frame = completeness(storage, sources, today=today)
     run_id = run_id or _now(today).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     replace = {(s.id,): frame.filter(pl.col("source_id") == s.id) for s in sources}
-    manifest = publish.commit(storage, DATASET, partition_by=["source_id"], schema_version=REPORTING_SCHEMA_VERSION,
+    manifest = publish.commit(storage, DATASET, partition_by=["source_id"], schema_version=schema_version("reporting"),
                               run_id=run_id, replace=replace, extra={"as_of": _now(today).isoformat()})
     publish.write_catalog(storage)
     return manifest

@@ -21,19 +21,21 @@ from pathlib import Path
 import polars as pl
 from epiweeks import Week
 
-from schemas.harmonised import KEY, SCHEMA_VERSION, CasesRevision, CasesWeekly, QuarantineRecord, polars_schema
 from vigila import harmonise as hz
-from vigila import dictionary, plan, publish, read
+from vigila import plan, publish, read
 from vigila import log as vlog
 from vigila.cast import select_fields
 from vigila.config import SourceConfig
 from vigila.readers import ROW, ReadError, read_raw
 from vigila.storage import Storage
-from vigila.validate import validate_frame
+from vigila.contract import contract, dictionary_docs, schema_version
 
 PARTITION_BY = ["country_iso3", "disease"]
 Progress = Callable[[int], None]
-QUARANTINE_COLUMNS = list(QuarantineRecord.to_schema().columns)
+WEEKLY, REVISIONS, QUARANTINE = contract("cases_weekly"), contract("cases_revisions"), contract("quarantine")
+QUARANTINE_COLUMNS = QUARANTINE.columns
+KEY = WEEKLY.unique
+SCHEMA_VERSION = schema_version()
 
 
 @dataclass(frozen=True)
@@ -163,15 +165,15 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
                 raise UndeclaredSubRows(sub_rows_message(table, undeclared, source))
             qparts.append(_error_records(shape_errs, source, run_id, file_sha256, "harmonise"))
             rows = _stamp(rows, source, run_id, issue_date)
-            final_errs = validate_frame(rows.select(ROW, *CasesWeekly.to_schema().columns), CasesWeekly)
+            final_errs = WEEKLY.failures(rows.select(ROW, *WEEKLY.columns))
             qparts.append(_error_records(final_errs, source, run_id, file_sha256, "harmonised"))
             rows = rows.filter(~pl.col(ROW).is_in(final_errs[ROW].implode()))
             logged.update(rows=rows.height)
     finally:
         table.close()
-    quarantine = pl.concat([pl.DataFrame(schema=polars_schema(QuarantineRecord)),
+    quarantine = pl.concat([pl.DataFrame(schema=QUARANTINE.polars_schema()),
                             *(_with_counts(q, planned.ledger, source).select(QUARANTINE_COLUMNS) for q in qparts)])
-    harmonised = rows.select(list(CasesWeekly.to_schema().columns))
+    harmonised = rows.select(WEEKLY.columns)
     report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, planned.ledger, issue_date, started)
     paths = workdir / "harmonised.parquet", workdir / "quarantine.parquet"
     harmonised.write_parquet(paths[0])
@@ -338,11 +340,11 @@ def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, record
     """Replace this file's earlier quarantine records (a re-run reports the same rows once)."""
     current = publish.current_manifest(storage, "quarantine")
     old = (publish.scan(storage, "quarantine", partitions=[(source.id,)]).collect()
-           if current else pl.DataFrame(schema=polars_schema(QuarantineRecord)))
+           if current else pl.DataFrame(schema=QUARANTINE.polars_schema()))
     old_same = old.filter(pl.col("file_sha256") == sha)
     if records.height == 0 and old_same.height == 0:
         return {}
-    older = pl.concat([pl.DataFrame(schema=polars_schema(QuarantineRecord)), old.filter(pl.col("file_sha256") != sha)],
+    older = pl.concat([pl.DataFrame(schema=QUARANTINE.polars_schema()), old.filter(pl.col("file_sha256") != sha)],
                       how="diagonal_relaxed")   # records published before quarantine carried cases have none
     merged = pl.concat([older.select(QUARANTINE_COLUMNS), records.select(QUARANTINE_COLUMNS)])
     return {"quarantine": publish.commit(storage, "quarantine", partition_by=["source_id"],
@@ -424,10 +426,10 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
     staged = pl.read_parquet(processed.harmonised)
     quarantine = pl.read_parquet(processed.quarantine)
     ingested_at = dt.datetime.now(dt.UTC)
-    revisions_cols = list(CasesRevision.to_schema().columns)
+    revisions_cols = REVISIONS.columns
     new_parts: dict[tuple[str, ...], pl.DataFrame] = {}
     weekly_parts: dict[tuple[str, ...], pl.DataFrame] = {}
-    empty = pl.DataFrame(schema=polars_schema(CasesRevision))
+    empty = pl.DataFrame(schema=REVISIONS.polars_schema())
     has_revisions = publish.current_manifest(storage, "cases_revisions") is not None
     for key, part in _partition_frames(staged).items():
         existing = empty if not has_revisions else pl.concat([empty, publish.scan(
@@ -436,7 +438,7 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
         if new.height:
             new_parts[key] = new.select(revisions_cols)
             weekly_parts[key] = read.latest_issue(pl.concat([existing, new.select(revisions_cols)])).collect().select(
-                list(CasesWeekly.to_schema().columns)).sort("geo_code", "epi_year", "epi_week", "classification", "sex", "age_group")
+                WEEKLY.columns).sort("geo_code", "epi_year", "epi_week", "classification", "sex", "age_group")
     common = {"schema_version": SCHEMA_VERSION, "run_id": run_id}
     versions = {}
     lagging = _weekly_lags_revisions(storage)      # a run died between the two commits below
@@ -449,7 +451,7 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
         if lagging:   # rebuild every partition from the revisions: the dead run's partitions are unknown here
             with vlog.stage("heal_cases_weekly", source=source.id, run_id=run_id, revisions=revisions) as logged:
                 rebuilt = (read.latest_issue(publish.scan(storage, "cases_revisions").select(revisions_cols)).collect()
-                           .select(list(CasesWeekly.to_schema().columns)).sort(*PARTITION_BY, "geo_code", "epi_year", "epi_week",
+                           .select(WEEKLY.columns).sort(*PARTITION_BY, "geo_code", "epi_year", "epi_week",
                                                                            "classification", "sex", "age_group"))
                 logged.update(rows=rebuilt.height)
             versions["cases_weekly"] = publish.commit(storage, "cases_weekly", partition_by=PARTITION_BY,
@@ -462,8 +464,9 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
     report.update(status="published", revisions_added=sum(p.height for p in new_parts.values()),
                   versions=versions, published_at=_now(),
                   file={**report["file"], "key": landed.key, "size": landed.size, "original_name": landed.original_name})
-    storage.write_bytes("docs/data_dictionary.md", dictionary.markdown().encode())
-    storage.write_json("docs/data_dictionary.json", dictionary.as_dict())
+    markdown, as_json = dictionary_docs()
+    storage.write_bytes("docs/data_dictionary.md", markdown.encode())
+    storage.write_json("docs/data_dictionary.json", as_json)
     storage.write_json(f"reports/{source.id}/{run_id}.json", report)
     storage.write_json(f"reports/{source.id}/latest.json", report)
     storage.write_json(f"raw/{source.id}/ingested/{landed.sha256}.json", {"run_id": run_id, "at": _now()})

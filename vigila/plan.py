@@ -13,13 +13,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import pandera.polars as pa
 import polars as pl
 
-from schemas.raw import RAW_MODELS
 from vigila import epiweek, places
 from vigila import harmonise as hz
 from vigila.cast import FIELD_TYPES, LINE, ROW_KEY, typed_expr
+from vigila.contract import Contract, contract
 from vigila.config import SourceConfig
 from vigila.readers import ROW, ReadError
 from vigila.vocab import age_band_expr
@@ -62,24 +61,10 @@ def _finish(df: pl.DataFrame, id_: str, field: str, on: list[str], check: pl.Exp
     return d
 
 
-def _contract_failures(values: pl.Series, field: str, model: type[pa.DataFrameModel]) -> pl.Series:
-    """Name of the first raw-contract check each typed value fails (null when it passes)."""
-    schema = model.to_schema()
-    out = pl.Series(field, [None] * values.len(), pl.Utf8)
-    if field not in schema.columns:
-        return out
-    try:
-        pa.DataFrameSchema({field: schema.columns[field]}).validate(values.to_frame(field), lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        fc = exc.failure_cases.filter(pl.col("index").is_not_null()).unique("index", keep="first", maintain_order=True)
-        return out.scatter(fc["index"].cast(pl.UInt32), fc["check"])
-    return out
-
-
-def _typed_domain(field: str, raw: pl.DataFrame, source: SourceConfig, model) -> tuple[pl.DataFrame, pl.Expr]:
+def _typed_domain(field: str, raw: pl.DataFrame, source: SourceConfig, model: Contract) -> tuple[pl.DataFrame, pl.Expr]:
     """Distinct raw values with their typed value `__t` and the failed check expression."""
     df = raw.with_columns(typed_expr(field, source, pl.col(field)).alias("__t"))
-    df = df.with_columns(_contract_failures(df["__t"], field, model).alias("__contract"))
+    df = df.with_columns(model.first_failure(df["__t"], field).alias("__contract"))
     kind = FIELD_TYPES[field]
     bad_cast = pl.col(field).is_not_null() & (pl.col(field).str.strip_chars() != "") & pl.col("__t").is_null()
     return df, pl.when(bad_cast).then(pl.lit(f"type:{kind}")).otherwise(pl.col("__contract"))
@@ -87,7 +72,7 @@ def _typed_domain(field: str, raw: pl.DataFrame, source: SourceConfig, model) ->
 
 def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: hz.Context) -> list[Domain]:
     """One domain table per mapped field (and per dependent pair of fields)."""
-    model = RAW_MODELS[source.shape]
+    model = contract(f"raw_{source.shape}")
     soft = hz.SOFT_FIELDS.get(source.shape, set())
     out: list[Domain] = []
     for f, raw in distinct.items():
@@ -179,7 +164,7 @@ UNIT_DIVISOR = {"years": 1.0, "months": 12.0, "days": 365.25, "hours": 8766.0, "
 SINAN_UNITS = {1: "hours", 2: "days", 3: "months", 4: "years"}
 
 
-def _age_domain(raw: pl.DataFrame, source: SourceConfig, model, severity: str) -> Domain:
+def _age_domain(raw: pl.DataFrame, source: SourceConfig, model: Contract, severity: str) -> Domain:
     """Distinct ages (with their unit, or SINAN-coded) -> age band. The raw contract (0..120 years) is
     checked on the age in years; an unknown unit or code is `unmapped_age_unit` and the band `unknown`."""
     number = typed_expr("age", source, pl.col("age"))
@@ -197,7 +182,7 @@ def _age_domain(raw: pl.DataFrame, source: SourceConfig, model, severity: str) -
     df = raw.with_columns(unit.alias("__unit"), value.alias("__value"))
     df = df.with_columns((pl.col("__value") / pl.col("__unit").replace_strict(UNIT_DIVISOR, default=None,
                                                                               return_dtype=pl.Float64)).alias("__t"))
-    df = df.with_columns(_contract_failures(df["__t"], "age", model).alias("__contract"))
+    df = df.with_columns(model.first_failure(df["__t"], "age").alias("__contract"))
     given = pl.col("age").is_not_null() & (pl.col("age").str.strip_chars() != "")
     check = (pl.when(given & pl.col("__value").is_null()).then(pl.lit("type:number"))
              .when(given & pl.col("__unit").is_null()).then(pl.lit("unmapped_age_unit"))

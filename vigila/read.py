@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 import pycountry
 
-from schemas.harmonised import KEY, CasesWeekly, QuarantineRecord, polars_schema
+from vigila.contract import contract
 from vigila import places, publish, vocab
 from vigila.storage import Storage
 
@@ -206,7 +206,7 @@ def dataset(
 
 def latest_issue(revisions: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     """Latest issue of each key (by issue date, then ingest time): `cases_weekly` from revisions."""
-    return revisions.lazy().sort("issue_date", "ingested_at").group_by(KEY).agg(pl.all().last())
+    return revisions.lazy().sort("issue_date", "ingested_at").group_by(contract("cases_weekly").unique).agg(pl.all().last())
 
 
 def _issue_date(as_of: dt.date | dt.datetime | str) -> dt.date:
@@ -218,7 +218,7 @@ def _issue_date(as_of: dt.date | dt.datetime | str) -> dt.date:
 def cases_weekly(warehouse: str | Storage, *, disease: Values = None, country: Values = None,
                  source: Values = None, weeks: Any = None, as_of: dt.date | str | None = None) -> pl.LazyFrame:
     """Weekly counts as currently published, or as known on `as_of` (latest issue on or before it)."""
-    columns = list(CasesWeekly.to_schema().columns)
+    columns = contract("cases_weekly").columns
     filters = {"disease": disease, "country": country, "source": source, "weeks": weeks}
     if as_of is None:
         return dataset(warehouse, "cases_weekly", **filters).select(columns)
@@ -256,7 +256,7 @@ def quarantine(warehouse: str | Storage, *, disease: Values = None, country: Val
     Cases lost by a source: `.filter(severity == "error").unique(["file_sha256", "row"])["cases"].sum()`."""
     storage = Storage.open(warehouse)
     if as_of is None and publish.current_manifest(storage, "quarantine") is None and storage.exists("catalog.json"):
-        return pl.DataFrame(schema=polars_schema(QuarantineRecord)).lazy()
+        return pl.DataFrame(schema=contract("quarantine").polars_schema()).lazy()
     return _quarantine(storage, disease=disease, country=country, source=source, weeks=weeks, as_of=as_of)
 alerts = _reader("alerts")
 reporting = _reader("reporting")
