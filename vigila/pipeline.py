@@ -22,12 +22,11 @@ import polars as pl
 from epiweeks import Week
 
 from vigila import harmonise as hz
-from vigila import plan, publish, read
+from vigila import plan
 from vigila import log as vlog
 from vigila.cast import select_fields
 from vigila.config import SourceConfig
 from vigila.readers import ROW, ReadError, read_raw
-from vigila.storage import Storage
 from vigila.contract import contract, dictionary_docs, schema_version
 
 PARTITION_BY = ["country_iso3", "disease"]
@@ -338,6 +337,8 @@ def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledge
 
 def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, records: pl.DataFrame, common: dict) -> dict:
     """Replace this file's earlier quarantine records (a re-run reports the same rows once)."""
+    from vigila import publish  # publishing needs pyarrow; `check` does not
+
     current = publish.current_manifest(storage, "quarantine")
     old = (publish.scan(storage, "quarantine", partitions=[(source.id,)]).collect()
            if current else pl.DataFrame(schema=QUARANTINE.polars_schema()))
@@ -371,6 +372,8 @@ def _weekly_lags_revisions(storage: Storage) -> bool:
     """True when `cases_weekly` was not rebuilt from the current `cases_revisions` version: a publish
     committed new revisions and died before committing `cases_weekly` (two datasets, two commits).
     A `cases_weekly` that records no revisions version (written before this check existed) is trusted."""
+    from vigila import publish
+
     revisions = publish.current_manifest(storage, "cases_revisions")
     if revisions is None:
         return False
@@ -403,6 +406,8 @@ class RunRejected(RuntimeError):
 def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
     """A run that must not publish: its quarantine records are published (the data team fixes rows from
     them), its report saved as `rejected` with the reasons and recorded as the source's last run."""
+    from vigila import publish
+
     from vigila import completeness
 
     quarantine = pl.read_parquet(processed.quarantine)
@@ -421,6 +426,8 @@ def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processe
 
 
 def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
+    from vigila import publish, read
+
     if processed.report.get("rejected_because"):
         return _reject_run(storage, source, landed, processed, run_id)
     staged = pl.read_parquet(processed.harmonised)
@@ -485,6 +492,8 @@ def ingest(source: SourceConfig, path: str | Path, warehouse: str | Path | Stora
            issue_date: dt.date | None = None, force: bool = False, progress: Progress | None = None,
            origin: str | None = None) -> dict:
     """Land, process and publish one file without orchestration (the flow runs the same steps)."""
+    from vigila.storage import Storage
+
     storage = Storage.open(warehouse)
     run_id = run_id or new_run_id()
     landed = land(storage, source, path, origin=origin)
@@ -528,6 +537,8 @@ def fetch_and_ingest(source: SourceConfig, warehouse: str | Path | Storage, *, l
                      progress: Progress | None = None) -> list[dict]:
     """Fetch `location` (default: the config's) with its connector and ingest each report, without
     Prefect: the `ingest_source` flow's steps, conditional-request state included."""
+    from vigila.storage import Storage
+
     import connectors  # the core does not need the connectors to parse, check or publish a file
 
     storage = Storage.open(warehouse)
