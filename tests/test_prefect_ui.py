@@ -24,8 +24,8 @@ from conftest import DEMO, ROOT, SOURCES
 from test_deployments import _free_port, _prefect_env, _start, _stop, _wait_healthy
 
 SOURCE_ID = "per_minsa_dengue_linelist"
-ISSUE_DATE = dt.date(2019, 3, 12)  # after the extract's last week (2019-W09); MMWR week 11
-RUN_NAME = f"ingest-{SOURCE_ID}-2019-W11"
+ISSUE_DATE = dt.date(2019, 6, 4)  # after the extract's last week (2019-W21); MMWR week 23
+RUN_NAME = f"ingest-{SOURCE_ID}-2019-W23"
 SUMMARY_KEY = "ingest-per-minsa-dengue-linelist"
 ROWS = 3000  # of 171,282: seven have a missing departamento ("\N") and are quarantined
 UPDATE_SCREENSHOTS = os.environ.get("VIGILA_UPDATE_SCREENSHOTS") == "1"

@@ -52,14 +52,14 @@ def test_the_core_reports_each_stage_in_order_to_listeners(tmp_path):
     records: list[dict] = []
     with vlog.listening(records.append):
         [report] = pipeline.fetch_and_ingest(cfg, tmp_path / "wh", location=str(DEMO / "opendengue_paho_national_v1_3.csv.gz"),
-                                             issue_date=dt.date(2024, 3, 6))
+                                             issue_date=dt.date(2025, 3, 5))
     ends = [r for r in records if r["phase"] == "end"]
     assert [r["event"] for r in ends] == STAGES
     assert [r["event"] for r in records if r["phase"] == "start"] == STAGES
     assert all(r["status"] == "ok" and r["source"] == cfg.id and r["duration_s"] >= 0 for r in ends)
     by = {r["event"]: r for r in ends}
     assert by["harmonise"]["rows"] == report["rows_read"] and by["publish"]["rows"] == report["harmonised_rows"]
-    assert {by[s]["epi_week"] for s in ("parse", "harmonise", "validate", "publish")} == {"2024-W10"}
+    assert {by[s]["epi_week"] for s in ("parse", "harmonise", "validate", "publish")} == {"2025-W10"}
     assert by["land"]["already_ingested"] is False and by["fetch"]["files"] == 1
     [rows] = [r for r in records if r["phase"] == "progress"]                # rows read, between the stages
     assert rows["event"] == "rows" and rows["rows"] == report["rows_read"]
@@ -95,7 +95,7 @@ def test_detect_shows_per_method_progress_on_a_terminal_only(monkeypatch, tmp_pa
 
 def test_ingest_shows_the_source_stages_with_prefect_lines_above(prefect_harness, monkeypatch, tmp_path):
     shown = _terminal(monkeypatch)
-    result = CliRunner().invoke(app, ["ingest", str(PAHO), "--warehouse", str(tmp_path / "wh"),
+    result = CliRunner().invoke(app, ["ingest", str(PAHO), "--warehouse", str(tmp_path / "wh"), "--flow",
                                       "--file", str(DEMO / "opendengue_paho_national_v1_3.csv.gz")])
     assert result.exit_code == 0, result.output
     display = shown.getvalue()
@@ -136,7 +136,7 @@ def test_ingest_and_detect_runs_leave_structured_lines_in_the_prefect_api(prefec
     from flows.ingest import ingest_source
 
     wh = str(tmp_path / "wh")
-    state = ingest_source(str(PAHO), wh, str(DEMO / "opendengue_paho_national_v1_3.csv.gz"), dt.date(2024, 3, 6),
+    state = ingest_source(str(PAHO), wh, str(DEMO / "opendengue_paho_national_v1_3.csv.gz"), dt.date(2025, 3, 5),
                           return_state=True)
     assert state.is_completed()
     events = _run_logs(state.state_details.flow_run_id)
@@ -149,7 +149,7 @@ def test_ingest_and_detect_runs_leave_structured_lines_in_the_prefect_api(prefec
     assert all(float(e["duration_s"]) >= 0 for e in stages)
     assert all(e["_task"] is not None for e in stages if e["event"] in STAGES)  # each under its task run
     by = {e["event"]: e for e in events}
-    assert {by[n]["epi_week"] for n in ("parse", "harmonise", "validate", "publish", "report", "ingest")} == {"2024-W10"}
+    assert {by[n]["epi_week"] for n in ("parse", "harmonise", "validate", "publish", "report", "ingest")} == {"2025-W10"}
     assert by["harmonise"]["rows"] == "18226" and by["ingest"]["rows"] == "16055" and by["ingest"]["files"] == "1"
     assert by["report"]["status"] == "published" and by["report"]["revisions"] == "16055"
 
@@ -185,7 +185,7 @@ def test_the_regional_run_logs_each_step(prefect_harness, tmp_path):
     from flows.regional import regional_summary
 
     wh = str(tmp_path / "wh")
-    ingest_source(str(PAHO), wh, str(DEMO / "opendengue_paho_national_v1_3.csv.gz"), dt.date(2024, 3, 6))
+    ingest_source(str(PAHO), wh, str(DEMO / "opendengue_paho_national_v1_3.csv.gz"), dt.date(2025, 3, 5))
     detect_alerts(wh)
     state = regional_summary(wh, return_state=True)
     assert state.is_completed()
