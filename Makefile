@@ -12,8 +12,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
+# bytecode compiled at install: every command starts from .pyc, also where PYTHONDONTWRITEBYTECODE is set
 $(STAMP): $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --quiet --python $(PYTHON)
+	$(UV) sync --frozen --quiet --compile-bytecode --python $(PYTHON)
+	$(VENV)/bin/python -m compileall -q vigila flows connectors schemas
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,7 +7,7 @@ status 0 (ok), 1 (rows failed a check), 2 (a user error: one line, no traceback)
 progress on stderr when it is a terminal (`--quiet`: never), from the `vigila.log` stage events.
 """
 
-from __future__ import annotations
+
 
 import datetime as dt
 import json
