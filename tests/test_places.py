@@ -238,3 +238,20 @@ def test_table_from_aliases_overlays_and_validates() -> None:
         table_from_aliases({"Gotham": "PE-XXX"}, base)
     with pytest.raises(ValueError, match="conflicts"):
         table_from_aliases({"San Martín": "PE-SAM", "SAN MARTIN": "PE-LIM"}, base)
+
+
+def test_iso_files_are_pycountrys_iso_3166():
+    """vigila/reference/iso3166_{1,2}.csv (read at run time instead of pycountry's database) equal the
+    installed pycountry; `places.write_iso_files()` rewrites them after a pycountry upgrade."""
+    import polars as pl
+    import pycountry
+
+    from vigila import places
+
+    one = pl.read_csv(places.ISO_3166_1, infer_schema=False)
+    assert one["alpha_3"].to_list() == [c.alpha_3 for c in pycountry.countries]
+    assert one["name"].to_list() == [c.name for c in pycountry.countries]
+    assert one["common_name"].to_list() == [getattr(c, "common_name", None) for c in pycountry.countries]
+    two = pl.read_csv(places.ISO_3166_2, infer_schema=False)
+    expected = sorted((s.code, s.name, s.country_code, s.parent_code) for s in pycountry.subdivisions)
+    assert sorted(two.select("code", "name", "country_code", "parent_code").iter_rows()) == expected

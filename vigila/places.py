@@ -12,10 +12,10 @@ import importlib.resources
 import re
 import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
 import polars as pl
-import pycountry
 import yaml
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
@@ -91,13 +91,35 @@ def table_from_aliases(aliases: dict[str, str], base: pl.DataFrame) -> pl.DataFr
     return pl.concat([extra, rest.select(extra.columns)])
 
 
+ISO_3166_1 = Path(__file__).with_name("reference") / "iso3166_1.csv"   # pycountry's ISO 3166-1, as a file
+ISO_3166_2 = Path(__file__).with_name("reference") / "iso3166_2.csv"   # pycountry's ISO 3166-2, as a file
+
+
+def write_iso_files() -> None:
+    """(Re)write the ISO 3166 files from pycountry (tests keep them equal to the installed pycountry):
+    reading 5,000 subdivisions from a CSV costs milliseconds, pycountry's database a quarter second."""
+    import pycountry
+    
+    fields = ("name", "common_name", "official_name", "alpha_3", "alpha_2")
+    pl.DataFrame([{f: getattr(c, f, None) for f in fields} for c in pycountry.countries],
+                 schema={f: pl.String for f in fields}).write_csv(ISO_3166_1)
+    pl.DataFrame([{"country_code": s.country_code, "code": s.code, "name": s.name, "parent_code": s.parent_code}
+                  for s in pycountry.subdivisions], schema={c: pl.String for c in ("country_code", "code", "name", "parent_code")}
+                 ).sort("code").write_csv(ISO_3166_2)
+
+
+@functools.cache
+def _iso1() -> pl.DataFrame:
+    return pl.read_csv(ISO_3166_1, infer_schema=False)
+
+
 @functools.cache
 def country_table() -> pl.DataFrame:
-    """Columns key, iso3, name: pycountry names and codes plus reference/countries.yaml aliases."""
+    """Columns key, iso3, name: ISO 3166-1 names and codes (pycountry's) plus reference/countries.yaml aliases."""
     fields = ("name", "common_name", "official_name", "alpha_3", "alpha_2")  # key priority order
-    rows = [
-        (getattr(c, field, None), c.alpha_3, c.name) for field in fields for c in pycountry.countries
-    ]
+    iso = _iso1()
+    rows = [(value, iso3, name) for field in fields
+            for value, iso3, name in zip(iso[field], iso["alpha_3"], iso["name"], strict=True)]
     return table_from_aliases(_load_aliases("countries.yaml"), _table(rows, "iso3", "name"))
 
 
@@ -110,17 +132,16 @@ def admin1_table(country_iso3: str) -> pl.DataFrame:
     nested ones (all levels are kept, e.g. Dominican provinces sit under regions).
     Aliases come from reference/admin1/<ISO3>.yaml when present.
     """
-    country = pycountry.countries.get(alpha_3=country_iso3.upper())
-    if country is None:
+    country = _iso1().filter(pl.col("alpha_3") == country_iso3.upper())
+    if country.height == 0:
         raise ValueError(f"unknown ISO 3166-1 alpha-3 code: {country_iso3!r}")
-    subs = sorted(
-        pycountry.subdivisions.get(country_code=country.alpha_2) or [],
-        key=lambda s: (s.parent_code is not None, s.code),
-    )
-    rows = [(s.name, s.code, s.name) for s in subs]
-    rows += [(key, s.code, s.name) for s in subs for key in (s.code, s.code.split("-", 1)[1])]
+    alpha_2, alpha_3 = country.row(0, named=True)["alpha_2"], country.row(0, named=True)["alpha_3"]
+    subs = sorted(pl.read_csv(ISO_3166_2, infer_schema=False).filter(pl.col("country_code") == alpha_2).iter_rows(named=True),
+                  key=lambda s: (s["parent_code"] is not None, s["code"]))
+    rows = [(s["name"], s["code"], s["name"]) for s in subs]
+    rows += [(key, s["code"], s["name"]) for s in subs for key in (s["code"], s["code"].split("-", 1)[1])]
     base = _table(rows, "geo_code", "geo_name")
-    return table_from_aliases(_load_aliases(f"admin1/{country.alpha_3}.yaml"), base)
+    return table_from_aliases(_load_aliases(f"admin1/{alpha_3}.yaml"), base)
 
 
 def map_places(
