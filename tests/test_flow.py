@@ -126,10 +126,11 @@ def test_a_lossy_run_is_rejected_by_the_flow_and_stays_rejected_in_status(prefec
     from vigila.storage import Storage
 
     (tmp_path / "drop" / "semana10.csv").write_text(GOOD + "Atlantis,2024,10,300\nNarnia,2024,10,200\n")
+    source.write_text(source.read_text().replace("id: gtm_mspas_weekly", "id: gtm_lossy_weekly"))  # its own events
     wh = str(tmp_path / "wh")
     with pytest.raises(pipeline.RunRejected, match="of the cases read were quarantined"):
         ingest_source(str(source), wh)
-    last = completeness.last_run(Storage.open(wh), "gtm_mspas_weekly")
+    last = completeness.last_run(Storage.open(wh), "gtm_lossy_weekly")
     assert last["status"] == "rejected" and last["lost"]["cases"] == pytest.approx(500 / 591, abs=1e-4)
     assert read.quarantine(wh).collect()["cases"].sum() == 500
     with pytest.raises(FileNotFoundError):

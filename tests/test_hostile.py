@@ -36,11 +36,15 @@ def cfg(**over):
     return source_from_dict({**WEEKLY, **over})
 
 
+PEAK = ("import os, subprocess, sys\np = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(os.wait4(p.pid, 0)[2].ru_maxrss)")
+
+
 def peak_mb_of(cmd: list[str]) -> float:
-    """Peak resident memory of one command run as its own process (its own ru_maxrss, from wait4)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, _, usage = os.wait4(proc.pid, 0)
-    return usage.ru_maxrss / 1024
+    """Peak resident memory of one command (its ru_maxrss). Started from a small launcher: a child forked
+    straight from pytest would count pytest's own resident pages until it execs."""
+    out = subprocess.run([sys.executable, "-c", PEAK, *cmd], cwd=ROOT, capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
 
 
 def write_yaml(tmp_path: Path, location: str, **over) -> Path:
