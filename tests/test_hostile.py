@@ -249,3 +249,39 @@ def test_sigkill_of_an_ingest_leaves_no_process_behind(tmp_path):
     time.sleep(0.5)
     alive = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == [] and not seen                               # none started, none left
+
+
+@settings(max_examples=max(20, FUZZ // 3), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(CELLS, CELLS, CELLS, CELLS, CELLS), min_size=0, max_size=15),
+       fmt=st.sampled_from(["json", "xlsx", "parquet"]))
+def test_fuzz_json_xlsx_parquet_readers_account_for_every_row(tmp_path, rows, fmt):
+    """The same generated rows through the other readers: a clear error or an exact account, never a traceback."""
+    header = ["departamento", "anio", "semana", "casos", "muertes"]
+    frame = pl.DataFrame([dict(zip(header, r)) for r in rows], schema={h: pl.Utf8 for h in header}, orient="row")
+    f = tmp_path / f"fuzz.{fmt}"
+    if fmt == "json":
+        f.write_text(json.dumps(frame.to_dicts(), ensure_ascii=False))
+    elif fmt == "xlsx":
+        frame.write_excel(f)
+    else:
+        frame.write_parquet(f)
+    source = cfg(format=fmt, limits={"max_quarantined_share": 1, "min_published_rows": 0})
+    try:
+        report, _ = pipeline.check(source, f)
+    except pipeline.ReadError:
+        return
+    for what in ("rows", "cases", "deaths"):
+        c = report.get(what)
+        if c:
+            assert c["read"] == c["published"] + c["quarantined"] + c["set_aside"], (what, c)
+
+
+def test_prefect_telemetry_is_off_unless_the_operator_turns_it_on():
+    code = ("import os\nos.environ.pop('PREFECT_SERVER_ANALYTICS_ENABLED', None); os.environ.pop('DO_NOT_TRACK', None)\n"
+            "import flows\nprint(os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'], os.environ['DO_NOT_TRACK'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["false", "1"]
+    kept = subprocess.run([sys.executable, "-c", "import os, flows; print(os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])"],
+                          cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={**__import__("os").environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}).stdout.split()
+    assert kept == ["true"]
