@@ -104,3 +104,104 @@ def test_irls_stops_where_r_stops(n, converged, beta):
 def test_bad_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         farrington_flexible(series_frame({"a": np.ones(300)}), **bad)
+
+
+# ------------------------------------------------------------ R surveillance's own datasets, bundled (no R needed)
+R_DATASETS = BUNDLED / "r_datasets"     # see its README: the series and R's output (benchmarks/r_differential.py)
+
+
+def r_dataset_cases():
+    from test_detect_r_differential import MANIFEST_METHODS
+
+    files = sorted(R_DATASETS.glob("*.r_results.csv.gz"))
+    names = [p.name.removesuffix(".r_results.csv.gz") for p in files]
+    return [pytest.param(n, m, id=f"{n}-{m.name}") for n in names for m in MANIFEST_METHODS]
+
+
+def r_dataset(name: str) -> pl.DataFrame:
+    data = pl.read_csv(R_DATASETS / f"{name}.csv.gz", schema_overrides={"week_start": pl.Date, "unit": pl.String})
+    return data.select(pl.format("{}/{}", "dataset", "unit").alias("series_id"), "t", "cases", "week_start")
+
+
+@pytest.mark.parametrize("name, method", r_dataset_cases())
+def test_r_dataset_equals_r(name, method):
+    """Every manifest method on R surveillance's weekly datasets stsNewport (low counts, many zeros),
+    salmAllOnset (high counts), both date-based from 2001, and hepatitisA (index-based, 208 weeks: too short
+    for farringtonFlexible's 5 years in part of the range, where R stops): alarms identical, bounds within 1e-4."""
+    from test_detect_r_differential import compare, vigila_rows
+
+    r = pl.read_csv(R_DATASETS / f"{name}.r_results.csv.gz", infer_schema_length=None,
+                    schema_overrides={"upperbound": pl.Float64, "alarm": pl.Float64, "expected": pl.Float64,
+                                      "t": pl.Int64, "error": pl.String}).filter(pl.col("method") == method.name)
+    series = r_dataset(name)
+    assert r.height > 0
+    for sid, rows in r.group_by("series_id"):
+        one = series.filter(pl.col("series_id") == sid[0])
+        got = vigila_rows(one, method, (rows["t"].min(), rows["t"].max()))
+        assert compare(rows, got, method) == []
+
+
+def test_r_datasets_are_bundled():
+    assert {p.name for p in R_DATASETS.glob("*.csv.gz")} >= {
+        f"{n}{suffix}" for n in ("stsNewport", "salmAllOnset", "hepatitisA")
+        for suffix in (".csv.gz", ".r_results.csv.gz")}
+
+
+def test_classic_uses_calendar_years_back_for_dated_series():
+    """salmAllOnset from R with its dates and without (t - 52 i): R's reference weeks differ (five years back is
+    261 weeks for most weeks), so the bounds do; vigila follows the dates when week_start is given."""
+    series = r_dataset("salmAllOnset")
+    r = (pl.read_csv(R_DATASETS / "salmAllOnset.r_results.csv.gz", schema_overrides={"error": pl.String})
+         .filter(pl.col("method") == "farrington_classic"))
+    rng = (r["t"].min(), r["t"].max())
+    dated = farrington(series, range=rng).join(r, on=["series_id", "t"])
+    by_index = farrington(series.drop("week_start"), range=rng).join(r, on=["series_id", "t"])
+    assert ((dated["upperbound"] - dated["upperbound_right"]).abs() <= 1e-6 * dated["upperbound_right"]).all()
+    off = (by_index["upperbound"] - by_index["upperbound_right"]).abs() > 1e-3 * by_index["upperbound_right"]
+    assert off.sum() > 50
+
+
+def test_where_r_stops_bounds_are_null_and_no_alarm():
+    """R stops (farringtonFlexible: too little history; classic: one or no reference value); vigila gives those
+    weeks null upperbound and expected and alarm false, and the other weeks their values."""
+    y = np.random.default_rng(1).poisson(5, 120)
+    x = series_frame({"a": y})
+    flex = farrington_flexible(x, b=2, range=(60, 120))        # 2 years back exists from t = 105 + w
+    assert flex.filter(pl.col("t") < 104)["upperbound"].is_null().all()
+    assert flex.filter(pl.col("t") >= 108)["upperbound"].is_not_null().all()
+    classic = farrington(x, range=(20, 120))                   # R (b = 5, w = 3): no reference week before t = 50,
+    assert classic.filter(pl.col("t") <= 51)["upperbound"].is_null().all()     # one at t = 50, two at t = 51
+    assert classic.filter(pl.col("t") <= 51)["expected"].is_null().all()
+    assert classic.filter(pl.col("t") >= 52)["upperbound"].is_not_null().all()
+    assert not classic["alarm"].fill_null(True).filter(classic["upperbound"].is_null()).any()
+    one_value = farrington(x, b=1, w=0, range=(60, 120))     # a single reference value: R always stops
+    assert one_value["upperbound"].is_null().all() and not one_value["alarm"].any()
+
+
+def test_seasonal_periods_on_a_dated_series_up_to_its_last_week():
+    """no_periods > 1 on a date-based series: the rows of a batch have the width of its longest history, so a
+    row's positions could run past its series' last week (an IndexError at the end of the flat arrays)."""
+    rng = np.random.default_rng(4)
+    n = 319
+    x = pl.DataFrame({"series_id": "a", "t": np.arange(1, n + 1), "cases": rng.poisson(300, n),
+                      "week_start": pl.date_range(pl.date(2005, 7, 11), pl.date(2005, 7, 11) + pl.duration(weeks=n - 1),
+                                                  "1w", eager=True)})
+    out = farrington_flexible(x, b=3, w=1, no_periods=10, past_weeks_not_included=1, range=(268, n))
+    assert out.height == 52 and out["upperbound"].is_not_null().all()
+
+
+@pytest.mark.parametrize("name", ["stsNewport", "salmAllOnset"])
+def test_detect_command_path_on_r_datasets_equals_r(name):
+    """Issue 18's call: `vigila detect --method farrington --range <last 104>` (registry.detect, input rows
+    shuffled, t and week_start both given) on the two R datasets equals R's algo.farrington."""
+    from vigila.detect import registry
+
+    series = r_dataset(name).sample(fraction=1.0, shuffle=True, seed=3)
+    r = (pl.read_csv(R_DATASETS / f"{name}.r_results.csv.gz", schema_overrides={"error": pl.String})
+         .filter(pl.col("method") == "farrington_classic"))
+    got = registry.detect(series, "farrington", registry.parse_params("farrington", ["b=5", "w=3", "alpha=0.05"]),
+                          range=registry.parse_range(f"{r['t'].min()}:{r['t'].max()}"))
+    j = got.join(r, on=["series_id", "t"], how="full", coalesce=True)
+    assert j.height == got.height == r.height == 104
+    assert ((j["upperbound"] - j["upperbound_right"]).abs() <= 1e-6 * j["upperbound_right"].abs() + 1e-9).all()
+    assert (j["alarm"] == (j["alarm_right"] == 1)).all()

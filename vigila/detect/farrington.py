@@ -5,11 +5,24 @@ evaluated series-week with observed, expected, upperbound, alarm, method. Every 
 series-week is fitted at once by batched IRLS that repeats R's `glm.fit` step for step (start
 y + 0.1, deviance criterion 1e-8, at most 25 iterations), so convergence and the fallbacks that
 depend on it (refit without trend, NA bound) are R's.
+
+Where R stops with an error instead of giving a result, vigila gives that week a null upperbound and
+expected and no alarm (alarm false), and goes on with the other weeks (R loses the whole call):
+- too little history: farringtonFlexible needs the week b years back (by date for a date-based series)
+  and stops without it, or when the window around it starts before the series (week - w < 0); classic
+  Farrington stops when none of the b x (2w + 1) reference weeks exists;
+- too few reference values for the model: one value (the trend's coefficient is NA, the Anscombe
+  residuals are NaN), or as many as parameters (no residual degrees of freedom: NaN dispersion, which
+  R's reweighting, classic Farrington's predict(dispersion = phi) and the Noufaily thresholds stop on;
+  the trend test stops when b >= 3 and its p-value is NaN);
+- a fit that breaks down (non-finite coefficients, where glm.fit stops on NA means).
+Other NA results of R (a flexible fit that does not converge: NA bound and NA alarm) stay NA.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 from dataclasses import dataclass
 
@@ -119,7 +132,16 @@ def _inv(A):
         out[:, 0, 0], out[:, 1, 1], out[:, 0, 1] = d / det, a / det, -b / det
         out[:, 1, 0] = out[:, 0, 1]
         return out
-    return np.linalg.inv(A)
+    try:
+        return np.linalg.inv(A)
+    except np.linalg.LinAlgError:              # some problem is singular: NaN there, the others as usual
+        out = np.full_like(A, np.nan)
+        for i in np.flatnonzero(np.isfinite(A).all(axis=(1, 2))):
+            try:
+                out[i] = np.linalg.inv(A[i])
+            except np.linalg.LinAlgError:
+                pass
+        return out
 
 
 def _xb(X, beta):
@@ -129,6 +151,17 @@ def _xb(X, beta):
     return out
 
 
+def _quiet(fn):
+    """No floating-point warnings from `fn`: a degenerate problem (no data, a singular design) becomes NaN,
+    which the callers read as R stopping or NA."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_quiet
 def irls(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, drop: np.ndarray,
          maxit: int = 25, epsilon: float = 1e-8) -> Fit:
     """R's glm.fit for quasipoisson(log) on E problems at once.
@@ -162,11 +195,19 @@ def irls(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, drop:
     for it in range(maxit):
         w = pa * mu                             # log link: mu.eta(eta) = mu, variance mu
         wz = w * ((eta - oa) if has_offset else eta) + pya - w   # w * z, z = eta - offset + (y - mu) / mu
-        Ci = _inv(_gram(Xa, w, da))
+        A = _gram(Xa, w, da)
+        Ci = _inv(A)
         r = np.stack([np.einsum("el,el->e", wz, Xa[p]) if p else wz.sum(axis=1) for p in range(P)], axis=1)
         beta = np.einsum("epq,eq->ep", Ci, r)
+        # the normal equations lose about log10(condition) digits: where a coefficient's variance inflation
+        # passes 1e6 (factor levels whose counts are all 0, racing to -inf), solve by QR as glm.fit does
+        vif = np.einsum("epp->ep", Ci) * np.einsum("epp->ep", A)
+        hard = ~np.isfinite(beta).all(axis=1) | (vif > 1e6).any(axis=1)
+        if hard.any():
+            beta[hard], Ci[hard] = _wls_qr(Xa[:, hard], w[hard], wz[hard], da[hard])
         eta = _xb(Xa, beta) + oa if has_offset else _xb(Xa, beta)
         mu = np.maximum(np.exp(eta), EPS)
+        np.putmask(mu, pa == 0, 1.0)            # see _irls_trend
         dev = _dev(Ka, pya, pa, eta, mu)
         done = live & (np.abs(dev - devold) / (np.abs(dev) + 0.1) < epsilon)
         finish = done | (live if it == maxit - 1 else False)
@@ -183,6 +224,42 @@ def irls(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, drop:
                 pya[live], da[live]
             eta, mu, devold, live = eta[live], mu[live], devold[live], live[live]
     return _finish(out, y)
+
+
+def _wls_qr(X, w, wz, drop):
+    """Weighted least squares by QR (Gram-Schmidt twice, column by column) for E problems: (beta, (X'WX)^-1).
+    X (P, E, L), X[0] the intercept; w the weights, wz = w * z. As glm.fit (tolerance 1e-11), a column whose
+    norm falls below 1e-11 of its own once the earlier ones are projected out is aliased: coefficient 0 and
+    no variance (R: NA, left out of predictions); a dropped column likewise."""
+    P, E, L = X.shape
+    sw = np.sqrt(w)
+    rhs = np.where(w > 0, wz / np.where(w > 0, sw, 1.0), 0.0)          # sqrt(w) z
+    Q = np.zeros((P, E, L))
+    R = np.zeros((E, P, P))
+    alive = np.zeros((E, P), bool)
+    for j in range(P):
+        v = sw.copy() if j == 0 else sw * X[j]
+        size = np.sqrt(np.einsum("el,el->e", v, v))
+        for _ in range(2):
+            for i in range(j):
+                c = np.einsum("el,el->e", Q[i], v)
+                R[:, i, j] += c
+                v -= c[:, None] * Q[i]
+        norm = np.sqrt(np.einsum("el,el->e", v, v))
+        keep = (norm > 1e-11 * size) & (size > 0) & ~drop[:, j]
+        R[:, j, j] = np.where(keep, norm, 1.0)
+        Q[j] = np.where(keep[:, None], v / np.where(keep, norm, 1.0)[:, None], 0.0)
+        alive[:, j] = keep
+    qtb = np.einsum("pel,el->ep", Q, rhs)
+    Rinv = np.zeros((E, P, P))
+    eye = np.eye(P)
+    beta = np.zeros((E, P))
+    for p in range(P - 1, -1, -1):             # back substitution for beta and R^-1
+        beta[:, p] = (qtb[:, p] - np.einsum("eq,eq->e", R[:, p, p + 1:], beta[:, p + 1:])) / R[:, p, p]
+        Rinv[:, p, :] = (eye[p] - np.einsum("eq,eqr->er", R[:, p, p + 1:], Rinv[:, p + 1:, :])) / R[:, p, p][:, None]
+    beta = np.where(alive, beta, 0.0)
+    Rinv = Rinv * alive[:, :, None] * alive[:, None, :]
+    return beta, np.einsum("epq,erq->epr", Rinv, Rinv)
 
 
 def _irls_trend(out: Fit, t, y, pw, K, pwy, maxit, epsilon) -> Fit:
@@ -209,6 +286,9 @@ def _irls_trend(out: Fit, t, y, pw, K, pwy, maxit, epsilon) -> Fit:
         eta += b0[:, None]
         mu = np.exp(eta)
         np.maximum(mu, EPS, out=mu)
+        # a week outside the model (prior weight 0) has eta = b0, the mean at the current week, which a steep
+        # trend can make overflow: its 0 weight times an infinite mean would be NaN
+        np.putmask(mu, pa == 0, 1.0)
         lm = eta if eta.min(initial=0.0) > LOG_EPS else np.maximum(eta, LOG_EPS)
         dev = 2 * (Ka - np.einsum("el,el->e", pya, lm) + np.einsum("el,el->e", pa, mu))
         done = live & (np.abs(dev - devold) / (np.abs(dev) + 0.1) < epsilon)
@@ -279,41 +359,66 @@ def _finish(out: Fit, y) -> Fit:
     return out
 
 
+@_quiet
 def _hat(fit: Fit, X) -> np.ndarray:
-    """Diagonal of the hat matrix of the last IRLS step: w_i x_i' (X'WX)^-1 x_i."""
-    P = X.shape[0]
-    q = np.zeros_like(fit.w)
-    for p in range(P):
-        xp = 1.0 if p == 0 else X[p]
-        for r in range(p, P):
-            xr = 1.0 if r == 0 else X[r]
-            q += (1 if p == r else 2) * fit.cov[:, p, r][:, None] * (xp * xr)
-    return fit.w * q
+    """Diagonal of the hat matrix of the last IRLS step, w_i x_i' (X'WX)^-1 x_i, as R's hatvalues: the row
+    sums of Q^2 for the QR decomposition of sqrt(W) X (here by Gram-Schmidt, twice, column by column), a
+    column whose norm falls below 1e-11 of its own being left out as aliased (glm.fit's tolerance), and
+    like lm.influence a value above 1 - 10 eps is 1. The orthogonal basis keeps a hat value near 1 (a fit
+    racing to one count among zeros) as accurate as R's, which (X'WX)^-1 would not."""
+    sw = np.sqrt(fit.w)
+    basis: list[np.ndarray] = []
+    hat = np.zeros_like(fit.w)
+    for p in range(X.shape[0]):
+        v = sw if p == 0 else sw * X[p]
+        size = np.sqrt(np.einsum("el,el->e", v, v))
+        for _ in range(2):
+            for q in basis:
+                v = v - np.einsum("el,el->e", q, v)[:, None] * q
+        norm = np.sqrt(np.einsum("el,el->e", v, v))
+        keep = (norm > 1e-11 * size) & (size > 0)
+        q = np.where(keep[:, None], v / np.where(keep, norm, 1.0)[:, None], 0.0)
+        basis.append(q)
+        hat += q * q
+    return np.where(hat > 1 - 10 * EPS, 1.0, hat)
 
 
 def _reweights(fit: Fit, X, y, pw, phi, threshold):
-    """algo.farrington.assign.weights(anscombe.residuals(model, phi), threshold)."""
+    """algo.farrington.assign.weights(anscombe.residuals(model, phi), threshold), and where R stops there:
+    a residual that is NaN (no residual degrees of freedom, so phi is NaN; or 0/0 at a hat value of 1) makes
+    R's weights NA and glm.fit stop.
+
+    A value with hat 1 is fitted exactly, so its residual is 0/0: R's is NaN when its fitted value came out
+    equal to the value (typical: a count of 1 after zeros, the trend racing to fit it) and +-Inf when a rounding
+    residue is left. Here a fitted value within 1e-9 of the value counts as equal."""
     hat = _hat(fit, X)
     live = pw > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         s = 1.5 * (y ** (2 / 3) * fit.mu ** (-1 / 6) - fit.mu**0.5) / np.sqrt(phi[:, None] * (1 - hat))
+        s = np.where((hat == 1) & (np.abs(y - fit.mu) <= 1e-9 * np.maximum(y, 1)), np.nan, s)
         inv2 = np.where(s > threshold, 1 / s**2, 1.0)
-    gamma = live.sum(axis=1) / np.where(live, inv2, 0).sum(axis=1)
-    return np.where(live, gamma[:, None] * inv2, 0.0)
+        gamma = live.sum(axis=1) / np.where(live, inv2, 0).sum(axis=1)
+    stops = (live & np.isnan(s)).any(axis=1)
+    return np.where(live, gamma[:, None] * inv2, 0.0), stops
 
 
 def _phi(fit: Fit) -> np.ndarray:
-    return np.fmax(fit.dispersion, 1.0)
+    """R's max(summary(model)$dispersion, 1): NaN (not 1) when the dispersion is NaN (no residual df)."""
+    return np.where(np.isnan(fit.dispersion), np.nan, np.fmax(fit.dispersion, 1.0))
 
 
 def fit_glm(X, y, pw, offset, drop, *, reweight: bool, threshold: float, fallback: bool, keep_weights=False):
     """One call of R's fitFun: fit; if not converged and `fallback`, drop the trend (column 1) and
     refit; reweight by Anscombe residuals (convergence of the reweighted fit is not checked, as in R).
-    Returns (fit, phi, drop, ok, X) where ok is False where R's flexible fitFun returns NULL.
+    Returns (fit, phi, drop, ok, X, stops): ok is False where R's flexible fitFun returns NULL (no
+    convergence); stops is True where R stops with an error (see `_reweights`, and a fit whose
+    coefficients are not finite: glm.fit stops on NA means).
 
     `keep_weights`: R's fitGLM.flexible stores the reweighting weights omega in `model$weights`,
     so every later summary.glm (trend p-value, predict's standard error) computes the dispersion
-    from omega instead of the working weights; phi itself is computed before that replacement."""
+    from omega instead of the working weights; phi itself is computed before that replacement.
+    It also returns NULL before reweighting when the fit did not converge, so that a reweighting
+    R never does cannot stop it."""
     fit = irls(X, y, pw, offset, drop)
     drop = drop.copy()
     if fallback:
@@ -325,15 +430,18 @@ def fit_glm(X, y, pw, offset, drop, *, reweight: bool, threshold: float, fallbac
             redo = irls(X[:, bad], y[bad], pw[bad], offset[bad], drop[bad])
             _assign(fit, redo, bad)
     ok = fit.converged.copy()
+    stops = ~np.isfinite(fit.beta).all(axis=1)
     phi = _phi(fit)
     if reweight:
-        omega = _reweights(fit, X, y, pw, phi, threshold)
+        omega, undefined = _reweights(fit, X, y, pw, phi, threshold)
+        stops |= undefined & (ok if keep_weights else True)
         fit = irls(X, y, omega, offset, drop)
+        stops |= ~np.isfinite(fit.beta).all(axis=1)
         phi = _phi(fit)
         if keep_weights:
             with np.errstate(invalid="ignore", divide="ignore"):
                 fit.dispersion = np.where(fit.df > 0, (omega * fit.resid**2).sum(axis=1) / fit.df, np.nan)
-    return fit, phi, drop, ok, X
+    return fit, phi, drop, ok, X, stops
 
 
 def _assign(fit: Fit, sub: Fit, mask: np.ndarray) -> None:
@@ -400,11 +508,11 @@ def _enough_cases(s: Series, sid, k, limit54) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- design of each series-week
-def _wtime(s: Series, sid, k, pos, flexible: bool) -> np.ndarray:
-    """Trend covariate centred on the current week (predictions are invariant to the centring)."""
+def _wtime(s: Series, sid, k, pos, flexible: bool, at: np.ndarray | None = None) -> np.ndarray:
+    """Trend covariate centred on the current week (predictions are invariant to the centring); `at`: the flat
+    index of each position (clipped into its series)."""
     if s.days is not None and flexible:
-        base = s.start[sid][:, None]
-        return (s.days[base + np.maximum(pos, 1) - 1] - s.days[base[:, 0] + k - 1][:, None]) / 7.0
+        return (s.days[at] - s.days[s.start[sid] + k - 1][:, None]) / 7.0
     return (pos - k[:, None]).astype(float)
 
 
@@ -441,8 +549,11 @@ def _flexible_design(s: Series, sid, k, ref, *, w, no_periods, pwni, population_
     if no_periods > 1:
         level = _blocks(ref, pos, k, w, no_periods)
         live &= level > 0
-    y = np.where(live, s.y[s.start[sid][:, None] + np.clip(pos, 1, None) - 1], 0.0)
-    cols = [np.ones(pos.shape), _wtime(s, sid, k, pos, True)]
+    # flat index of each position, kept inside its series (noPeriods > 1: the rows of a batch have the width of
+    # its longest history, so a row's positions can run past its series' last week; they are not live)
+    at = s.start[sid][:, None] + np.clip(pos, 1, s.length[sid][:, None]) - 1
+    y = np.where(live, s.y[at], 0.0)
+    cols = [np.ones(pos.shape), _wtime(s, sid, k, pos, True, at)]
     cols += [(level == j).astype(float) for j in range(2, no_periods + 1)] if no_periods > 1 else []
     X = np.stack(cols) * live[None]
     x0 = np.zeros((len(k), X.shape[0]))
@@ -454,7 +565,7 @@ def _flexible_design(s: Series, sid, k, ref, *, w, no_periods, pwni, population_
         if s.population is None:
             raise ValueError("population_offset=True needs a `population` column")
         popk = s.population[s.start[sid] + k - 1]
-        off = np.where(live, np.log(s.population[s.start[sid][:, None] + np.clip(pos, 1, None) - 1]), 0.0)
+        off = np.where(live, np.log(s.population[at]), 0.0)
         off0 = np.log(popk)
     return X, y, live.astype(float), off, x0, off0
 
@@ -478,27 +589,40 @@ def _classic_design(s: Series, sid, k, *, b, w):
 
 
 # ---------------------------------------------------------------- the two algorithms
-def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, *, p_threshold, b, refit):
+def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops, *, p_threshold, b, refit, decides):
     """algo.farrington.glm: keep the trend only if significant, b >= 3 and no extrapolation;
-    otherwise refit without it. Returns (fit, phi, ok) for every problem."""
-    has = ~drop[:, 1]
+    otherwise refit without it. Returns (fit, phi, ok, stops) for every problem.
+
+    R stops here when the trend is aliased (one observation of positive weight: its coefficient is NA
+    and summary.glm has no row for it) and when `b >= 3 && significant && noExtrapolation` is NA (a
+    NaN p-value, no residual df; or a NaN prediction) rather than FALSE. `decides`: the problems whose
+    model reaches the decision (flexible: not those whose fitFun returned NULL)."""
+    has = ~drop[:, 1] & ~stops & decides
     eta0, _ = _predict(fit, x0, off0, fit.dispersion)
     ymax = np.where(pw > 0, y, -np.inf).max(axis=1)
-    with np.errstate(invalid="ignore"):
-        keep = has & (_trend_p(fit) < p_threshold) & (b >= 3) & (np.exp(eta0) <= ymax)
-    redo = has & ~keep
+    with np.errstate(invalid="ignore", over="ignore"):
+        p, mu0 = _trend_p(fit), np.maximum(np.exp(eta0), EPS)     # predict(type = "response"): linkinv
+        # (an exact fit through equal values predicts the largest value itself: R's comparison then hangs
+        # on the last bit of mu0Hat, and so whether it stops)
+        significant, extrapolates = p < p_threshold, mu0 > ymax
+        keep = has & significant & (b >= 3) & ~extrapolates & ~np.isnan(mu0)
+        undecided = (b >= 3) & ~(~np.isnan(p) & ~significant) & ~extrapolates & (np.isnan(p) | np.isnan(mu0))
+    aliased = fit.df + (drop.shape[1] - drop.sum(axis=1)) < 2   # observations of positive (prior) weight
+    stops = stops | (has & (aliased | undecided))
+    redo = has & ~keep & ~stops
     if not redo.any():
-        return fit, phi, ok
+        return fit, phi, ok, stops
     X2 = X[:, redo].copy()
     X2[1] = 0.0
     d2 = drop[redo].copy()
     d2[:, 1] = True
-    sub, phi2, _, ok2, _ = refit(X2, y[redo], pw[redo], off[redo], d2)
+    sub, phi2, _, ok2, _, stops2 = refit(X2, y[redo], pw[redo], off[redo], d2)
     _assign(fit, sub, redo)
     phi, ok = phi.copy(), ok.copy()
     phi[redo] = phi2
     ok[redo] &= ok2
-    return fit, phi, ok
+    stops[redo] |= stops2
+    return fit, phi, ok, stops
 
 
 def _run_parts(part, n: int, width: int) -> None:
@@ -515,8 +639,12 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
                         range: tuple[int, int] | None = None) -> pl.DataFrame:
     """R's farringtonFlexible on every series of `frame`. Noufaily et al. (2013): no_periods=10,
     past_weeks_not_included=26, weights_threshold=2.58, p_threshold_trend=1, threshold_method
-    "nbPlugin" or "muan". Weeks lacking b years of history (or whose last-years weeks are absent
-    from a date-based series) get null bound and alarm; R stops with an error there."""
+    "nbPlugin" or "muan".
+
+    Null upperbound and expected, alarm false, where R stops with an error (see the module docstring):
+    weeks lacking b years of history (the week b years back, or in a date-based series any of the
+    weeks 1..b years back, is absent; or its window starts before the series), too few reference
+    values for the model. A fit that does not converge gives null bound and alarm, as R's NA."""
     _check(b=b, w=w, alpha=alpha, powertrans=powertrans, limit54=limit54)
     if threshold_method not in ("delta", "nbPlugin", "muan"):
         raise ValueError(f"threshold_method must be delta, nbPlugin or muan, not {threshold_method!r}")
@@ -530,13 +658,16 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
     enough = _enough_cases(s, sid, k, limit54)
 
     def refit(X, y, pw, off, drop):
-        return fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold, fallback=False,
-                       keep_weights=True)
+        fit, phi, drop, ok, X, stops = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold,
+                                               fallback=False, keep_weights=True)
+        return fit, phi, drop, ok, X, stops | ~ok      # R predicts from the NULL model and stops
 
     def part(sl: slice) -> None:
         ps, pk = sid[sl], k[sl]
         ref = _reference_weeks(s, ps, pk, b)
-        valid = (ref[:, 1:] > 0).all(axis=1) & (ref[:, b] - w >= 1)
+        # R stops when a reference week is missing, and when the window of the earliest one starts before
+        # week 0 (blocks(): x[(ref - w):(ref + w)] mixes negative and positive indices; week 0 is ignored)
+        valid = (ref[:, 1:] > 0).all(axis=1) & (ref[:, b] - w >= 0)
         idx, ps, pk, ref = np.arange(sl.start, sl.stop)[valid], ps[valid], pk[valid], ref[valid]
         if len(pk) == 0:
             return
@@ -546,26 +677,40 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
         if not trend:
             drop[:, 1] = True
             X[1] = 0.0
-        fit, phi, drop, ok, X = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold,
-                                        fallback=trend, keep_weights=True)
-        fit, phi, ok = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, p_threshold=p_threshold_trend,
-                                       b=b, refit=refit)
+        if no_periods > 1:                       # R's factor has only the levels the data have
+            drop[:, 2:] = ~(X[2:] != 0).any(axis=2).T
+            unseen = drop[:, -1].copy()          # predict() at the current season's level stops if the fit has none
+            # without level 1 the lowest level present is R's baseline (treatment contrasts)
+            no_first = ((X[2:].sum(axis=0) == 1) | (pw == 0)).all(axis=1) & ~drop[:, 2:].all(axis=1)
+            first = np.argmax(~drop[:, 2:], axis=1) + 2
+            drop[no_first, first[no_first]] = True
+            X[first[no_first], no_first] = 0.0
+            x0[no_first & (first == X.shape[0] - 1), -1] = 0.0   # the current season is the baseline
+        fit, phi, drop, ok, X, stops = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold,
+                                               fallback=trend, keep_weights=True)
+        fit, phi, ok, stops = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops,
+                                              p_threshold=p_threshold_trend, b=b, refit=refit, decides=ok)
+        if no_periods > 1:
+            stops |= unseen
         eta0, se = _predict(fit, x0, off0, fit.dispersion)
         obs = s.y[s.start[ps] + pk - 1]
         if threshold_method == "delta":
-            mu0 = np.exp(eta0)
+            mu0 = np.maximum(np.exp(eta0), EPS)  # predict(type = "response"): R's log linkinv is pmax(exp(eta), eps)
             up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha))
             centre, mean = mu0, mu0
         else:
             up = _noufaily_upper(eta0, se, phi, alpha, threshold_method, enough[idx])
             centre, mean = eta0, np.exp(eta0)
-        up = np.where(ok & np.isfinite(up), up, np.nan)
+            with np.errstate(over="ignore", invalid="ignore"):   # R: if (mu0Quantile == Inf), if (phi > 1) on NA
+                q = eta0 if threshold_method == "nbPlugin" else eta0 + stats.norm.ppf(1 - alpha) * se
+                stops |= ok & (np.isnan(q) | np.isnan(phi))
+        up = np.where(ok & ~stops & np.isfinite(up), up, np.nan)
         good = enough[idx] & ~np.isnan(up)
         with np.errstate(divide="ignore", invalid="ignore"):
             score = (obs - centre) / (up - centre)
         upper[idx] = np.where(good, up, np.nan)
         expected[idx] = np.where(good, mean, np.nan)
-        alarm[idx] = np.where(ok, good & (score > 1) & (obs != 0), np.nan)
+        alarm[idx] = np.where(ok | stops, good & (score > 1) & (obs != 0), np.nan)
 
     width = b * (2 * w + 1) + w if no_periods == 1 else FREQ * b + w + 1
     _run_parts(part, E, width * (no_periods + 1))
@@ -576,7 +721,16 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
                alpha: float = 0.05, trend: bool = True, limit54: tuple[int, int] = (5, 4), powertrans: str = "2/3",
                range: tuple[int, int] | None = None) -> pl.DataFrame:
     """R's algo.farrington (fitFun algo.farrington.fitGLM.fast): two-sided interval at alpha/2,
-    reweighting threshold 1, trend kept when p < 0.05; bound 0 (not NA) when limit54 is not met."""
+    reweighting threshold 1, trend kept when p < 0.05; bound 0 (not NA) when limit54 is not met.
+
+    Reference weeks: t - 52 i +- w for an index-based series; for a date-based one (week_start given)
+    the weeks whose dates are i calendar years back +- w weeks, moved to the current week's weekday,
+    as R does with an sts of epochAsDate = TRUE (not t - 52 i: five years back is 261 weeks, not 260,
+    for most weeks). Reference weeks before the series are left out, as R does with a warning.
+
+    Null upperbound and expected, alarm false, where R stops with an error (see the module docstring):
+    no reference week at all (too little history), a single reference value, no residual degrees of
+    freedom, a fit that breaks down."""
     _check(b=b, w=w, alpha=alpha, powertrans=powertrans, limit54=limit54)
     s = to_arrays(frame)
     sid, k = _eval_points(s, range, FREQ * b - w)
@@ -594,18 +748,22 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
         if not trend:
             drop[:, 1] = True
             X[1] = 0.0
-        fit, phi, drop, ok, X = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0, fallback=trend)
-        fit, phi, _ = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, p_threshold=0.05, b=b, refit=refit)
-        eta0, se = _predict(fit, x0, off0, phi)          # algo.farrington predicts with dispersion = phi
-        mu0 = np.exp(eta0)
-        up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha / 2))
+        fit, phi, drop, ok, X, stops = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0,
+                                               fallback=trend)
+        fit, phi, _, stops = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops, p_threshold=0.05,
+                                             b=b, refit=refit, decides=np.ones(len(pk), bool))
+        stops |= np.isnan(phi) | (pw.sum(axis=1) == 0)   # predict.glm(dispersion = NaN) stops; no data at all
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            eta0, se = _predict(fit, x0, off0, phi)      # algo.farrington predicts with dispersion = phi
+            mu0 = np.maximum(np.exp(eta0), EPS)          # R's log linkinv: pmax(exp(eta), eps)
+            up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha / 2))
         obs = s.y[s.start[ps] + pk - 1]
         en = enough[sl]
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(en, (obs - mu0) / (up - mu0), 0.0)
-        upper[sl] = np.where(en, up, 0.0)
-        expected[sl] = mu0
-        alarm[sl] = np.where(np.isnan(score), np.nan, score > 1)
+        upper[sl] = np.where(stops, np.nan, np.where(en, up, 0.0))
+        expected[sl] = np.where(stops, np.nan, mu0)
+        alarm[sl] = np.where(stops, 0.0, np.where(np.isnan(score), np.nan, score > 1))
 
     _run_parts(part, E, b * (2 * w + 1) * 2)
     return _frame(s, sid, k, expected, upper, alarm, "farrington")
