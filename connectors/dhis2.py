@@ -33,12 +33,13 @@ import math
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import polars as pl
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from vigila.config import Constants, Strict
-from vigila.places import normalise, resolve
+from vigila.places import admin1_table, normalise, resolve
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
 
 # ISO infix -> (DHIS2 period type, first weekday (Monday = 0), Vigila week system)
@@ -71,7 +72,7 @@ ROW_SCHEMA = {
     "age_group": pl.String, "week_start": pl.Date, "epi_year": pl.Int32, "epi_week": pl.Int32,
     "week_system": pl.String, "cases": pl.Int64, "dataElement": pl.String, "period": pl.String,
     "orgUnit": pl.String, "categoryOptionCombo": pl.String, "attributeOptionCombo": pl.String,
-    "lastUpdated": pl.String,
+    "lastUpdated": pl.String, "origin": pl.String,   # origin: value (a cell of the response) | reported_zero (see data_set)
 }
 _IDS = ["dataElement", "period", "orgUnit", "categoryOptionCombo", "attributeOptionCombo"]
 
@@ -165,6 +166,29 @@ class DataElement(Breakdown):
         return v
 
 
+class OrgUnitNames(Strict):
+    """`dhis2.org_unit_names`: org units matched by name (case, accents, punctuation ignored) to the
+    admin1 place table of `country` (ISO 3166-2 names plus vigila/reference/admin1/<ISO3>.yaml aliases)."""
+
+    country: str                             # ISO 3166-1 alpha-3 whose admin1 names and aliases name the org units, e.g. LAO
+    strip: str = r"^\s*\d+[\s.)_-]+"         # regex removed from a name before matching: the unit numbers of "01 Vientiane Capital"
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, v: str) -> str:
+        admin1_table(v.upper())              # ValueError for an unknown code
+        return v.upper()
+
+    @field_validator("strip")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"strip {v!r} is not a regular expression ({e})") from None
+        return v
+
+
 class Dhis2Mapping(Strict):
     """The `dhis2:` block of a source config: DHIS2 identifiers -> Vigila vocabulary.
 
@@ -177,6 +201,8 @@ class Dhis2Mapping(Strict):
     org_units: dict[str, str] = Field(default_factory=dict)          # org unit -> geo code at the source's geo_level
     attribute_option_combos: list[str] | None = None                 # accepted ones; null: any
     period_types: list[str] | None = None                            # accepted weekly types, e.g. [WeeklySunday]; null: any
+    org_unit_names: OrgUnitNames | None = None   # {country: LAO[, strip: regex]}: org units not in org_units matched by their metaData.items names to that country's admin1 names and aliases: no UID list
+    data_set: str | None = None   # data set UID: its ACTUAL_REPORTS / EXPECTED_REPORTS are fetched with the data; an absent cell of a reported org unit x week is a published zero
 
     @field_validator("period_types")
     @classmethod
@@ -219,11 +245,22 @@ def _table(key: str, entries: dict[str, BaseModel], prefix: str) -> pl.DataFrame
     return pl.DataFrame(rows, schema=schema, orient="row").with_columns(pl.lit(True).alias(f"__{prefix}_known"))
 
 
-def _harmonise(values: pl.DataFrame, mapping: Dhis2Mapping, names: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """`values` (row, the five DHIS2 ids, value, deleted, lastUpdated) -> (rows, problems).
-    `names`: DHIS2 field -> column name of the response, for `problems`."""
-    places = pl.DataFrame({"orgUnit": list(mapping.org_units), "place": list(mapping.org_units.values())},
-                          schema={"orgUnit": pl.String, "place": pl.String})
+PLACE_SCHEMA = {"orgUnit": pl.String, "place": pl.String, "__ou_check": pl.String, "__ou_label": pl.String}
+
+
+def _uid_places(mapping: Dhis2Mapping) -> pl.DataFrame:
+    """orgUnit -> place from `org_units` alone (no check, the UID as the problem value)."""
+    return pl.DataFrame([(k, v, None, None) for k, v in mapping.org_units.items()], schema=PLACE_SCHEMA, orient="row")
+
+
+def _harmonise(values: pl.DataFrame, mapping: Dhis2Mapping, names: dict[str, str],
+               places: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`values` (row, the five DHIS2 ids, value, deleted, lastUpdated[, origin]) -> (rows, problems).
+    `names`: DHIS2 field -> column name of the response, for `problems`. `places`: orgUnit -> place
+    (PLACE_SCHEMA: a null place fails `__ou_check`, unknown_place by default, naming `__ou_label`)."""
+    places = _uid_places(mapping) if places is None else places
+    if "origin" not in values.columns:
+        values = values.with_columns(pl.lit("value").alias("origin"))
     df = (values.join(_period_table(values["period"], mapping), on="period", how="left", maintain_order="left")
           .join(_table("dataElement", mapping.data_elements, "de"), on="dataElement", how="left", maintain_order="left")
           .join(_table("categoryOptionCombo", mapping.category_option_combos, "co"), on="categoryOptionCombo",
@@ -240,15 +277,16 @@ def _harmonise(values: pl.DataFrame, mapping: Dhis2Mapping, names: dict[str, str
          pl.col("categoryOptionCombo").is_not_null() & pl.col("__co_known").is_null(), "error"),
         ("attributeOptionCombo", "unknown_attribute_option_combo",
          pl.lit(aocs is not None) & ~pl.col("attributeOptionCombo").is_in(aocs or []), "error"),  # none given: the default
-        ("orgUnit", "unknown_place", pl.col("place").is_null(), "error"),
+        ("orgUnit", pl.col("__ou_check").fill_null("unknown_place"), pl.col("place").is_null(), "error"),
         ("value", "missing_cases", text.is_null() | (text == ""), "error"),
         ("value", "type:int64", (text != "") & (number.is_null() | ~number.is_finite() | (number != number.round(0))
                                                 | (number.abs() >= 2**53)), "error"),
         ("value", "greater_than_or_equal_to(0)", number < 0, "error"),
     ]
-    source = {"deleted": pl.col("deleted").cast(pl.String)}
+    source = {"deleted": pl.col("deleted").cast(pl.String), "orgUnit": pl.coalesce("__ou_label", "orgUnit")}
     found = [df.filter(failed.fill_null(False)).select(
-        "row", pl.lit(names.get(field, field)).alias("column"), pl.lit(check).alias("check"),
+        "row", pl.lit(names.get(field, field)).alias("column"),
+        (check if isinstance(check, pl.Expr) else pl.lit(check)).alias("check"),
         source.get(field, pl.col(field)).alias("value"), pl.lit(severity).alias("severity"))
         for field, check, failed, severity in checks]
     found.append(df.filter(pl.col("__period_check").is_not_null()).select(
@@ -276,10 +314,112 @@ def parse_data_value_sets(doc: dict | bytes | str, mapping: Dhis2Mapping) -> tup
     return _harmonise(values, mapping, {})
 
 
+def org_unit_places(units: dict[str, str | None], mapping: Dhis2Mapping) -> pl.DataFrame:
+    """{org unit UID: its name or None} -> one row per org unit: orgUnit, name, place, __ou_check,
+    __ou_label (PLACE_SCHEMA + name). A UID listed in `org_units` takes its code; with
+    `org_unit_names`, the others are matched by name (minus `strip`) to the country's admin1 table.
+    An org unit matching a place another one already holds (two "Vientiane" units, or a name
+    match on a place `org_units` maps) is `duplicate_geo_code` (Vigila would count the place twice);
+    no match is `unknown_place`. The problem value names the UID and the name: "W6sNfkJcXGC (01 ...)"."""
+    schema = {"orgUnit": pl.String, "name": pl.String}
+    frame = pl.DataFrame(list(units.items()), schema=schema, orient="row")
+    listed = frame["orgUnit"].is_in(list(mapping.org_units))
+    by_uid = frame["orgUnit"].replace_strict(mapping.org_units, default=None, return_dtype=pl.String)
+    by_name = pl.Series([None] * frame.height, dtype=pl.String)
+    if mapping.org_unit_names is not None:
+        cfg = mapping.org_unit_names
+        table = admin1_table(cfg.country)
+        cleaned = frame["name"].str.replace(cfg.strip, "")
+        by_name = resolve(cleaned, table)[table.columns[1]]
+    frame = frame.with_columns(pl.when(listed).then(by_uid).otherwise(by_name).alias("place"), listed.alias("__listed"))
+    taken = pl.col("place").is_not_null() & ~pl.col("__listed") & (
+        (pl.len().over("place") > 1) | pl.col("place").is_in(list(mapping.org_units.values())))
+    frame = frame.with_columns(
+        pl.when(taken).then(pl.lit("duplicate_geo_code")).when(pl.col("place").is_null()).then(pl.lit("unknown_place"))
+        .alias("__ou_check"),
+        pl.when(pl.col("name").is_not_null()).then(pl.format("{} ({})", "orgUnit", "name")).alias("__ou_label"))
+    return frame.with_columns(pl.when(pl.col("__ou_check").is_null()).then("place").alias("place")).select(
+        "orgUnit", "name", "place", "__ou_check", "__ou_label")
+
+
+def _item_names(*docs: dict | None) -> dict[str, str]:
+    return {k: v.get("name") for d in docs if d for k, v in ((d.get("metaData") or {}).get("items") or {}).items()
+            if isinstance(v, dict)}
+
+
+REPORTING_KEY = "reportingRates"     # where the HTTP connector lands the reporting-rate response beside the data
+REPORTING_METRICS = ("ACTUAL_REPORTS", "EXPECTED_REPORTS")
+
+
+def reporting_rate_url(location: str, data_set: str) -> str:
+    """The analytics URL of `data_set`'s ACTUAL_REPORTS and EXPECTED_REPORTS over the same periods and
+    org units as the data query `location` (its dx items replaced, its co dimension dropped)."""
+    parts = urlsplit(location)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    dx = f"dx:{';'.join(f'{data_set}.{m}' for m in REPORTING_METRICS)}"
+    kept = [(k, dx if k == "dimension" and v.startswith("dx:") else v) for k, v in query
+            if not (k == "dimension" and v.split(":")[0] == "co") and not (k == "filter" and v.startswith("dx:"))]
+    if not any(k == "dimension" and v.startswith("dx:") for k, v in kept):
+        kept.insert(0, ("dimension", dx))
+    return urlunsplit(parts._replace(query=urlencode(kept, safe=":;")))
+
+
+def parse_reporting_rates(doc: dict | bytes | str, data_set: str | None = None) -> pl.DataFrame:
+    """An analytics response with `<dataSet>.ACTUAL_REPORTS` / `.EXPECTED_REPORTS` in dx (dimensions
+    dx, pe, ou) -> one row per org unit x period: orgUnit, period, actual, expected, reported
+    (expected > 0 and actual >= expected: every expected report of that unit and week came)."""
+    doc = _load(doc)
+    names = [h["name"] for h in doc.get("headers", [])]
+    if missing := [n for n in ("dx", "pe", "ou", "value") if n not in names]:
+        raise ValueError(f"reporting-rate response without {', '.join(missing)} column(s)")
+    raw = pl.DataFrame(doc.get("rows") or [], schema={n: pl.String for n in names}, orient="row", strict=False)
+    metric = pl.col("dx").str.extract(r"\.([A-Z_]+)$")
+    raw = raw.with_columns(metric.alias("metric"), pl.col("dx").str.replace(r"\.[A-Z_]+$", "").alias("ds"),
+                           pl.col("value").cast(pl.Float64, strict=False).alias("number"))
+    raw = raw.filter(pl.col("metric").is_in(REPORTING_METRICS) & (pl.lit(data_set is None) | (pl.col("ds") == data_set)))
+    out = (raw.group_by(pl.col("ou").alias("orgUnit"), pl.col("pe").alias("period"), maintain_order=True)
+           .agg(*(pl.col("number").filter(pl.col("metric") == m).sum().alias(m.split("_")[0].lower()) for m in REPORTING_METRICS)))
+    return out.with_columns(((pl.col("expected") > 0) & (pl.col("actual") >= pl.col("expected"))).alias("reported"))
+
+
+def _reported_zeros(values: pl.DataFrame, doc: dict, rates: pl.DataFrame, places: pl.DataFrame, mapping: Dhis2Mapping,
+                    plain: bool) -> pl.DataFrame:
+    """Zero values for the cells analytics left out although their org unit x week reported: every
+    data item of the query (dx, and co when it is a dimension) that Vigila maps, at a mapped org unit
+    and an accepted week. Cells present in the response are never touched."""
+    dims = (doc.get("metaData") or {}).get("dimensions") or {}
+    dx = dims.get("dx") or values["dataElement"].unique().to_list()
+    if plain:
+        cos = dims.get("co") or values["categoryOptionCombo"].drop_nulls().unique().to_list()
+        items = [(d, c) for d in dx for c in cos]
+    else:
+        items = [tuple((d.split(".") + [None])[:2]) for d in dx]
+    items = [(d, c) for d, c in items if d in mapping.data_elements and (c is None or c in mapping.category_option_combos)]
+    item_frame = pl.DataFrame(items, schema={"dataElement": pl.String, "categoryOptionCombo": pl.String}, orient="row")
+    ok_places = places.filter(pl.col("place").is_not_null()).select("orgUnit")
+    periods = _period_table(rates["period"], mapping).filter(pl.col("__period_check").is_null()).select("period")
+    cells = (rates.filter("reported").select("orgUnit", "period")
+             .join(ok_places, on="orgUnit").join(periods, on="period").join(item_frame, how="cross"))
+    key = ["dataElement", "period", "orgUnit", "categoryOptionCombo"]
+    absent = cells.join(values.select(key).unique(), on=key, how="anti", nulls_equal=True)
+    n = values.height
+    return absent.select(
+        pl.int_range(n + 1, n + 1 + pl.len()).cast(pl.Int64).alias("row"), *key,
+        pl.lit(None, pl.String).alias("attributeOptionCombo"), pl.lit("0").alias("value"), pl.lit(False).alias("deleted"),
+        pl.lit(None, pl.String).alias("lastUpdated"), pl.lit("reported_zero").alias("origin"),
+    ).select(values.columns)
+
+
 def parse_analytics(doc: dict | bytes | str, mapping: Dhis2Mapping) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A `/api/analytics` JSON response (plain data source, not table layout) -> (rows, problems);
     `row` = position in `rows`. Without a `co` column each value is the data element's total,
-    unless `dx` holds data element operands (`<dataElement>.<categoryOptionCombo>`)."""
+    unless `dx` holds data element operands (`<dataElement>.<categoryOptionCombo>`).
+
+    Org units: `org_units` UIDs, then (with `org_unit_names`) the names of `metaData.items`. With
+    `data_set` and the reporting-rate response under `reportingRates` (the HTTP connector puts it
+    there), each org unit x week whose ACTUAL_REPORTS reach its EXPECTED_REPORTS gets an explicit
+    zero (origin reported_zero, `row` after the response's rows) for every mapped data item
+    analytics omitted: the unit reported and had no case. Without a report a cell stays missing."""
     doc = _load(doc)
     names = [h["name"] for h in doc.get("headers", [])]
     missing = [n for n in ("dx", "pe", "ou", "value") if n not in names]
@@ -298,7 +438,16 @@ def parse_analytics(doc: dict | bytes | str, mapping: Dhis2Mapping) -> tuple[pl.
     ).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
     cols = {"dataElement": "dx", "period": "pe", "orgUnit": "ou", "categoryOptionCombo": "co" if plain else "dx",
             "attributeOptionCombo": "ao" if "ao" in names else "dx"}
-    return _harmonise(values, mapping, cols)
+    values = values.with_columns(pl.lit("value").alias("origin"))
+    rates_doc = doc.get(REPORTING_KEY) if mapping.data_set else None
+    rates = parse_reporting_rates(rates_doc, mapping.data_set) if rates_doc is not None else None
+    units = values["orgUnit"].drop_nulls().unique(maintain_order=True).to_list()
+    units += [u for u in (rates["orgUnit"].to_list() if rates is not None else []) if u not in units]
+    item_names = _item_names(doc, rates_doc)
+    places = org_unit_places({u: item_names.get(u) for u in units}, mapping)
+    if rates is not None:
+        values = pl.concat([values, _reported_zeros(values, doc, rates, places, mapping, plain)])
+    return _harmonise(values, mapping, cols, places.drop("name"))
 
 
 # --------------------------------------------------------------------------- paging

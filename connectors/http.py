@@ -20,6 +20,9 @@ core's (`vigila.readers`, `vigila.plan`). What it does, per `SourceConfig.http`:
   next-link repeat is skipped, an offset/limit repeat is asked once more; a second repeat fails.
 - size: `limits.max_bytes` over all pages, enforced while streaming; a Content-Length that the
   received bytes do not match is a truncated transfer.
+- DHIS2 reporting rates: a `format: dhis2` analytics location with `dhis2.data_set` is followed by
+  the data set's ACTUAL_REPORTS / EXPECTED_REPORTS query over the same periods and org units; its
+  answer is landed inside the analytics document under `reportingRates` (one raw file).
 """
 
 from __future__ import annotations
@@ -436,6 +439,7 @@ class _Fetch:
         path = tmp / name
         part.rename(path)
         self._check_body(path, r)
+        self._dhis2_reporting_rates(path)
         validators = {k: v for k, v in (("etag", r.headers.get("etag")), ("last_modified", r.headers.get("last-modified"))) if v}
         return Fetched(path, name, origin, validators=validators if self.opts.conditional else {}, temporary=True)
 
@@ -453,6 +457,32 @@ class _Fetch:
                 json.loads(path.read_bytes())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise self.error(self.location, f"malformed JSON ({e})", retryable=False) from None
+
+    def _dhis2_reporting_rates(self, path: Path) -> None:
+        """`format: dhis2` with `dhis2.data_set`: ask the data set's ACTUAL_REPORTS / EXPECTED_REPORTS over
+        the same periods and org units (connectors.dhis2.reporting_rate_url) and land them inside the
+        analytics document, under `reportingRates`, so the report and what it says about reporting
+        are one raw file (one sha256)."""
+        mapping = getattr(self.source, "dhis2", None) if self.source is not None and self.source.format == "dhis2" else None
+        if mapping is None or not mapping.data_set:
+            return
+        from connectors import dhis2
+
+        doc = json.loads(path.read_bytes())
+        if not (isinstance(doc, dict) and "headers" in doc and "rows" in doc):
+            raise self.error(self.location, "dhis2.data_set needs an /api/analytics location (reporting rates are "
+                                            "analytics items): this document is not an analytics response", retryable=False)
+        url = dhis2.reporting_rate_url(self.location, mapping.data_set)
+        r, body = self._get(url, {}, None)
+        if r.status_code != 200:
+            raise self.error(url, f"HTTP {r.status_code} to the reporting-rate query", retryable=False)
+        rates = self._json_page(url, body, 1)
+        if not (isinstance(rates, dict) and "headers" in rates):
+            raise self.error(url, "the reporting-rate query did not answer an analytics response", retryable=False)
+        doc[dhis2.REPORTING_KEY] = rates
+        path.write_bytes(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
+        if path.stat().st_size > self.max_bytes:
+            raise self._too_big(self.location)
 
     # -- pages ----------------------------------------------------------------------------
     def _paged(self, tmp: Path) -> Fetched:

@@ -130,7 +130,8 @@ def admin1_table(country_iso3: str) -> pl.DataFrame:
     Keys are the normalised subdivision name, the full code ("PE-AMA") and the part after the
     dash ("AMA"); names win over codes on collisions, and top-level subdivisions win over
     nested ones (all levels are kept, e.g. Dominican provinces sit under regions).
-    Aliases come from reference/admin1/<ISO3>.yaml when present.
+    Aliases come from reference/admin1/<ISO3>.yaml when present, published names that replace
+    pycountry's from reference/admin1/names/<ISO3>.yaml.
     """
     country = _iso1().filter(pl.col("alpha_3") == country_iso3.upper())
     if country.height == 0:
@@ -138,7 +139,11 @@ def admin1_table(country_iso3: str) -> pl.DataFrame:
     alpha_2, alpha_3 = country.row(0, named=True)["alpha_2"], country.row(0, named=True)["alpha_3"]
     subs = sorted(pl.read_csv(ISO_3166_2, infer_schema=False).filter(pl.col("country_code") == alpha_2).iter_rows(named=True),
                   key=lambda s: (s["parent_code"] is not None, s["code"]))
-    rows = [(s["name"], s["code"], s["name"]) for s in subs]
+    # admin1/names/<ISO3>.yaml: code -> the name to publish where pycountry's is ambiguous (LA-VI and LA-VT are both
+    # "Viangchan"); pycountry's name of such a code stops being a key (it would pick one of the two silently)
+    names = _load_aliases(f"admin1/names/{alpha_3}.yaml")
+    subs = [{**s, "key": None if s["code"] in names else s["name"], "name": names.get(s["code"], s["name"])} for s in subs]
+    rows = [(s["name"], s["code"], s["name"]) for s in subs] + [(s["key"], s["code"], s["name"]) for s in subs]
     rows += [(key, s["code"], s["name"]) for s in subs for key in (s["code"], s["code"].split("-", 1)[1])]
     base = _table(rows, "geo_code", "geo_name")
     return table_from_aliases(_load_aliases(f"admin1/{alpha_3}.yaml"), base)
