@@ -13,6 +13,9 @@ a national reporter; each departamento for Peru's line list). A unit is received
 Weeks run from the source's first published week to the last week that has ended by `today`
 (plus any later week already received); a source that has published nothing owes one unit (the
 report) a week from `schedule.expected_from` when it declares one, else nothing.
+A DHIS2 analytics source with `dhis2.data_set` publishes an explicit zero for each cell analytics
+omitted at an org unit x week that sent its report (connectors.dhis2), so such a unit counts as
+received here; a unit-week without a report publishes nothing and stays missing.
 """
 
 from __future__ import annotations
