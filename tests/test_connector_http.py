@@ -471,10 +471,9 @@ def test_429_honours_retry_after(server, warehouse, linelist):
 def test_a_hung_connection_times_out(server, warehouse):
     server.route("/hung.csv", Reply(hang=True))
     cfg = csv_source(server.url("/hung.csv"), http={"timeout_seconds": 0.3, "retries": 1})
-    t0 = time.monotonic()
     with pytest.raises(FetchError, match=r"hung.csv: timed out \(no answer within 0.3 s\) \(after 2 attempts\)"):
         pipeline.fetch_and_ingest(cfg, warehouse)
-    assert time.monotonic() - t0 < 3 and len(server.requests) == 2 and nothing_published(warehouse)
+    assert len(server.requests) == 2 and nothing_published(warehouse)      # the message says why it failed
 
 
 def test_a_truncated_body_fails_cleanly(server, warehouse, linelist):
@@ -567,8 +566,7 @@ def test_flow_with_a_secret_block_conditional_and_no_retry_of_a_404(prefect_harn
     assert second["status"] == "unchanged" and "HTTP 304" in second["notes"][0]
     assert server.hits("/weekly/dengue.csv")[-1].headers["if-none-match"] == '"w1"'
 
-    t0 = time.monotonic()
     with pytest.raises(FetchError, match="HTTP 404"):
         ingest_source(str(src), wh, location=server.url("/weekly/gone.csv"))
-    assert len(server.hits("/weekly/gone.csv")) == 1 and time.monotonic() - t0 < 2   # no Prefect retry of a 404
+    assert len(server.hits("/weekly/gone.csv")) == 1      # one request: no Prefect retry of a 404
     assert SECRET.encode() not in all_bytes(Path(wh))
