@@ -157,7 +157,9 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
             progress(rows_read)
         vlog.progress("rows", **common, rows=rows_read)
         with vlog.stage("validate", **common) as logged:
-            qparts = [_error_records(parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field")), source, run_id, file_sha256, "parse"),
+            if "field" not in parse_errs.columns:
+                parse_errs = parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field"))
+            qparts = [_error_records(parse_errs, source, run_id, file_sha256, "parse"),
                       _error_records(errors, source, run_id, file_sha256, None)]
             rows, shape_errs, undeclared = _finish_shape(rows, planned.ledger, source)
             if undeclared.height:
@@ -176,7 +178,7 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
     report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, planned.ledger, issue_date, started)
     paths = workdir / "harmonised.parquet", workdir / "quarantine.parquet"
     harmonised.write_parquet(paths[0])
-    quarantine.write_parquet(paths[1])
+    (table.locate(quarantine).select(QUARANTINE_COLUMNS) if table.locate else quarantine).write_parquet(paths[1])
     (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return Processed(paths[0], paths[1], report)
 
@@ -309,8 +311,9 @@ def verdict(source: SourceConfig, counts: dict) -> list[str]:
 
 
 def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledger, issue_date, started) -> dict:
-    by_check = (quarantine.group_by("severity", "stage", "check", "column")
-                .agg(pl.col("row").n_unique().alias("rows"), pl.col("cases").sum().alias("cases"),
+    shown = table.locate(quarantine) if table.locate else quarantine.with_columns(pl.col("row").alias("__cell"))
+    by_check = (shown.group_by("severity", "stage", "check", "column")      # rows: the file's own (a layout's line)
+                .agg(pl.col("__cell").n_unique().alias("rows"), pl.col("cases").sum().alias("cases"),
                      pl.col("row").min().alias("first_row"), pl.col("value").first().alias("example"))
                 .sort("severity", "rows", "check", descending=[False, True, False]))
     counts = accounting(source, rows_read, harmonised, quarantine, ledger)
