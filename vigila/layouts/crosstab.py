@@ -143,7 +143,8 @@ def _xlsx_grid(path: Path, source: SourceConfig) -> Grid:
             for j in range(c1, c2 + 1):
                 if first:
                     cells.setdefault(r, {})[j] = first
-    rows = [(r, [row.get(j, "") for j in range(max(row) + 1)]) for r, row in sorted(cells.items())]
+    width = max((max(row) + 1 for row in cells.values()), default=0)     # a sheet's rows are as wide as its widest
+    rows = [(r, [row.get(j, "") for j in range(width)]) for r, row in sorted(cells.items())]
     return Grid(rows, merged=True)
 
 
@@ -189,7 +190,8 @@ def _find_header(rows: list[tuple[int, list[str]]], layout: Layout, merged: bool
 
 
 def _title_values(rows: list[tuple[int, list[str]]], layout: Layout, name: str) -> dict[str, str]:
-    lines = [" ".join(c.strip() for c in cells if c.strip()) for _, cells in rows]
+    lines = [" ".join(c for i, c in enumerate(texts) if c and (i == 0 or c != texts[i - 1]))   # a merged title once
+             for texts in ([c.strip() for c in cells] for _, cells in rows)]
     out: dict[str, str] = {}
     for pattern in layout.title_fields:
         m = next((m for text in lines if (m := re.search(pattern, text))), None)
