@@ -218,36 +218,35 @@ class RowLevel(Strict):
     """Cross-tab rows: a regex on the row label naming one level of the table (a Total row, subtotal rows, leaves)."""
 
     level: str = Field(pattern=r"^[a-z][a-z0-9_]*$")   # the level's name, e.g. total, region, municipality
-    pattern: str                       # regex searched in the row label; its named groups become columns of the row
-                                       # (and of the rows under it, until a row of the same or an outer level)
+    pattern: str                       # regex searched in the row label; named groups become columns of it and of the rows under it
 
 
 class PeriodColumn(Strict):
     """Cross-tab columns: a regex on the header text saying what the column's cells are."""
 
-    kind: Literal["week", "total", "other"]   # week: weekly counts (published); total: the row's total (set aside,
-                                       # compared with the row's weeks); other: months, years, ... (set aside)
+    kind: Literal["week", "total", "other"]   # week: counts (published); total: the row's Total (set aside, compared); other: months... (set aside)
     pattern: str                       # regex searched in the header text; named groups (e.g. year, week) become columns
 
 
 class Layout(Strict):
-    """How rows come out of a file that is not one record per line (vigila.layouts). Only `crosstab` for now:
-    row labels down, one column per week (and Totals) across, title lines above and footnotes below."""
+    """Cross-tab (`kind: crosstab`, e.g. Brazil's TabNet exports, bulletin tables in XLSX): row labels down, one column
+    per week (and Totals) across, title lines above, footnotes below. Each cell becomes a row with the columns: the
+    label columns (under their header texts), the named groups of the `rows`, `columns` and `title_fields` patterns,
+    `header` (the cell's column header) and `value` (the cell text, zero markers read as 0); map them in `columns:` as
+    for any weekly_counts file. Cells of levels other than `publish` (a Total row, subtotal rows) and of `total` /
+    `other` columns are set aside (reported, never added to the weeks); quarantine and report rows are the file's
+    own lines (XLSX: sheet rows) and columns its header texts."""
 
-    kind: Literal["crosstab"] = "crosstab"
-    header_line: int | None = Field(default=None, ge=1)   # line (XLSX: sheet row) of the first header row; null: the
-                                       # first line with a cell matching a `week` column pattern
-    header_rows: int = Field(default=1, ge=1, le=5)   # header rows, each column's texts joined with " | " (merged
-                                       # cells filled first: XLSX merges exactly, CSV blanks from the left)
+    kind: Literal["crosstab"] = "crosstab"   # crosstab: row labels down, week (and Total) columns across; the only kind yet
+    header_line: int | None = Field(default=None, ge=1)   # line (XLSX: sheet row) of the first header row; null: the first with a week header
+    header_rows: int = Field(default=1, ge=1, le=5)   # header rows: a column's texts joined with " | ", merged cells filled first
     label_columns: int = Field(default=1, ge=1)   # leading columns holding row labels (kept under their header texts)
-    rows: list[RowLevel] = Field(min_length=1)   # row levels, outermost first; a row matching none is quarantined
+    rows: list[RowLevel] = Field(min_length=1)   # row levels, outermost first; a row matching none is quarantined.
     publish: str                       # the level whose cells are published; other levels' cells are set aside
     total_level: str | None = None     # the level of the table's Total row: compared with the published rows (report note)
-    columns: list[PeriodColumn] = Field(min_length=1)   # header patterns, first match wins; an unmatched column refuses the file
-    title_fields: list[str] = Field(default_factory=list)   # regexes searched in the lines above the header; named
-                                       # groups become columns of every cell (e.g. "Período:\\s*(?P<year>\\d{4})")
-    footer: list[str] = Field(default_factory=lambda: list(FOOTERS))   # a line whose first cell starts with one of
-                                       # these ends the table (and so does the end of the file)
+    columns: list[PeriodColumn] = Field(min_length=1)   # header patterns, first match wins; an unmatched column refuses the file.
+    title_fields: list[str] = Field(default_factory=list)   # regexes on the lines above the header; named groups become columns of every cell
+    footer: list[str] = Field(default_factory=lambda: list(FOOTERS))   # a line whose first cell starts with one of these ends the table
     zero_markers: list[str] = Field(default_factory=list)    # cell texts meaning zero (TabNet: "-")
     missing_markers: list[str] = Field(default_factory=list)  # cell texts meaning not reported: quarantined (`not_reported`)
 
