@@ -258,3 +258,11 @@ def test_every_check_a_crosstab_raises_is_in_the_catalogue(tmp_path):
     found = set(q["check"]) | set(q2["check"]) | {"not_reported", "crosstab_unknown_row"}
     assert {"crosstab_level", "crosstab_total", "crosstab_not_weekly", "unknown_place"} <= found
     assert found - {"type:int64"} <= known, found - known
+
+
+def test_sub_rows_without_aggregate_are_named_by_the_files_lines():
+    cfg = config()
+    del cfg["aggregate"]
+    with pytest.raises(pipeline.UndeclaredSubRows) as err:
+        pipeline.check(source_from_dict(cfg), TABNET_CSV)
+    assert "line 6 (Semana 01) and line 7 (Semana 01)" in str(err.value) and "aggregate: sum" in str(err.value)

@@ -207,6 +207,11 @@ def sub_rows_message(table, undeclared: pl.DataFrame, source: SourceConfig) -> s
     examples = (raw.group_by("__group", maintain_order=True).agg(pl.col(ROW).head(2)).head(SUB_ROW_EXAMPLES)
                 .get_column(ROW).to_list())
     shown = "; ".join(f"rows {' and '.join(map(str, e))}" for e in examples)
+    if table.locate is not None:           # a layout's rows are cells: name the file's lines and columns
+        cells = [r for e in examples for r in e]
+        at = table.locate(pl.DataFrame({"row": cells, "column": [None] * len(cells)}, schema={"row": pl.Int64, "column": pl.Utf8}))
+        where = {c: f"line {r} ({col})" for c, r, col in zip(at["__cell"], at["row"], at["column"])}
+        shown = "; ".join(" and ".join(where[r] for r in e) for e in examples)
     mapped = set(source.mapped.values())
     key = [c for c in differ if c not in mapped] or differ
     return (f"{undeclared.height:,} rows share {groups:,} place-weeks with other rows ({shown}); they differ in "
