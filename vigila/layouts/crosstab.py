@@ -201,13 +201,6 @@ def _title_values(rows: list[tuple[int, list[str]]], layout: Layout, name: str) 
     return out
 
 
-def _int(text: str | None, thousands: str | None) -> int | None:
-    if text is None:
-        return None
-    t = text.replace(thousands, "") if thousands else text
-    return int(t) if re.fullmatch(r"-?\d+", t) else None
-
-
 def _cells(grid: Grid, source: SourceConfig, name: str, fmt: str) -> RawTable:
     layout = source.layout
     rows = [(line, cells) for line, cells in grid.rows if not _blank(cells)]
@@ -246,12 +239,12 @@ def _cells(grid: Grid, source: SourceConfig, name: str, fmt: str) -> RawTable:
         raise ReadError(f"{name}: the output column {clash[0]!r} comes from two places (label header, pattern group "
                         f"names, title_fields, {HEADER}, {VALUE}): rename a group")
 
-    out: dict[str, list] = {n: [] for n in names}
-    lines: list[int] = []
-    bad: list[tuple[int, str, str, str, str]] = []         # row, check, value, severity, field
-    zero, missing = set(layout.zero_markers), set(layout.missing_markers)
+    # one record per label row (Python: a few thousand), then one row per cell (polars: rows x periods)
+    raw: list[str | None] = []                             # every cell's text, row after row
+    per_row: dict[str, list] = {"__line": [], "__label": [], "__level": [], "__ncells": [],
+                                **{c: [] for c in labels}, **{g: [] for g in row_groups}}
     carried: list[dict[str, str]] = [{} for _ in levels]
-    checks = _TotalsCheck(layout, source.csv.thousands)
+    columns_at = [j for j, *_ in periods]
     for line, cells in body:
         label = cells[0].strip() if cells else ""
         level = next((k for k, (_, p) in enumerate(levels) if (m := p.search(label))), None)
@@ -260,44 +253,53 @@ def _cells(grid: Grid, source: SourceConfig, name: str, fmt: str) -> RawTable:
             for deeper in range(level + 1, len(levels)):
                 carried[deeper] = {}
         groups = {k: v for d in carried for k, v in d.items()}
-        level_name = levels[level][0] if level is not None else None
-        row_values: list[tuple[str, str | None]] = []
-        for j, header, kind, cgroups in periods:
-            raw = cells[j] if j < len(cells) else None
-            text = None if raw is None else raw.strip()
-            value = "0" if text in zero else None if text in missing else text
-            n = len(lines) + 1
-            lines.append(line)
-            for col, v in zip(labels, cells[:nl] + [""] * (nl - len(cells[:nl]))):
-                out[col].append(v.strip())
-            for g in row_groups:
-                out[g].append(groups.get(g))
-            for g in col_groups:
-                out[g].append(cgroups.get(g))
-            for t, v in titles.items():
-                out[t].append(v)
-            out[HEADER].append(header)
-            out[VALUE].append(value)
-            row_values.append((kind, value))
-            if level is None:
-                bad.append((n, "crosstab_unknown_row", label, "error", labels[0]))
-            elif level_name != layout.publish:
-                bad.append((n, "crosstab_level", f"{level_name}: {label}", "set_aside", labels[0]))
-            elif kind == "total":
-                bad.append((n, "crosstab_total", f"{header}: {raw}", "set_aside", VALUE))
-            elif kind == "other":
-                bad.append((n, "crosstab_not_weekly", f"{header}: {raw}", "set_aside", VALUE))
-            elif raw is None:
-                bad.append((n, "field_count", f"{len(cells)} cells, header has {len(headers)}", "error", VALUE))
-            elif text in missing:
-                bad.append((n, "not_reported", raw, "error", VALUE))
-        checks.add(line, label, level_name, row_values)
+        per_row["__line"].append(line)
+        per_row["__label"].append(label)
+        per_row["__level"].append(levels[level][0] if level is not None else None)
+        per_row["__ncells"].append(len(cells))
+        raw.extend([cells[j] if j < len(cells) else None for j in columns_at])
+        for k, col in enumerate(labels):
+            per_row[col].append(cells[k].strip() if k < len(cells) else "")
+        for g in row_groups:
+            per_row[g].append(groups.get(g))
+    schema = {"__line": pl.Int64, "__label": pl.Utf8, "__level": pl.Utf8, "__ncells": pl.Int64,
+              **{c: pl.Utf8 for c in [*labels, *row_groups]}}
+    by_row = pl.DataFrame(per_row, schema=schema).with_row_index("__r")
+    by_period = pl.DataFrame({"__p": list(range(len(periods))), HEADER: [h for _, h, _, _ in periods],
+                              "__kind": [k for _, _, k, _ in periods],
+                              **{g: [cg.get(g) for *_, cg in periods] for g in col_groups}},
+                             schema={"__p": pl.Int64, HEADER: pl.Utf8, "__kind": pl.Utf8, **{g: pl.Utf8 for g in col_groups}})
+    index = pl.int_range(0, len(raw), dtype=pl.Int64, eager=True)
+    cells = (pl.DataFrame({"__raw": pl.Series(raw, dtype=pl.Utf8), "__r": (index // len(periods)).cast(pl.UInt32),
+                           "__p": index % len(periods), ROW: index + 1})
+             .join(by_row, on="__r", how="left", maintain_order="left")
+             .join(by_period, on="__p", how="left", maintain_order="left"))
+    text = pl.col("__raw").str.strip_chars()
+    cells = cells.with_columns(
+        pl.when(text.is_in(layout.zero_markers)).then(pl.lit("0")).when(text.is_in(layout.missing_markers))
+        .then(pl.lit(None, pl.Utf8)).otherwise(text).alias(VALUE),
+        *(pl.lit(v, pl.Utf8).alias(t) for t, v in titles.items()))
+    frame = cells.select(names)
 
-    frame = pl.DataFrame({n: pl.Series(n, v, dtype=pl.Utf8) for n, v in out.items()})
-    bad_rows = pl.DataFrame(bad, schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8, "severity": pl.Utf8,
-                                         "field": pl.Utf8}, orient="row")
-    located = pl.DataFrame({"row": pl.int_range(1, len(lines) + 1, eager=True, dtype=pl.Int64),
-                            "__line": pl.Series(lines, dtype=pl.Int64), "__header": out[HEADER]})
+    level, kind = pl.col("__level"), pl.col("__kind")
+    check = (pl.when(level.is_null()).then(pl.lit("crosstab_unknown_row"))
+             .when(level != layout.publish).then(pl.lit("crosstab_level"))
+             .when(kind == "total").then(pl.lit("crosstab_total"))
+             .when(kind == "other").then(pl.lit("crosstab_not_weekly"))
+             .when(pl.col("__raw").is_null()).then(pl.lit("field_count"))
+             .when(text.is_in(layout.missing_markers)).then(pl.lit("not_reported")))
+    value = (pl.when(level.is_null()).then(pl.col("__label"))
+             .when(level != layout.publish).then(pl.format("{}: {}", level, pl.col("__label")))
+             .when(kind != "week").then(pl.format("{}: {}", pl.col(HEADER), pl.col("__raw")))
+             .when(pl.col("__raw").is_null()).then(pl.format("{} cells, header has {}", pl.col("__ncells"), pl.lit(len(headers))))
+             .otherwise(pl.col("__raw")))
+    bad_rows = (cells.with_columns(check.alias("check")).filter(pl.col("check").is_not_null())
+                .select(ROW, "check", value.alias("value"),
+                        pl.when(pl.col("check").is_in(["crosstab_level", "crosstab_total", "crosstab_not_weekly"]))
+                        .then(pl.lit("set_aside")).otherwise(pl.lit("error")).alias("severity"),
+                        pl.when(pl.col("check").is_in(["crosstab_unknown_row", "crosstab_level"]))
+                        .then(pl.lit(labels[0])).otherwise(pl.lit(VALUE)).alias("field")))
+    located = cells.select(pl.col(ROW).alias("row"), pl.col("__line"), pl.col(HEADER).alias("__header"))
     label_fields = [*labels, *row_groups]
 
     def locate(records: pl.DataFrame) -> pl.DataFrame:
@@ -309,45 +311,41 @@ def _cells(grid: Grid, source: SourceConfig, name: str, fmt: str) -> RawTable:
             .otherwise(pl.coalesce("__header", "column")).alias("column"),
             pl.col("row").alias("__cell"), pl.coalesce("__line", "row").alias("row")).drop("__line", "__header")
 
+    first = body[0][0] if body else header_line
     last = body[-1][0] if body else header_line
     notes = [*grid.notes,
-             f"cross-tab: header at line {header_line}, {len(body):,} label rows x {len(periods)} columns = {len(lines):,} "
-             f"cells read as rows (lines {header_line + layout.header_rows}-{last})"
-             + (f"; footnotes from line {footer_line}" if footer_line else ""),
-             *checks.notes()]
+             f"cross-tab: header at line {header_line}, {len(body):,} label rows x {len(periods)} columns = {cells.height:,} "
+             f"cells read as rows (lines {first}-{last})" + (f"; footnotes from line {footer_line}" if footer_line else ""),
+             *_totals_notes(cells, layout, source.csv.thousands)]
     return RawTable(frame.lazy(), names, fmt, grid.encoding, grid.delimiter, bad_rows, notes, locate=locate)
 
 
-class _TotalsCheck:
-    """The file's own totals against its cells: each row's weeks against its Total column, and the Total row
-    (`total_level`) against the published rows, column by column. Reported as notes; nothing is held on them."""
-
-    def __init__(self, layout: Layout, thousands: str | None):
-        self.layout, self.thousands = layout, thousands
-        self.rows_checked, self.row_mismatch = 0, []
-        self.published: list[int] | None = None
-        self.total_rows: list[tuple[int, list[int | None]]] = []
-
-    def add(self, line: int, label: str, level: str | None, values: list[tuple[str, str | None]]) -> None:
-        weeks = [_int(v, self.thousands) for k, v in values if k == "week"]
-        totals = [_int(v, self.thousands) for k, v in values if k == "total"]
-        if len(totals) == 1 and totals[0] is not None and None not in weeks:
-            self.rows_checked += 1
-            if sum(weeks) != totals[0]:
-                self.row_mismatch.append(f"line {line} {label!r}: weeks {sum(weeks):,}, Total {totals[0]:,}")
-        every = [_int(v, self.thousands) for _, v in values]
-        if level == self.layout.publish:
-            self.published = [(a or 0) + (b or 0) for a, b in zip(self.published or [0] * len(every), every)]
-        if level is not None and level == self.layout.total_level:
-            self.total_rows.append((line, every))
-
-    def notes(self) -> list[str]:
-        out = []
-        if self.rows_checked:
-            out.append(f"Total column: {self.rows_checked - len(self.row_mismatch):,} of {self.rows_checked:,} rows' weeks add up "
-                       "to their Total" + (f"; not: {'; '.join(self.row_mismatch[:3])}" if self.row_mismatch else ""))
-        for line, values in self.total_rows:
-            off = [i for i, (t, p) in enumerate(zip(values, self.published or [0] * len(values))) if t is not None and t != p]
-            out.append(f"Total row (line {line}): " + (f"equals the sum of the {self.layout.publish} rows in every column" if not off
-                       else f"differs from the sum of the {self.layout.publish} rows in {len(off)} columns"))
-        return out
+def _totals_notes(cells: pl.DataFrame, layout: Layout, thousands: str | None) -> list[str]:
+    """The file's own totals against its cells, as report notes (nothing is held on them): each row's weeks against
+    its Total column, and the Total row (`total_level`) against the published rows, column by column."""
+    n = pl.col(VALUE)
+    if thousands:
+        n = n.str.replace_all(thousands, "", literal=True)
+    cells = cells.with_columns(n.cast(pl.Int64, strict=False).alias("__n"))
+    out = []
+    weeks = (cells.filter(pl.col("__kind") == "week").group_by("__r")
+             .agg(pl.col("__n").sum().alias("__w"), pl.col("__n").is_null().any().alias("__gap")))
+    totals = (cells.filter(pl.col("__kind") == "total").group_by("__r")
+              .agg(pl.col("__n").first().alias("__t"), pl.len().alias("__k"), pl.col("__line", "__label").first()))
+    rows = (totals.join(weeks, on="__r").filter((pl.col("__k") == 1) & pl.col("__t").is_not_null() & ~pl.col("__gap"))
+            .sort("__r"))
+    if rows.height:
+        off = rows.filter(pl.col("__w") != pl.col("__t"))
+        shown = "; ".join(f"line {r['__line']} {r['__label']!r}: weeks {r['__w']:,}, Total {r['__t']:,}"
+                          for r in off.head(3).iter_rows(named=True))
+        out.append(f"Total column: {rows.height - off.height:,} of {rows.height:,} rows' weeks add up to their Total"
+                   + (f"; not: {shown}" if shown else ""))
+    if layout.total_level:
+        published = (cells.filter(pl.col("__level") == layout.publish).group_by("__p")
+                     .agg(pl.col("__n").fill_null(0).sum().alias("__s")))
+        for (line,), row in cells.filter(pl.col("__level") == layout.total_level).group_by("__line", maintain_order=True):
+            cmp = row.join(published, on="__p", how="left").filter(pl.col("__n").is_not_null())
+            off = cmp.filter(pl.col("__n") != pl.col("__s").fill_null(0)).height
+            out.append(f"Total row (line {line}): " + (f"equals the sum of the {layout.publish} rows in every column" if not off
+                       else f"differs from the sum of the {layout.publish} rows in {off} columns"))
+    return out
