@@ -266,3 +266,17 @@ def test_sub_rows_without_aggregate_are_named_by_the_files_lines():
     with pytest.raises(pipeline.UndeclaredSubRows) as err:
         pipeline.check(source_from_dict(cfg), TABNET_CSV)
     assert "line 6 (Semana 01) and line 7 (Semana 01)" in str(err.value) and "aggregate: sum" in str(err.value)
+
+
+def test_an_empty_cell_is_a_missing_count_unless_declared_zero(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text(MONTHS.replace("Casos por mes", "Casos 2024 por mes").replace("Puno;..;1", "Puno;;1"))
+    cfg = months_config(title_fields=[r"Casos (?P<year>\d{4})"])
+    report, q = pipeline.check(source_from_dict(cfg), path)
+    balanced(report)
+    empty = q.filter(pl.col("severity") == "error").row(0, named=True)
+    assert (empty["row"], empty["column"], empty["cases"]) == (4, "Semana 1", None) and report["rows"]["quarantined"] == 1
+    cfg["layout"]["zero_markers"] = ["-", ""]
+    report, q = pipeline.check(source_from_dict(cfg), path)
+    balanced(report)
+    assert report["rows"]["quarantined"] == 0 and report["rows"]["published"] == 4

@@ -235,7 +235,8 @@ class Layout(Strict):
     `header` (the cell's column header) and `value` (the cell text, zero markers read as 0); map them in `columns:` as
     for any weekly_counts file. Cells of levels other than `publish` (a Total row, subtotal rows) and of `total` /
     `other` columns are set aside (reported, never added to the weeks); quarantine and report rows are the file's
-    own lines (XLSX: sheet rows) and columns its header texts."""
+    own lines (XLSX: sheet rows) and columns its header texts. `csv.na_values` does not apply to the cells: say what
+    a marker means with `zero_markers` / `missing_markers` (an empty cell, unless declared, is a missing count)."""
 
     kind: Literal["crosstab"] = "crosstab"   # crosstab: row labels down, week (and Total) columns across; the only kind yet
     header_line: int | None = Field(default=None, ge=1)   # line (XLSX: sheet row) of the first header row; null: the first with a week header
