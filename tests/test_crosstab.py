@@ -280,3 +280,30 @@ def test_an_empty_cell_is_a_missing_count_unless_declared_zero(tmp_path):
     report, q = pipeline.check(source_from_dict(cfg), path)
     balanced(report)
     assert report["rows"]["quarantined"] == 0 and report["rows"]["published"] == 4
+
+
+def test_csv_with_two_header_rows_and_two_label_columns(tmp_path):
+    """A CSV saved from a spreadsheet with merged cells: the year written once over its weeks (blanks filled from
+    the left), the department's code and name in two label columns."""
+    path = tmp_path / "col.csv"
+    path.write_text("Casos de dengue por semana\n"
+                    "Código;Departamento;2024;;;Total\n"
+                    ";;1;2;3;\n"
+                    "05;Antioquia;1;2;3;6\n"
+                    "76;Valle del Cauca;-;1;-;1\n"
+                    "Total;;1;3;3;7\n")
+    cfg = {"id": "col_two_headers", "country": "COL", "reporter": {"institution": "x"}, "diseases": ["dengue"],
+           "geo_level": "admin1", "issue_date": {"fixed": "2024-06-01"},
+           "columns": {"place": "Departamento", "epi_year": "year", "epi_week": "week", "cases": "value"},
+           "layout": {"kind": "crosstab", "header_rows": 2, "label_columns": 2, "publish": "department", "total_level": "total",
+                      "rows": [{"level": "total", "pattern": "^Total$"}, {"level": "department", "pattern": r"^(?P<code>\d{2})$"}],
+                      "columns": [{"kind": "week", "pattern": r"^(?P<year>\d{4}) \| (?P<week>\d{1,2})$"},
+                                  {"kind": "total", "pattern": "^Total$"}],
+                      "zero_markers": ["-"]}}
+    report, q = pipeline.check(source_from_dict(cfg), path)
+    balanced(report)
+    assert report["rows"] == {"read": 12, "published": 6, "quarantined": 0, "set_aside": 6}
+    assert report["cases"]["published"] == 7 == report["cases"]["read"] // 4      # weeks, Total column, Total row, both
+    assert "header at line 2" in " ".join(report["notes"]) and "2 of 3 rows' weeks" not in " ".join(report["notes"])
+    assert "Total row (line 6): equals the sum of the department rows in every column" in report["notes"]
+    assert set(q.filter(pl.col("check") == "crosstab_total")["column"]) == {"Total"}
