@@ -307,3 +307,12 @@ def test_csv_with_two_header_rows_and_two_label_columns(tmp_path):
     assert "header at line 2" in " ".join(report["notes"]) and "2 of 3 rows' weeks" not in " ".join(report["notes"])
     assert "Total row (line 6): equals the sum of the department rows in every column" in report["notes"]
     assert set(q.filter(pl.col("check") == "crosstab_total")["column"]) == {"Total"}
+
+
+def test_the_readme_cross_tab_example_is_the_fixtures_config():
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### Cross-tabs", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown, real = yaml.safe_load(block), yaml.safe_load(TABNET_YAML.read_text())
+    assert shown == {k: real[k] for k in ("layout", "columns", "aggregate")}

@@ -262,6 +262,8 @@ def _cells(grid: Grid, source: SourceConfig, name: str, fmt: str) -> RawTable:
             per_row[col].append(cells[k].strip() if k < len(cells) else "")
         for g in row_groups:
             per_row[g].append(groups.get(g))
+    if len(raw) > source.limits.max_rows:
+        raise ReadError(f"{name}: {len(raw):,} cells, more than {source.limits.max_rows:,} (limits.max_rows): refused while reading")
     schema = {"__line": pl.Int64, "__label": pl.Utf8, "__level": pl.Utf8, "__ncells": pl.Int64,
               **{c: pl.Utf8 for c in [*labels, *row_groups]}}
     by_row = pl.DataFrame(per_row, schema=schema).with_row_index("__r")
