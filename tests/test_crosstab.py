@@ -316,3 +316,18 @@ def test_the_readme_cross_tab_example_is_the_fixtures_config():
     block = text.split("### Cross-tabs", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     shown, real = yaml.safe_load(block), yaml.safe_load(TABNET_YAML.read_text())
     assert shown == {k: real[k] for k in ("layout", "columns", "aggregate")}
+
+
+def test_gzip_tabnet_and_a_named_xlsx_sheet(tmp_path):
+    import gzip
+
+    gz = tmp_path / "tabnet.csv.gz"
+    gz.write_bytes(gzip.compress(TABNET_CSV.read_bytes()))
+    plain, _ = pipeline.check(load_source(TABNET_YAML), TABNET_CSV)
+    packed, _ = pipeline.check(load_source(TABNET_YAML), gz)
+    assert (packed["rows"], packed["cases"]) == (plain["rows"], plain["cases"])
+    cfg = config(XLSX_YAML, csv={"sheet": "Semanas"})
+    report, _ = pipeline.check(source_from_dict(cfg), XLSX / "crosstab_merged_header.xlsx")
+    assert report["cases"]["published"] == 1_393
+    with pytest.raises(ReadError, match="no sheet 'Hoja1' .*the workbook has: Semanas"):
+        pipeline.check(source_from_dict(config(XLSX_YAML, csv={"sheet": "Hoja1"})), XLSX / "crosstab_merged_header.xlsx")

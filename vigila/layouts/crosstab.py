@@ -93,12 +93,12 @@ def _ref(ref: str) -> tuple[int, int]:
     return int(re.sub(r"^[A-Za-z]+", "", ref)), _col_index(ref)
 
 
-def _sheet_path(z: zipfile.ZipFile, sheet: str | None) -> str:
+def _sheet_path(z: zipfile.ZipFile, sheet: str | None, name: str) -> str:
     book = ET.fromstring(z.read("xl/workbook.xml"))
     sheets = [(s.get("name"), s.get(f"{_R}id")) for s in book.iter(f"{_M}sheet")]
     chosen = next((rid for name, rid in sheets if name == sheet), None) if sheet else (sheets[0][1] if sheets else None)
     if chosen is None:
-        raise ReadError(f"no sheet {sheet!r} (csv.sheet); the workbook has: {', '.join(n for n, _ in sheets)}")
+        raise ReadError(f"{name}: no sheet {sheet!r} (csv.sheet); the workbook has: {', '.join(n for n, _ in sheets)}")
     rels = ET.fromstring(z.read("xl/_rels/workbook.xml.rels"))
     target = next(r.get("Target") for r in rels if r.get("Id") == chosen)
     return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
@@ -120,7 +120,7 @@ def _xlsx_grid(path: Path, source: SourceConfig) -> Grid:
             if "xl/sharedStrings.xml" in z.namelist():
                 strings = ET.fromstring(z.read("xl/sharedStrings.xml"))
                 shared = ["".join(t.text or "" for t in si.iter(f"{_M}t")) for si in strings.iter(f"{_M}si")]
-            sheet = ET.fromstring(z.read(_sheet_path(z, source.csv.sheet)))
+            sheet = ET.fromstring(z.read(_sheet_path(z, source.csv.sheet, path.name)))
     except (KeyError, StopIteration, ET.ParseError, zipfile.BadZipFile) as e:
         raise ReadError(f"{path.name}: cannot read as XLSX ({type(e).__name__}: {str(e)[:160]})") from None
     cells: dict[int, dict[int, str]] = {}
