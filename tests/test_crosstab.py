@@ -331,3 +331,38 @@ def test_gzip_tabnet_and_a_named_xlsx_sheet(tmp_path):
     assert report["cases"]["published"] == 1_393
     with pytest.raises(ReadError, match="no sheet 'Hoja1' .*the workbook has: Semanas"):
         pipeline.check(source_from_dict(config(XLSX_YAML, csv={"sheet": "Hoja1"})), XLSX / "crosstab_merged_header.xlsx")
+
+
+# --------------------------------------------------------------------------- fuzz: an exact account or one clear error
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+CELL = st.sampled_from(["0", "1", "7", "12", "-", "..", "", " 3 ", "x", "1.5", "-2", "abc"])
+LABEL = st.sampled_from(["Total", "Cusco", "Puno", "..  Puno", "05 Norte", "", "Narnia", "Fuente: x"])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(LABEL, st.lists(CELL, min_size=0, max_size=6)), min_size=0, max_size=8),
+       weeks=st.integers(min_value=1, max_value=4))
+def test_fuzz_crosstabs_account_for_every_cell(tmp_path, rows, weeks):
+    """Generated cross-tabs (ragged rows, odd markers, unknown labels, a footer anywhere): a ReadError, or every cell
+    read as a row and every integer cell's count accounted for in cases."""
+    header = ["Departamento", *(f"Semana {w}" for w in range(1, weeks + 1)), "Enero", "Total"]
+    text = "Casos 2024 por semana\n" + ";".join(header) + "\n" + "".join(f"{label};{';'.join(cells)}\n" for label, cells in rows)
+    path = tmp_path / "fuzz.csv"
+    path.write_text(text)
+    cfg = months_config(title_fields=[r"Casos (?P<year>\d{4})"])
+    cfg["layout"]["rows"] = [{"level": "total", "pattern": "^Total$"}, {"level": "sub", "pattern": r"^\d+ "},
+                             {"level": "place", "pattern": r"^\w+$"}]
+    cfg["limits"]["min_published_rows"] = 0
+    try:
+        report, q = pipeline.check(source_from_dict(cfg), path)
+    except ReadError:
+        return
+    balanced(report)
+    end = next((i for i, (label, _) in enumerate(rows) if label.startswith("Fuente:")), len(rows))
+    kept = [(label, cells) for label, cells in rows[:end] if not (label.strip() == "" and all(not c.strip() for c in cells))]
+    assert report["rows"]["read"] == len(kept) * (weeks + 2)
+    counts = [int(c.strip()) for _, cells in kept for c in cells[: weeks + 2] if c.strip().isdigit()]
+    assert report["cases"]["read"] == sum(counts)               # "-" is 0; a negative or unreadable cell is no count
