@@ -211,6 +211,62 @@ class Constants(Strict):
     age_group: str = "all"             # the age group of every row when the file maps none
 
 
+FOOTERS = ("Fonte:", "Fuente:", "Source:", "Notas:", "Nota:", "Notes:")   # usual first words of a table's footnotes
+
+
+class RowLevel(Strict):
+    """Cross-tab rows: a regex on the row label naming one level of the table (a Total row, subtotal rows, leaves)."""
+
+    level: str = Field(pattern=r"^[a-z][a-z0-9_]*$")   # the level's name, e.g. total, region, municipality
+    pattern: str                       # regex searched in the row label; named groups become columns of it and of the rows under it
+
+
+class PeriodColumn(Strict):
+    """Cross-tab columns: a regex on the header text saying what the column's cells are."""
+
+    kind: Literal["week", "total", "other"]   # week: counts (published); total: the row's Total (set aside, compared); other: months... (set aside)
+    pattern: str                       # regex searched in the header text; named groups (e.g. year, week) become columns
+
+
+class Layout(Strict):
+    """Cross-tab (`kind: crosstab`, e.g. Brazil's TabNet exports, bulletin tables in XLSX): row labels down, one column
+    per week (and Totals) across, title lines above, footnotes below. Each cell becomes a row with the columns: the
+    label columns (under their header texts), the named groups of the `rows`, `columns` and `title_fields` patterns,
+    `header` (the cell's column header) and `value` (the cell text, zero markers read as 0); map them in `columns:` as
+    for any weekly_counts file. Cells of levels other than `publish` (a Total row, subtotal rows) and of `total` /
+    `other` columns are set aside (reported, never added to the weeks); quarantine and report rows are the file's
+    own lines (XLSX: sheet rows) and columns its header texts. `csv.na_values` does not apply to the cells: say what
+    a marker means with `zero_markers` / `missing_markers` (an empty cell, unless declared, is a missing count)."""
+
+    kind: Literal["crosstab"] = "crosstab"   # crosstab: row labels down, week (and Total) columns across; the only kind yet
+    header_line: int | None = Field(default=None, ge=1)   # line (XLSX: sheet row) of the first header row; null: the first with a week header
+    header_rows: int = Field(default=1, ge=1, le=5)   # header rows: a column's texts joined with " | ", merged cells filled first
+    label_columns: int = Field(default=1, ge=1)   # leading columns holding row labels (kept under their header texts)
+    rows: list[RowLevel] = Field(min_length=1)   # row levels, outermost first; a row matching none is quarantined.
+    publish: str                       # the level whose cells are published; other levels' cells are set aside
+    total_level: str | None = None     # the level of the table's Total row: compared with the published rows (report note)
+    columns: list[PeriodColumn] = Field(min_length=1)   # header patterns, first match wins; an unmatched column refuses the file.
+    title_fields: list[str] = Field(default_factory=list)   # regexes on the lines above the header; named groups become columns of every cell
+    footer: list[str] = Field(default_factory=lambda: list(FOOTERS))   # a line whose first cell starts with one of these ends the table
+    zero_markers: list[str] = Field(default_factory=list)    # cell texts meaning zero (TabNet: "-")
+    missing_markers: list[str] = Field(default_factory=list)  # cell texts meaning not reported: quarantined (`not_reported`)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Layout:
+        levels = [r.level for r in self.rows]
+        for name in (self.publish, self.total_level):
+            if name is not None and name not in levels:
+                raise ValueError(f"layout level {name!r} is not one of rows: {', '.join(levels)}")
+        if "week" not in {c.kind for c in self.columns}:
+            raise ValueError("layout.columns needs a `week` column pattern")
+        for text in [*(r.pattern for r in self.rows), *(c.pattern for c in self.columns), *self.title_fields]:
+            try:
+                re.compile(text)
+            except re.error as e:
+                raise ValueError(f"layout pattern {text!r}: {e}") from None
+        return self
+
+
 class SourceConfig(Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")   # unique source id: a lower-case letter, then letters, digits, _ (2-63)
     description: str = ""              # one line for people: what the report is
@@ -232,6 +288,7 @@ class SourceConfig(Strict):
     identical_rows: Literal["count", "drop"] = "count"  # whole lines repeated: count each (warning) or keep the first
     age_coding: Literal["none", "sinan"] = "none"      # sinan: NU_IDADE_N style codes (4025 = 25 years, 3006 = 6 months)
     csv: ParseOptions = Field(default_factory=ParseOptions)
+    layout: Layout | None = None       # a file that is not one record per line (a cross-tab): how its cells become rows
     limits: Limits
     http: HttpOptions = Field(default_factory=HttpOptions)
     dhis2: Any = None                  # connectors.dhis2.Dhis2Mapping: DHIS2 ids -> geo codes, disease, breakdowns

@@ -134,7 +134,10 @@ def rows() -> list[dict[str, str]]:
     from connectors.dhis2 import Dhis2Mapping
     from connectors.fhir import FhirMapping
 
-    mappings = {"dhis2": Dhis2Mapping, "fhir": FhirMapping}
+    from vigila.config import Layout, PeriodColumn, RowLevel
+
+    mappings = {"dhis2": Dhis2Mapping, "fhir": FhirMapping, "layout": Layout, "layout.rows": RowLevel,
+                "layout.columns": PeriodColumn}
     out: list[dict[str, str]] = []
 
     def walk(model: type[BaseModel], prefix: str, defaults: Any) -> None:

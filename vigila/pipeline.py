@@ -157,7 +157,9 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
             progress(rows_read)
         vlog.progress("rows", **common, rows=rows_read)
         with vlog.stage("validate", **common) as logged:
-            qparts = [_error_records(parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field")), source, run_id, file_sha256, "parse"),
+            if "field" not in parse_errs.columns:
+                parse_errs = parse_errs.with_columns(pl.lit(None, pl.Utf8).alias("field"))
+            qparts = [_error_records(parse_errs, source, run_id, file_sha256, "parse"),
                       _error_records(errors, source, run_id, file_sha256, None)]
             rows, shape_errs, undeclared = _finish_shape(rows, planned.ledger, source)
             if undeclared.height:
@@ -176,7 +178,7 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
     report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, planned.ledger, issue_date, started)
     paths = workdir / "harmonised.parquet", workdir / "quarantine.parquet"
     harmonised.write_parquet(paths[0])
-    quarantine.write_parquet(paths[1])
+    (table.locate(quarantine).select(QUARANTINE_COLUMNS) if table.locate else quarantine).write_parquet(paths[1])
     (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return Processed(paths[0], paths[1], report)
 
@@ -205,6 +207,11 @@ def sub_rows_message(table, undeclared: pl.DataFrame, source: SourceConfig) -> s
     examples = (raw.group_by("__group", maintain_order=True).agg(pl.col(ROW).head(2)).head(SUB_ROW_EXAMPLES)
                 .get_column(ROW).to_list())
     shown = "; ".join(f"rows {' and '.join(map(str, e))}" for e in examples)
+    if table.locate is not None:           # a layout's rows are cells: name the file's lines and columns
+        cells = [r for e in examples for r in e]
+        at = table.locate(pl.DataFrame({"row": cells, "column": [None] * len(cells)}, schema={"row": pl.Int64, "column": pl.Utf8}))
+        where = {c: f"line {r} ({col})" for c, r, col in zip(at["__cell"], at["row"], at["column"])}
+        shown = "; ".join(" and ".join(where[r] for r in e) for e in examples)
     mapped = set(source.mapped.values())
     key = [c for c in differ if c not in mapped] or differ
     return (f"{undeclared.height:,} rows share {groups:,} place-weeks with other rows ({shown}); they differ in "
@@ -309,8 +316,9 @@ def verdict(source: SourceConfig, counts: dict) -> list[str]:
 
 
 def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledger, issue_date, started) -> dict:
-    by_check = (quarantine.group_by("severity", "stage", "check", "column")
-                .agg(pl.col("row").n_unique().alias("rows"), pl.col("cases").sum().alias("cases"),
+    shown = table.locate(quarantine) if table.locate else quarantine.with_columns(pl.col("row").alias("__cell"))
+    by_check = (shown.group_by("severity", "stage", "check", "column")      # rows: the file's own (a layout's line)
+                .agg(pl.col("__cell").n_unique().alias("rows"), pl.col("cases").sum().alias("cases"),
                      pl.col("row").min().alias("first_row"), pl.col("value").first().alias("example"))
                 .sort("severity", "rows", "check", descending=[False, True, False]))
     counts = accounting(source, rows_read, harmonised, quarantine, ledger)

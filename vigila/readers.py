@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class RawTable:
     bad_rows: pl.DataFrame | None = None    # _row, check, value for rows that failed to parse
     notes: list[str] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory | None = None
+    locate: Callable[[pl.DataFrame], pl.DataFrame] | None = None   # layouts: quarantine records numbered by table
+                                            # row -> the file's own line and column (vigila.layouts)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -79,6 +82,10 @@ def read_raw(path: str | Path, source: SourceConfig, workdir: Path | None = None
     if size > source.limits.max_bytes:
         raise ReadError(f"{path.name}: {size / 2**30:.1f} GiB is over the source limit of "
                         f"{source.limits.max_bytes / 2**30:.1f} GiB (limits.max_bytes)")
+    if source.layout is not None:       # a cross-tab...: its layout makes the rows (vigila.layouts)
+        from vigila.layouts import read_layout
+
+        return read_layout(path, source, workdir)
     fmt = detect_format(path, source.format)
     table = {"csv": _read_csv, "xlsx": _read_xlsx, "json": _read_json, "parquet": _read_parquet,
              "dhis2": _read_api, "fhir": _read_api}[fmt](path, source, workdir)
