@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
 Shape = Literal["weekly_counts", "cumulative_counts", "line_list"]
-Format = Literal["auto", "csv", "xlsx", "json", "parquet", "dhis2", "fhir"]
+Format = Literal["auto", "csv", "xlsx", "json", "parquet", "dhis2", "fhir", "dbc", "dbf"]   # dbc: DATASUS/SINAN .dbc
 
 
 class ConfigError(ValueError):
@@ -178,6 +178,7 @@ class Columns(Strict):
     week_start: str | None = None       # first day of the epi week
     epi_year: str | None = None         # epidemiological year (with epi_week)
     epi_week: str | None = None         # epidemiological week 1..53 (with epi_year)
+    epi_yearweek: str | None = None     # epi year and week in one value, YYYYWW (e.g. SINAN SEM_NOT / SEM_PRI: 202407)
     cases: str | None = None            # count (weekly or cumulative by shape); absent for line lists
     deaths: str | None = None           # count of deaths, optional
     disease: str | None = None          # disease name when a file holds several
@@ -273,8 +274,11 @@ class SourceConfig(Strict):
         c = self.columns
         if self.country is None and c.country is None:
             raise ValueError("set `country` (ISO3) or map `columns.country`")
-        if not (c.date or c.week_start or (c.epi_year and c.epi_week)):
-            raise ValueError("map a time column: columns.date, columns.week_start, or columns.epi_year + columns.epi_week")
+        if not (c.date or c.week_start or (c.epi_year and c.epi_week) or c.epi_yearweek):
+            raise ValueError("map a time column: columns.date, columns.week_start, columns.epi_year + columns.epi_week, "
+                             "or columns.epi_yearweek")
+        if c.epi_yearweek and (c.epi_year or c.epi_week):
+            raise ValueError("columns.epi_yearweek carries the epi year and week: remove columns.epi_year / epi_week")
         if bool(c.epi_year) != bool(c.epi_week):
             raise ValueError("columns.epi_year and columns.epi_week go together")
         if self.shape == "line_list" and c.cases:
@@ -326,8 +330,13 @@ class SourceConfig(Strict):
 
     @property
     def mapped(self) -> dict[str, str]:
-        """Canonical field -> file column, for the fields this source maps."""
-        return {k: v for k, v in self.columns.model_dump().items() if v}
+        """Canonical field -> file column, for the fields this source maps (a YYYYWW column is both the
+        epi_year and the epi_week field; `vigila.cast.select_fields` splits it)."""
+        out = {k: v for k, v in self.columns.model_dump().items() if v}
+        if "epi_yearweek" in out:
+            column = out.pop("epi_yearweek")
+            out.update(epi_year=column, epi_week=column)
+        return out
 
 
 # --------------------------------------------------------------------------- loading
