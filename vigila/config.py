@@ -232,6 +232,9 @@ class SourceConfig(Strict):
     row_key: list[str] = Field(default_factory=list)   # file columns identifying one row; same key + other values = conflict
     identical_rows: Literal["count", "drop"] = "count"  # whole lines repeated: count each (warning) or keep the first
     age_coding: Literal["none", "sinan"] = "none"      # sinan: NU_IDADE_N style codes (4025 = 25 years, 3006 = 6 months)
+    age_bands: dict[str, list] = Field(default_factory=dict)   # columns.age_group label -> [from, to] or [from, to, unit]
+                                       # (both ends included; to null: open-ended; unit years|months|days): a band inside
+                                       # one harmonised band is that band, any other is kept (age_band_source)
     csv: ParseOptions = Field(default_factory=ParseOptions)
     limits: Limits
     http: HttpOptions = Field(default_factory=HttpOptions)
@@ -253,6 +256,26 @@ class SourceConfig(Strict):
         else:
             from connectors.fhir import FhirMapping as model
         return v if isinstance(v, model) else model.model_validate(v)
+
+    @field_validator("age_bands")
+    @classmethod
+    def _age_bands(cls, v: dict[str, list]) -> dict[str, list]:
+        from vigila.places import normalise
+
+        seen: dict[str, str] = {}
+        for label, band in v.items():
+            ok = isinstance(band, list) and len(band) in (2, 3) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in band[:1]) and (
+                band[1] is None or (isinstance(band[1], (int, float)) and not isinstance(band[1], bool) and band[1] >= band[0]))
+            if not ok or band[0] < 0 or (len(band) == 3 and band[2] not in ("years", "months", "days")):
+                raise ValueError(f"age_bands[{label!r}]: {band!r} must be [from, to] or [from, to, unit] with 0 <= from <= to "
+                                 "(to null: open-ended; unit: years, months or days), e.g. [25, 34] or [29, 365, days]")
+            key = normalise(label)
+            if key in seen and v[seen[key]] != band:
+                raise ValueError(f"age_bands: {seen[key]!r} and {label!r} are the same label once case, accents and "
+                                 "punctuation are ignored, with different bands")
+            seen[key] = label
+        return v
 
     @field_validator("country")
     @classmethod
@@ -300,6 +323,10 @@ class SourceConfig(Strict):
             raise ValueError("set aggregate: sum or row_key, not both (row_key already sums rows of different keys)")
         if c.age_unit and not c.age:
             raise ValueError("columns.age_unit needs columns.age")
+        if self.age_bands and not c.age_group:
+            raise ValueError("age_bands label the values of columns.age_group: map columns.age_group")
+        if "source_band" in self.value_maps.age_group.values():
+            raise ValueError("value_maps.age_group cannot map to source_band: declare the band in age_bands")
         if (c.age_unit or self.age_coding != "none") and self.shape != "line_list":
             raise ValueError("columns.age_unit and age_coding are for line lists (ages of cases)")
         if c.age_unit and self.age_coding != "none":
