@@ -138,3 +138,23 @@ def test_age_band_source_is_a_documented_column_of_the_contract():
     assert "`age_band_source`" in doc and "source_band" in doc
     compiled = json.loads((ROOT / "schemas" / "contracts.json").read_text())
     assert compiled["schema_version"] == "1.2.0"
+
+
+def test_a_warehouse_published_before_age_band_source_still_reads_and_publishes(tmp_path):
+    """Versions written under schema 1.1.0 have no age_band_source: read with it null, and the next publish
+    compares against them (nothing new) instead of failing."""
+    import pyarrow.parquet as pq
+
+    wh = tmp_path / "wh"
+    plain = yaml.safe_load((ARG / "arg_snvs_dengue.yaml").read_text())
+    plain.update(location=str(CSV), limits={"max_quarantined_share": 0.7})
+    cfg = source_from_dict(plain)
+    pipeline.ingest(cfg, CSV, wh, issue_date=ISSUE)
+    files = [f for name in ("cases_weekly", "cases_revisions") for f in (wh / "datasets" / name).glob("versions/*/**/*.parquet")]
+    assert len(files) >= 2
+    for f in files:                                          # make the current versions look like 1.1.0 files
+        pq.write_table(pq.read_table(f).drop_columns(["age_band_source"]), f)
+    old = read.cases_weekly(wh).collect()
+    assert old["age_band_source"].null_count() == old.height and old["cases"].sum() == 475
+    again = pipeline.ingest(cfg, CSV, wh, issue_date=ISSUE, force=True)
+    assert again["status"] == "published" and again["revisions_added"] == 0
