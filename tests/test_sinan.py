@@ -53,7 +53,10 @@ def expected_published() -> pl.DataFrame:
 
 
 def test_the_dbc_reads_back_the_real_rows(tmp_path):
-    cfg = source_from_dict(config())
+    whole = {**config(), "shape": "weekly_counts", "columns": {"epi_yearweek": "SEM_PRI", "place": "SG_UF", "cases": "NU_IDADE_N"}}
+    whole.pop("exclude")
+    whole["age_coding"] = "none"
+    cfg = source_from_dict(whole)                          # a count file: every column is read (whole-line hashes)
     table = read_raw(DBC, cfg, tmp_path)
     try:
         got = table.frame.collect()
@@ -66,6 +69,12 @@ def test_the_dbc_reads_back_the_real_rows(tmp_path):
         assert got[column].to_list() == raw[column].to_list(), column           # blanks are null in both
     assert got["CS_RACA"].to_list() == raw["CS_RACA"].str.replace(r"\.0$", "").to_list()
     assert set(got["SG_UF"]) == {"33"}
+    lean = read_raw(DBC, source_from_dict(config()), tmp_path)   # a line list reads only its mapped columns
+    try:
+        assert lean.columns == table.columns
+        assert set(lean.frame.collect_schema().names()) == {"SEM_PRI", "SG_UF", "NU_IDADE_N", "CS_SEXO", "CLASSI_FIN", "EVOLUCAO"}
+    finally:
+        lean.close()
 
 
 def test_the_fixture_is_rebuilt_byte_for_byte_from_the_csv(tmp_path):
@@ -258,7 +267,10 @@ def test_deleted_records_are_set_aside_and_accounted(tmp_path):
 def test_latin1_text_is_decoded(tmp_path):
     f = tmp_path / "names.dbc"
     f.write_bytes(dbc(dbf([("SEM_PRI", "C", 6), ("ID_MN_RESI", "C", 20)], [["202407", "SÃO GONÇALO"], ["202407", "NITERÓI"]])))
-    table = read_raw(f, small_config(), tmp_path)
+    data = config(limits={"max_quarantined_share": 1.0})
+    data["columns"] = {"epi_yearweek": "SEM_PRI", "place": "ID_MN_RESI"}
+    data.pop("exclude")
+    table = read_raw(f, source_from_dict(data), tmp_path)
     try:
         assert table.frame.collect()["ID_MN_RESI"].to_list() == ["SÃO GONÇALO", "NITERÓI"]
     finally:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vigila.readers import RawTable, ReadError, expansion_limit
@@ -121,7 +122,9 @@ def read_dbase(path: Path, source, workdir: Path | None, fmt: str) -> RawTable:
                 raise ReadError(f"{path.name}: truncated DBF file ({path.stat().st_size:,} bytes, its header declares "
                                 f"{header.n_records:,} records = {header.data_bytes:,} bytes)")
         encoding = "latin-1" if source.csv.encoding == "auto" else source.csv.encoding   # DATASUS files are Latin-1
-        parquet, deleted = _to_parquet(dbf, header, tmp / "data.parquet", encoding)
+        # a line list reads only its mapped columns (a SINAN file has ~120); a count file hashes whole lines: all
+        keep = set(source.mapped.values()) | set(source.row_key) if source.shape == "line_list" else None
+        parquet, deleted = _to_parquet(dbf, header, tmp / "data.parquet", encoding, keep)
     except BaseException:
         tmpdir.cleanup()
         raise
@@ -134,7 +137,7 @@ def read_dbase(path: Path, source, workdir: Path | None, fmt: str) -> RawTable:
     frame = pl.scan_parquet(parquet)
     if source.csv.na_values:
         frame = frame.with_columns(pl.when(pl.col(c).is_in(source.csv.na_values)).then(None).otherwise(pl.col(c)).alias(c)
-                                   for c in (f.name for f in header.fields))
+                                   for c in frame.collect_schema().names())
     return RawTable(frame, [f.name for f in header.fields], fmt, encoding, None, bad, notes, tmpdir)
 
 
@@ -170,27 +173,38 @@ def _expand(path: Path, out: Path, header: Header, source) -> Path:
     return out
 
 
-def _text(block: np.ndarray, field: Field, encoding: str) -> pl.Series:
-    """One field of a block of records (uint8 matrix) -> stripped text, blank -> null, dates as YYYY-MM-DD."""
-    raw = np.ascontiguousarray(block[:, field.offset:field.offset + field.length])
-    cells = raw.view(f"S{field.length}").ravel()
-    if not (raw >= 0x80).any():
-        s = pl.Series(field.name, cells, dtype=pl.Binary).cast(pl.Utf8)
-    else:   # decode each distinct value once (a column repeats a few hundred values)
-        binary = pl.Series(field.name, cells, dtype=pl.Binary)
-        distinct = binary.unique()
-        decoded = pl.Series([v.decode(encoding, errors="replace") if v is not None else None for v in distinct.to_list()],
-                            dtype=pl.Utf8)
-        s = binary.replace_strict(distinct, decoded, return_dtype=pl.Utf8)
-    s = s.str.strip_chars(" \x00")
-    s = pl.select(pl.when(s.str.len_bytes() > 0).then(s)).to_series().alias(field.name)
-    if field.type == "D":
-        s = s.str.replace(r"^(\d{4})(\d{2})(\d{2})$", "$1-$2-$3")
-    return s
+def _columns(block: np.ndarray, header: Header, encoding: str) -> pl.DataFrame:
+    """A block of records (uint8 matrix) -> one text column per field: stripped, blank -> null, dates as
+    YYYY-MM-DD. Cells go to Arrow without copying; an ASCII column is cast as it is, any other decodes each
+    distinct value once (a column repeats a few hundred values)."""
+    cells, plain = {}, []
+    for f in header.fields:
+        raw = np.ascontiguousarray(block[:, f.offset:f.offset + f.length])
+        binary = pl.from_arrow(pa.FixedSizeBinaryArray.from_buffers(pa.binary(f.length), len(raw), [None, pa.py_buffer(raw)]))
+        binary = binary.cast(pl.Binary).alias(f.name)
+        if (raw >= 0x80).any():
+            distinct = binary.unique()
+            decoded = pl.Series([v.decode(encoding, errors="replace") if v is not None else None for v in distinct.to_list()],
+                                dtype=pl.Utf8)
+            cells[f.name] = binary.replace_strict(distinct, decoded, return_dtype=pl.Utf8)
+        else:
+            cells[f.name] = binary
+            plain.append(f.name)
+    exprs = []
+    for f in header.fields:
+        text = (pl.col(f.name).cast(pl.Utf8) if f.name in plain else pl.col(f.name)).str.strip_chars(" \x00")
+        text = pl.when(text.str.len_bytes() > 0).then(text)
+        if f.type == "D":
+            text = text.str.replace(r"^(\d{4})(\d{2})(\d{2})$", "$1-$2-$3")
+        exprs.append(text.alias(f.name))
+    return pl.DataFrame(cells).lazy().select(exprs).collect()
 
 
-def _to_parquet(dbf: Path, header: Header, out: Path, encoding: str) -> tuple[Path, pl.Series]:
-    """The records of `dbf` -> Parquet text columns, CHUNK_ROWS at a time; returns the deleted records' rows."""
+def _to_parquet(dbf: Path, header: Header, out: Path, encoding: str, keep: set[str] | None = None) -> tuple[Path, pl.Series]:
+    """The records of `dbf` -> Parquet text columns (those in `keep`, or all), CHUNK_ROWS at a time; returns the
+    deleted records' rows."""
+    header = Header(header.version, header.n_records, header.header_len, header.record_len,
+                    tuple(f for f in header.fields if keep is None or f.name in keep))
     n, width = header.n_records, header.record_len
     records = np.memmap(dbf, dtype=np.uint8, mode="r", offset=header.header_len, shape=(n, width)) if n else \
         np.zeros((0, width), dtype=np.uint8)
@@ -201,7 +215,7 @@ def _to_parquet(dbf: Path, header: Header, out: Path, encoding: str) -> tuple[Pa
         for start in range(0, max(n, 1), CHUNK_ROWS):
             block = np.asarray(records[start:start + CHUNK_ROWS])
             deleted.append(np.flatnonzero(block[:, 0] == ord("*")) + start + 1)
-            table = pl.DataFrame([_text(block, f, encoding) for f in header.fields], schema=schema).to_arrow()
+            table = _columns(block, header, encoding).cast(schema).to_arrow()
             if writer is None:
                 writer = pq.ParquetWriter(out, table.schema)
             writer.write_table(table)
