@@ -14,7 +14,6 @@ that expands past what its header declares (a decompression bomb) is stopped at 
 from __future__ import annotations
 
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -33,7 +32,9 @@ from vigila.readers import RawTable, ReadError, expansion_limit
 DBF_VERSIONS = {0x02, 0x03, 0x04, 0x05, 0x30, 0x31, 0x32, 0x43, 0x63, 0x83, 0x8B, 0x8E, 0xCB, 0xF5, 0xFB}
 CHUNK_ROWS = 500_000            # records converted to text per Parquet row group (bounded memory)
 _SLACK = 4096                   # bytes past the declared size a .dbc may expand to (the 0x1A end-of-file mark)
-_BLAST = ("import sys\nfrom pyreaddbc import dbc2dbf\ndbc2dbf(sys.argv[1], sys.argv[2])\n")
+# the child caps the size of any file it writes (RLIMIT_FSIZE) before expanding: set by itself, no preexec_fn
+_BLAST = ("import resource, sys\ncap = int(sys.argv[3])\nresource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))\n"
+          "from pyreaddbc import dbc2dbf\ndbc2dbf(sys.argv[1], sys.argv[2])\n")
 
 
 @dataclass(frozen=True)
@@ -141,12 +142,6 @@ def read_dbase(path: Path, source, workdir: Path | None, fmt: str) -> RawTable:
     return RawTable(frame, [f.name for f in header.fields], fmt, encoding, None, bad, notes, tmpdir)
 
 
-def _limit_file_size(limit: int):
-    def preexec() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return preexec
-
-
 def _expand(path: Path, out: Path, header: Header, source) -> Path:
     """`.dbc` -> `.dbf` by pyreaddbc in a child process that cannot write more than the header declares."""
     declared, limit = header.data_bytes, expansion_limit(path, source)
@@ -156,9 +151,8 @@ def _expand(path: Path, out: Path, header: Header, source) -> Path:
                         "limits.max_compression_ratio)")
     cap = declared + _SLACK
     try:
-        done = subprocess.run([sys.executable, "-c", _BLAST, str(path), str(out)], capture_output=True, text=True,
-                              errors="replace", preexec_fn=_limit_file_size(cap), timeout=3600,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        done = subprocess.run([sys.executable, "-c", _BLAST, str(path), str(out), str(cap)], capture_output=True,
+                              text=True, errors="replace", timeout=3600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     except subprocess.TimeoutExpired:
         raise ReadError(f"{path.name}: the .dbc took over an hour to expand: refused") from None
     size = out.stat().st_size if out.exists() else 0
