@@ -13,11 +13,11 @@ import polars as pl
 
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"   # 1.2.0: age_band_source (a source age band kept, age_group source_band)
 
 #: columns that identify one published count; a later issue of the same key supersedes it
 KEY = ["source_id", "country_iso3", "geo_level", "geo_code", "disease", "classification",
-       "sex", "age_group", "epi_year", "epi_week"]
+       "sex", "age_group", "age_band_source", "epi_year", "epi_week"]
 
 
 class CasesWeekly(pa.DataFrameModel):
@@ -32,7 +32,12 @@ class CasesWeekly(pa.DataFrameModel):
     disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code; see the ICD-10 table in the data dictionary")
     classification: pl.Utf8 = pa.Field(isin=list(CLASSIFICATIONS), description="case classification (controlled vocabulary)")
     sex: pl.Utf8 = pa.Field(isin=list(SEXES), description="female | male | other | unknown | all (not broken down)")
-    age_group: pl.Utf8 = pa.Field(isin=list(AGE_GROUPS), description="5-year band '00-04'..'80+', 'unknown', or 'all' (not broken down)")
+    age_group: pl.Utf8 = pa.Field(isin=list(AGE_GROUPS), description="5-year band '00-04'..'80+', 'unknown', 'all' (not broken "
+                                  "down), or 'source_band': the source's own band, which spans two harmonised bands (see age_band_source)")
+    age_band_source: pl.Utf8 = pa.Field(nullable=True, str_matches=r"^[0-9.]+(-[0-9.]+|\+)[md]?$",
+                                        description="when age_group is 'source_band': the source's band as declared in its "
+                                        "age_bands, both ends included ('25-34', '65+'; 'm' months, 'd' days: '13-24m'), never "
+                                        "re-banded; null otherwise (bands that nest are published as the harmonised band)")
     epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (derived from the week, never from a calendar 'Year' column)")
     epi_week: pl.Int32 = pa.Field(ge=1, le=53, description="epidemiological week within epi_year")
     week_start: pl.Date = pa.Field(description="first day of the epi week (Sunday for MMWR weeks, Monday for ISO weeks)")

@@ -110,8 +110,9 @@ def weekly(values, weeks, year=2023):
     return pl.DataFrame({
         ROW: list(range(1, len(values) + 1)), "country_iso3": "PER", "geo_level": "admin0", "geo_code": "PER",
         "geo_name": "Peru", "disease": "dengue", "classification": "total", "sex": "all", "age_group": "all",
-        "epi_year": year, "epi_week": weeks, "week_start": None, "cases": values, "deaths": None,
-    }, schema_overrides={"epi_year": pl.Int32, "epi_week": pl.Int32, "week_start": pl.Date, "deaths": pl.Int64})
+        "age_band_source": None, "epi_year": year, "epi_week": weeks, "week_start": None, "cases": values, "deaths": None,
+    }, schema_overrides={"epi_year": pl.Int32, "epi_week": pl.Int32, "week_start": pl.Date, "deaths": pl.Int64,
+                        "age_band_source": pl.Utf8})
 
 
 def test_cumulative_to_weekly_keeps_a_decrease_visible():

@@ -91,8 +91,8 @@ def test_classifications_and_sexes() -> None:
 
 def test_age_groups_labels() -> None:
     assert AGE_GROUPS[:3] == ["00-04", "05-09", "10-14"]
-    assert AGE_GROUPS[-4:] == ["75-79", "80+", "unknown", "all"]
-    assert len(AGE_GROUPS) == 19 and len(set(AGE_GROUPS)) == 19
+    assert AGE_GROUPS[-5:] == ["75-79", "80+", "unknown", "all", "source_band"]   # source_band: tests/test_age_bands.py
+    assert len(AGE_GROUPS) == 20 and len(set(AGE_GROUPS)) == 20
 
 
 @pytest.mark.parametrize(("age", "band"), [
@@ -115,7 +115,7 @@ def test_age_band_expr_matches_reference_on_grid() -> None:
     ages = [i / 4 for i in range(-8, 4 * 130)]
     got = pl.DataFrame({"age": ages}).select(age_band_expr(pl.col("age"))).to_series().to_list()
     assert got == [_reference_band(a) for a in ages]
-    assert set(got) == set(AGE_GROUPS) - {"all"}
+    assert set(got) == set(AGE_GROUPS) - {"all", "source_band"}
 
 
 @pytest.mark.parametrize("dtype", [pl.Int8, pl.Int32, pl.UInt16, pl.Int64])

@@ -40,8 +40,19 @@ def select_fields(frame: pl.LazyFrame, columns: list[str], source: SourceConfig)
         hashes.append(pl.struct(pl.col(c) for c in columns).hash(7).alias(LINE))
         if source.row_key:
             hashes.append(pl.struct(pl.col(c) for c in source.row_key).hash(11).alias(ROW_KEY))
-    return frame.select(*(pl.col(c).alias(f) for f, c in source.mapped.items()), *hashes).with_row_index(
-        ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    out = frame.select(*(pl.col(c).alias(f) for f, c in source.mapped.items()), *hashes)
+    if source.columns.epi_yearweek:
+        out = out.with_columns(split_yearweek(pl.col("epi_week")))
+    return out.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def split_yearweek(value: pl.Expr) -> list[pl.Expr]:
+    """YYYYWW text (SINAN SEM_NOT / SEM_PRI) -> epi_year, epi_week text. A value of another shape keeps its
+    whole text as the week (and no year), so the epi_week checks report it as it was written."""
+    text = value.str.strip_chars()
+    ok = text.str.contains(r"^\d{6}$")
+    return [pl.when(ok).then(text.str.slice(0, 4)).alias("epi_year"),
+            pl.when(ok).then(text.str.slice(4, 2)).otherwise(text).alias("epi_week")]
 
 
 def _names(columns: list[str], most: int = 30, chars: int = 40) -> str:

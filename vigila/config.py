@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
 Shape = Literal["weekly_counts", "cumulative_counts", "line_list"]
-Format = Literal["auto", "csv", "xlsx", "json", "parquet", "dhis2", "fhir"]
+Format = Literal["auto", "csv", "xlsx", "json", "parquet", "dhis2", "fhir", "dbc", "dbf"]   # dbc: DATASUS/SINAN .dbc
 
 
 class ConfigError(ValueError):
@@ -178,6 +178,7 @@ class Columns(Strict):
     week_start: str | None = None       # first day of the epi week
     epi_year: str | None = None         # epidemiological year (with epi_week)
     epi_week: str | None = None         # epidemiological week 1..53 (with epi_year)
+    epi_yearweek: str | None = None     # epi year and week in one value, YYYYWW (e.g. SINAN SEM_NOT / SEM_PRI: 202407)
     cases: str | None = None            # count (weekly or cumulative by shape); absent for line lists
     deaths: str | None = None           # count of deaths, optional
     disease: str | None = None          # disease name when a file holds several
@@ -287,6 +288,9 @@ class SourceConfig(Strict):
     row_key: list[str] = Field(default_factory=list)   # file columns identifying one row; same key + other values = conflict
     identical_rows: Literal["count", "drop"] = "count"  # whole lines repeated: count each (warning) or keep the first
     age_coding: Literal["none", "sinan"] = "none"      # sinan: NU_IDADE_N style codes (4025 = 25 years, 3006 = 6 months)
+    age_bands: dict[str, list] = Field(default_factory=dict)   # columns.age_group label -> [from, to] or [from, to, unit]
+                                       # (both ends included; to null: open-ended; unit years|months|days): a band inside
+                                       # one harmonised band is that band, any other is kept (age_band_source)
     csv: ParseOptions = Field(default_factory=ParseOptions)
     layout: Layout | None = None       # a file that is not one record per line (a cross-tab): how its cells become rows
     limits: Limits
@@ -310,6 +314,26 @@ class SourceConfig(Strict):
             from connectors.fhir import FhirMapping as model
         return v if isinstance(v, model) else model.model_validate(v)
 
+    @field_validator("age_bands")
+    @classmethod
+    def _age_bands(cls, v: dict[str, list]) -> dict[str, list]:
+        from vigila.places import normalise
+
+        seen: dict[str, str] = {}
+        for label, band in v.items():
+            ok = isinstance(band, list) and len(band) in (2, 3) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in band[:1]) and (
+                band[1] is None or (isinstance(band[1], (int, float)) and not isinstance(band[1], bool) and band[1] >= band[0]))
+            if not ok or band[0] < 0 or (len(band) == 3 and band[2] not in ("years", "months", "days")):
+                raise ValueError(f"age_bands[{label!r}]: {band!r} must be [from, to] or [from, to, unit] with 0 <= from <= to "
+                                 "(to null: open-ended; unit: years, months or days), e.g. [25, 34] or [29, 365, days]")
+            key = normalise(label)
+            if key in seen and v[seen[key]] != band:
+                raise ValueError(f"age_bands: {seen[key]!r} and {label!r} are the same label once case, accents and "
+                                 "punctuation are ignored, with different bands")
+            seen[key] = label
+        return v
+
     @field_validator("country")
     @classmethod
     def _iso3(cls, v: str | None) -> str | None:
@@ -330,8 +354,11 @@ class SourceConfig(Strict):
         c = self.columns
         if self.country is None and c.country is None:
             raise ValueError("set `country` (ISO3) or map `columns.country`")
-        if not (c.date or c.week_start or (c.epi_year and c.epi_week)):
-            raise ValueError("map a time column: columns.date, columns.week_start, or columns.epi_year + columns.epi_week")
+        if not (c.date or c.week_start or (c.epi_year and c.epi_week) or c.epi_yearweek):
+            raise ValueError("map a time column: columns.date, columns.week_start, columns.epi_year + columns.epi_week, "
+                             "or columns.epi_yearweek")
+        if c.epi_yearweek and (c.epi_year or c.epi_week):
+            raise ValueError("columns.epi_yearweek carries the epi year and week: remove columns.epi_year / epi_week")
         if bool(c.epi_year) != bool(c.epi_week):
             raise ValueError("columns.epi_year and columns.epi_week go together")
         if self.shape == "line_list" and c.cases:
@@ -353,6 +380,10 @@ class SourceConfig(Strict):
             raise ValueError("set aggregate: sum or row_key, not both (row_key already sums rows of different keys)")
         if c.age_unit and not c.age:
             raise ValueError("columns.age_unit needs columns.age")
+        if self.age_bands and not c.age_group:
+            raise ValueError("age_bands label the values of columns.age_group: map columns.age_group")
+        if "source_band" in self.value_maps.age_group.values():
+            raise ValueError("value_maps.age_group cannot map to source_band: declare the band in age_bands")
         if (c.age_unit or self.age_coding != "none") and self.shape != "line_list":
             raise ValueError("columns.age_unit and age_coding are for line lists (ages of cases)")
         if c.age_unit and self.age_coding != "none":
@@ -383,8 +414,13 @@ class SourceConfig(Strict):
 
     @property
     def mapped(self) -> dict[str, str]:
-        """Canonical field -> file column, for the fields this source maps."""
-        return {k: v for k, v in self.columns.model_dump().items() if v}
+        """Canonical field -> file column, for the fields this source maps (a YYYYWW column is both the
+        epi_year and the epi_week field; `vigila.cast.select_fields` splits it)."""
+        out = {k: v for k, v in self.columns.model_dump().items() if v}
+        if "epi_yearweek" in out:
+            column = out.pop("epi_yearweek")
+            out.update(epi_year=column, epi_week=column)
+        return out
 
 
 # --------------------------------------------------------------------------- loading

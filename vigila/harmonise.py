@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from vigila import places
+from vigila import agebands, places
 from vigila.cast import ERROR_SCHEMA, LINE, ROW_KEY
 from vigila.config import SourceConfig
 from vigila.readers import ROW
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, SEXES, disease_table
 
 DIMS = ["country_iso3", "geo_level", "geo_code", "geo_name", "disease", "classification", "sex", "age_group",
-        "epi_year", "epi_week", "week_start"]
+        "age_band_source", "epi_year", "epi_week", "week_start"]
 HARMONISE_ERROR_SCHEMA = {**ERROR_SCHEMA, "severity": pl.Utf8}
 
 # Spellings seen in the region's files, beyond the controlled values themselves.
@@ -61,6 +61,8 @@ class Context:
     def build(cls, source: SourceConfig, issue_date: dt.date | None = None) -> Context:
         vm = source.value_maps
         tables = {f: value_table(f, getattr(vm, f)) for f in CONTROLLED}
+        if source.age_bands:   # the source's own bands: harmonised where they nest, else kept (age_band_source)
+            tables["age_group"] = agebands.with_bands(tables["age_group"], source.age_bands)
         countries = places.country_table()
         tables["country"] = places.table_from_aliases(vm.country, countries) if vm.country else countries
         dis = disease_table().select("key", "disease")

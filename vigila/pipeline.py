@@ -364,12 +364,14 @@ def _new_revisions(staged: pl.DataFrame, existing: pl.DataFrame) -> pl.DataFrame
     """Staged rows that change what is known as of their issue date (the rest add nothing)."""
     if existing.height == 0:
         return staged
+    key = pl.struct(KEY).hash(13).alias("__key")   # as one value: a key column may be null (age_band_source)
     prior = existing.sort("issue_date", "ingested_at").group_by([*KEY, "issue_date"]).agg(
-        pl.col("cases", "deaths").last()).sort("issue_date")
-    joined = staged.sort("issue_date").join_asof(prior.rename({"cases": "__c", "deaths": "__d"}),
-                                                  on="issue_date", by=KEY, strategy="backward", check_sortedness=False)
+        pl.col("cases", "deaths").last()).sort("issue_date").select(key, "issue_date", "cases", "deaths")
+    joined = staged.with_columns(key).sort("issue_date").join_asof(prior.rename({"cases": "__c", "deaths": "__d"}),
+                                                                   on="issue_date", by="__key", strategy="backward",
+                                                                   check_sortedness=False)
     same = (pl.col("__c") == pl.col("cases")) & pl.col("__d").eq_missing(pl.col("deaths"))
-    return joined.filter(~same.fill_null(False)).drop("__c", "__d")
+    return joined.filter(~same.fill_null(False)).drop("__c", "__d", "__key")
 
 
 def _partition_frames(df: pl.DataFrame) -> dict[tuple[str, ...], pl.DataFrame]:
@@ -447,8 +449,8 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
     empty = pl.DataFrame(schema=REVISIONS.polars_schema())
     has_revisions = publish.current_manifest(storage, "cases_revisions") is not None
     for key, part in _partition_frames(staged).items():
-        existing = empty if not has_revisions else pl.concat([empty, publish.scan(
-            storage, "cases_revisions", partitions=[key]).select(revisions_cols).collect()])
+        existing = empty if not has_revisions else pl.concat([empty, read.with_contract_columns(publish.scan(
+            storage, "cases_revisions", partitions=[key]), "cases_revisions").select(revisions_cols).collect()])
         new = _new_revisions(part, existing).with_columns(pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
         if new.height:
             new_parts[key] = new.select(revisions_cols)
@@ -465,7 +467,8 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
         extra = {"revisions_version": revisions}   # which cases_revisions version this cases_weekly is the latest issue of
         if lagging:   # rebuild every partition from the revisions: the dead run's partitions are unknown here
             with vlog.stage("heal_cases_weekly", source=source.id, run_id=run_id, revisions=revisions) as logged:
-                rebuilt = (read.latest_issue(publish.scan(storage, "cases_revisions").select(revisions_cols)).collect()
+                rebuilt = (read.latest_issue(read.with_contract_columns(publish.scan(storage, "cases_revisions"),
+                                                                        "cases_revisions").select(revisions_cols)).collect()
                            .select(WEEKLY.columns).sort(*PARTITION_BY, "geo_code", "epi_year", "epi_week",
                                                                            "classification", "sex", "age_group"))
                 logged.update(rows=rebuilt.height)

@@ -109,7 +109,8 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
             out.append(_finish(df, f, f, [f], pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
         elif f in ("classification", "sex", "age_group", "disease"):
             table, col = (ctx.tables["disease"], "disease") if f == "disease" else (ctx.tables[f], "value")
-            df = _lookup(raw, f, table, {col: f"__v_{f}"})
+            outputs = {col: f"__v_{f}", **({"age_band_source": "__v_age_band_source"} if "age_band_source" in table.columns else {})}
+            df = _lookup(raw, f, table, outputs)
             missing = pl.col(f"__v_{f}").is_null()
             if f == "disease":
                 missing = missing | ~pl.col(f"__v_{f}").is_in(source.diseases)
@@ -325,6 +326,8 @@ def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) 
         exprs.append(pl.col("__v_age_group").alias("age_group"))
     elif not ids & {"age", "age_pair"}:
         exprs.append(pl.lit(source.constants.age_group).alias("age_group"))
+    exprs.append(pl.col("__v_age_band_source").alias("age_band_source") if "__v_age_band_source" in have
+                 else pl.lit(None, pl.Utf8).alias("age_band_source"))   # a declared source band kept (vigila.agebands)
     week = "__w_" if "week_pair" in ids else "__d_"  # reported epi weeks win over dates
     exprs += [pl.col(f"{week}{c}").alias(c) for c in ("epi_year", "epi_week", "week_start")]
     for value in ("cases", "deaths", "issue_date"):

@@ -199,9 +199,19 @@ def dataset(
         index = {c: i for i, c in enumerate(m.partition_by)}
         partitions = [f.partition for f in m.files
                       if all(f.partition[index[c]] in v for c, v in wanted.items() if c in index)]
-    frame = publish.scan(storage, name, m.version, partitions)
+    frame = with_contract_columns(publish.scan(storage, name, m.version, partitions), name)
     predicates = [pl.col(c).is_in(v) for c, v in wanted.items()] + ([week_pred] if week_pred is not None else [])
     return frame.filter(*predicates) if predicates else frame
+
+
+def with_contract_columns(frame: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    """A version published under an older schema, with the columns its contract gained since as nulls
+    (cases_weekly / cases_revisions before 1.2.0 have no age_band_source: no source band was kept)."""
+    if name not in ("cases_weekly", "cases_revisions"):
+        return frame
+    have = set(frame.collect_schema().names())
+    schema = contract(name).polars_schema()
+    return frame.with_columns(pl.lit(None, schema[c]).alias(c) for c in schema if c not in have)
 
 
 def latest_issue(revisions: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:

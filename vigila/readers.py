@@ -1,4 +1,4 @@
-"""Parse a landed raw file (CSV, XLSX, JSON, Parquet) into a lazy frame of text columns.
+"""Parse a landed raw file (CSV, XLSX, JSON, Parquet, DBF / DATASUS DBC) into a lazy frame of text columns.
 
 Input: a local file path and the source's parse options; output: `RawTable` — a LazyFrame of
 Utf8 columns (rows numbered 1.. by `vigila.cast.select_fields`), and parse-level problems found
@@ -57,10 +57,14 @@ def detect_format(path: Path, declared: str) -> str:
         magic = "parquet"
     else:
         magic = None
+    if magic is None and (declared in ("dbc", "dbf") or declared == "auto"):
+        from vigila.formats import dbase   # a sound DBF header: a plain .dbf, or a .dbc (records compressed)
+
+        magic = dbase.sniff(path)
     if declared != "auto":
         if magic and magic != declared:
             raise ReadError(f"{path.name}: declared {declared} but the bytes are a {magic} file")
-        if declared in ("xlsx", "parquet") and magic is None:
+        if declared in ("xlsx", "parquet", "dbc", "dbf") and magic is None:
             raise ReadError(f"{path.name}: declared {declared} but the bytes are not a {declared} file")
         return declared
     if magic:
@@ -68,6 +72,8 @@ def detect_format(path: Path, declared: str) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if ".json" in suffixes:
         return "json"
+    if suffixes[-1:] in ([".dbc"], [".dbf"]):   # a damaged header: the dBase reader says what is wrong
+        return suffixes[-1][1:]
     return "csv"
 
 
@@ -88,7 +94,7 @@ def read_raw(path: str | Path, source: SourceConfig, workdir: Path | None = None
         return read_layout(path, source, workdir)
     fmt = detect_format(path, source.format)
     table = {"csv": _read_csv, "xlsx": _read_xlsx, "json": _read_json, "parquet": _read_parquet,
-             "dhis2": _read_api, "fhir": _read_api}[fmt](path, source, workdir)
+             "dhis2": _read_api, "fhir": _read_api, "dbc": _read_dbase, "dbf": _read_dbase}[fmt](path, source, workdir)
     if not table.columns:
         raise ReadError(f"{path.name}: no header / no columns found")
     return table
@@ -366,6 +372,12 @@ def _read_api(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
     frame = (pl.DataFrame({"row": pl.int_range(1, n + extra.height + 1, eager=True).cast(pl.Utf8)})
              .join(rows.select(pl.all().cast(pl.Utf8)), on="row", how="left", maintain_order="left").drop("row"))
     return RawTable(frame.lazy(), frame.columns, fmt, bad_rows=bad)
+
+
+def _read_dbase(path: Path, source: SourceConfig, workdir: Path | None) -> RawTable:
+    from vigila.formats import dbase
+
+    return dbase.read_dbase(path, source, workdir, detect_format(path, source.format))
 
 
 def _read_parquet(path: Path, source: SourceConfig, workdir: Path | None) -> RawTable:

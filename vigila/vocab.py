@@ -149,7 +149,9 @@ CLASSIFICATIONS: list[str] = list(CLASSIFICATION_DESCRIPTIONS)
 SEXES: list[str] = ["female", "male", "other", "unknown", "all"]
 
 _BANDS: list[str] = [f"{lo:02d}-{lo + 4:02d}" for lo in range(0, 80, 5)] + ["80+"]
-AGE_GROUPS: list[str] = [*_BANDS, "unknown", "all"]
+#: a count in a source's own age band that does not nest in one of _BANDS; the band is in `age_band_source`
+SOURCE_BAND = "source_band"
+AGE_GROUPS: list[str] = [*_BANDS, "unknown", "all", SOURCE_BAND]
 MAX_AGE = 120
 
 
