@@ -91,7 +91,7 @@ def test_catalog_and_data_dictionary_are_in_the_warehouse(demo_wh):
     names = {d["name"]: d for d in catalog["datasets"]}
     assert {"cases_weekly", "cases_revisions", "quarantine"} <= set(names)
     assert names["cases_weekly"]["rows"] == read.cases_weekly(wh).select(pl.len()).collect().item()
-    assert names["cases_weekly"]["schema_version"] == "1.1.0"
+    assert names["cases_weekly"]["schema_version"] == "1.2.0"
     assert "epi_week" in (wh / "docs" / "data_dictionary.md").read_text()
 
 

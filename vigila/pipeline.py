@@ -425,6 +425,14 @@ def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processe
     return report
 
 
+def _upgraded(revisions: pl.LazyFrame) -> pl.LazyFrame:
+    """Revisions written under an older schema, with the nullable columns added since (schema 1.2.0:
+    admin1_code, admin1_name) as nulls, so a warehouse of an older version keeps publishing."""
+    have = set(revisions.collect_schema().names())
+    schema = REVISIONS.polars_schema()
+    return revisions.with_columns(pl.lit(None, schema[c]).alias(c) for c in ("admin1_code", "admin1_name") if c not in have)
+
+
 def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
     from vigila import publish, read
 
@@ -439,8 +447,8 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
     empty = pl.DataFrame(schema=REVISIONS.polars_schema())
     has_revisions = publish.current_manifest(storage, "cases_revisions") is not None
     for key, part in _partition_frames(staged).items():
-        existing = empty if not has_revisions else pl.concat([empty, publish.scan(
-            storage, "cases_revisions", partitions=[key]).select(revisions_cols).collect()])
+        existing = empty if not has_revisions else pl.concat([empty, _upgraded(publish.scan(
+            storage, "cases_revisions", partitions=[key])).select(revisions_cols).collect()])
         new = _new_revisions(part, existing).with_columns(pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
         if new.height:
             new_parts[key] = new.select(revisions_cols)
@@ -457,7 +465,7 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
         extra = {"revisions_version": revisions}   # which cases_revisions version this cases_weekly is the latest issue of
         if lagging:   # rebuild every partition from the revisions: the dead run's partitions are unknown here
             with vlog.stage("heal_cases_weekly", source=source.id, run_id=run_id, revisions=revisions) as logged:
-                rebuilt = (read.latest_issue(publish.scan(storage, "cases_revisions").select(revisions_cols)).collect()
+                rebuilt = (read.latest_issue(_upgraded(publish.scan(storage, "cases_revisions")).select(revisions_cols)).collect()
                            .select(WEEKLY.columns).sort(*PARTITION_BY, "geo_code", "epi_year", "epi_week",
                                                                            "classification", "sex", "age_group"))
                 logged.update(rows=rebuilt.height)
