@@ -239,3 +239,27 @@ def test_brazil_sinan_by_ibge_codes_at_admin2(tmp_path):
     report, q = pipeline.check(cfg, BRA_CSV)
     balanced(report)
     assert report["cases"]["published"] == 37 and q.height == 0
+
+
+def test_colombia_sivigila_by_divipola_department_and_municipality_codes(tmp_path):
+    """SIVIGILA writes the municipality of residence as 3 digits within the department (COD_DPTO_R, COD_MUN_R);
+    '000' (municipality unknown) and department '01' (abroad) are no place: quarantined, each case counted."""
+    col = REAL / "col_sivigila_malaria_complicada_2018"
+    csv = col / "datos_2018_495_extract.csv"
+    data = yaml.safe_load((col / "col_sivigila_malaria.yaml").read_text())
+    data["columns"].update(place="COD_MUN_R", place_parent="COD_DPTO_R")
+    data["value_maps"].pop("place")
+    data.update(location=str(csv), geo_level="admin2", place_codes="divipola", limits={"max_quarantined_share": 0.2})
+    raw = pl.read_csv(csv, infer_schema=False)
+    unplaced = raw.filter((pl.col("COD_MUN_R") == "000") | (pl.col("COD_DPTO_R") == "01"))
+    report = pipeline.ingest(source_from_dict(data), csv, tmp_path / "wh", run_id="r1", issue_date=dt.date(2019, 6, 1))
+    balanced(report)
+    assert report["status"] == "published" and unplaced.height > 0
+    assert report["cases"]["quarantined"] == unplaced.height and report["cases"]["read"] == raw.height
+    got = read.cases_weekly(tmp_path / "wh").collect()
+    assert got["cases"].sum() == report["cases"]["published"] == raw.height - unplaced.height
+    medellin = got.filter(pl.col("geo_code") == "COL-05001")
+    assert medellin["cases"].sum() == raw.filter(pl.col("COD_DPTO_R") == "05", pl.col("COD_MUN_R") == "001").height
+    assert medellin.select("admin1_code", "admin1_name").unique().rows() == [("CO-ANT", "Antioquia")]
+    q = read.quarantine(tmp_path / "wh").filter(pl.col("check") == "unknown_place").collect()
+    assert set(q["value"]) == {f"{d} / {m}" for d, m in unplaced.select("COD_DPTO_R", "COD_MUN_R").iter_rows()}
