@@ -32,6 +32,12 @@ COLOMBIA_DEPARTMENTS = {"05": "CO-ANT", "08": "CO-ATL", "11": "CO-DC", "13": "CO
                         "81": "CO-ARA", "85": "CO-CAS", "86": "CO-PUT", "88": "CO-SAP", "91": "CO-AMA", "94": "CO-GUA",
                         "95": "CO-GUV", "97": "CO-VAU", "99": "CO-VID"}
 
+#: Ecuador's INEC DPA provinces -> ISO 3166-2 (90 "zonas no delimitadas" has no ISO code: left out, with its cantons)
+ECUADOR_PROVINCES = {"01": "EC-A", "02": "EC-B", "03": "EC-F", "04": "EC-C", "05": "EC-X", "06": "EC-H", "07": "EC-O",
+                     "08": "EC-E", "09": "EC-G", "10": "EC-I", "11": "EC-L", "12": "EC-R", "13": "EC-M", "14": "EC-S",
+                     "15": "EC-N", "16": "EC-Y", "17": "EC-P", "18": "EC-T", "19": "EC-Z", "20": "EC-W", "21": "EC-U",
+                     "22": "EC-D", "23": "EC-SD", "24": "EC-SE"}
+
 
 def row(level, code, name, parent="", iso="", accepts=None) -> dict:
     return {"level": level, "code": code, "name": name.strip(), "parent_code": parent, "iso_3166_2": iso,
@@ -121,7 +127,17 @@ def chile(src: Path) -> None:
     write("cut", sorted(rows, key=lambda r: (r["level"], r["code"])))
 
 
+def ecuador(src: Path) -> None:
+    """INEC DPA (package `ecuador-mcp` 0.13.0: helpers/data/provincias.json, cantones.json)."""
+    provs = json.load(open(src / "helpers/data/provincias.json", encoding="utf-8"))
+    cantons = json.load(open(src / "helpers/data/cantones.json", encoding="utf-8"))
+    rows = [row("admin1", p["codigo"], p["nombre"], iso=ECUADOR_PROVINCES[p["codigo"]]) for p in provs]
+    rows += [row("admin2", c["codigo"], c["nombre"], c["provincia_codigo"], ECUADOR_PROVINCES[c["provincia_codigo"]])
+             for c in cantons if c["provincia_codigo"] in ECUADOR_PROVINCES]
+    write("inec_ec", sorted(rows, key=lambda r: (r["level"], r["code"])))
+
+
 if __name__ == "__main__":
     source = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    for build in (argentina, brazil, colombia, peru, chile):
+    for build in (argentina, brazil, colombia, peru, chile, ecuador):
         build(source)
