@@ -63,10 +63,6 @@ def place_key_expr(expr: pl.Expr) -> pl.Expr:
     return pl.when(digits).then(text.str.replace(_DIGITS, "#${1}")).otherwise(places.normalise_expr(text))
 
 
-def _code_key(code: str) -> str:
-    return "#" + str(int(code))
-
-
 @functools.cache
 def _iso_names() -> dict[str, str]:
     iso = pl.read_csv(places.ISO_3166_2, infer_schema=False)
@@ -99,7 +95,7 @@ def _outputs(cat: pl.DataFrame) -> pl.DataFrame:
 def _code_rows(cat: pl.DataFrame) -> pl.DataFrame:
     """One row per accepted code: key '#<int>' plus the place's outputs."""
     return (_outputs(cat).explode("accepts").filter(pl.col("accepts").is_not_null() & (pl.col("accepts") != ""))
-            .with_columns(pl.col("accepts").map_elements(_code_key, return_dtype=pl.String).alias("key")))
+            .with_columns(place_key_expr(pl.col("accepts")).alias("key")))
 
 
 def _unique_names(rows: pl.DataFrame, within: list[str]) -> pl.DataFrame:
@@ -160,7 +156,7 @@ def pair_table(name: str, level: str) -> pl.DataFrame:
     local = (rows.explode("accepts").filter(pl.col("accepts").str.starts_with(pl.col("parent_code")))
              .with_columns(pl.col("accepts").str.slice(pl.col("parent_code").str.len_chars()))
              .filter(pl.col("accepts") != "")
-             .with_columns(pl.col("accepts").map_elements(_code_key, return_dtype=pl.String).alias("key")))
+             .with_columns(place_key_expr(pl.col("accepts")).alias("key")))
     own = pl.concat([_code_rows(cat.filter(pl.col("level") == level)).select("parent_code", "key", *OUTPUTS),
                      local.select("parent_code", "key", *OUTPUTS),
                      _unique_names(rows, ["parent_code"]).select("parent_code", "key", *OUTPUTS)])
