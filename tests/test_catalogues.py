@@ -131,6 +131,8 @@ def test_config_refuses_a_catalogue_of_another_country_and_a_parent_without_one(
         source_from_dict({**base, "place_codes": "indek"})
     with pytest.raises(ValueError, match="place_parent needs place_codes"):
         source_from_dict(base)
+    with pytest.raises(ValueError, match="value_maps.place is not read with place_codes below admin1"):
+        source_from_dict({**base, "place_codes": "indec", "value_maps": {"place": {"CABA": "02"}}})
     with pytest.raises(ValueError, match="place_parent needs place_codes"):
         source_from_dict({**base, "place_codes": "indec", "geo_level": "admin1"})
 

@@ -326,6 +326,9 @@ class SourceConfig(Strict):
                                  "(a catalogue names the places of one country)")
             if self.geo_level == "admin0":
                 raise ValueError("place_codes needs geo_level admin1, admin2 or admin3")
+            if self.value_maps.place and self.geo_level != "admin1":
+                raise ValueError("value_maps.place is not read with place_codes below admin1: the catalogue names the places "
+                                 "(fix the file's codes, or name another catalogue)")
         if self.columns.place_parent and (self.place_codes is None or self.geo_level in ("admin0", "admin1")):
             raise ValueError("columns.place_parent needs place_codes and geo_level admin2 or admin3 (at admin1 map "
                              "columns.place to the admin1 column alone)")
