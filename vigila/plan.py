@@ -296,7 +296,7 @@ def distinct_values(batch: pl.DataFrame, source: SourceConfig) -> dict[str, pl.D
     groups = {f: [f] for f in fields}
     if {"epi_year", "epi_week"} <= set(fields):
         groups["epi_year+epi_week"] = ["epi_year", "epi_week"]
-    if {"country", "place"} <= set(fields) and source.geo_level != "admin0":
+    if {"country", "place"} <= set(fields) and source.geo_level != "admin0" and source.place_codes is None:  # (a catalogue: one country)
         groups["country+place"] = ["country", "place"]
     if "place_parent" in groups:   # a code unique only within its parent: looked up as a pair
         del groups["place"], groups["place_parent"]
