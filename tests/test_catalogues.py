@@ -214,6 +214,13 @@ def test_argentina_by_indec_codes_at_admin1_and_admin2_every_case_accounted(tmp_
     assert set(q["check"]) == {"unknown_place"} and set(q["column"]) == {"id_depto_indec_residencia"}
     assert set(q["value"]) == {"99 / 999", "02 / 999", "14 / 999", "90 / 999"}
 
+    # a source may declare the unknown department out of scope instead: set aside, still accounted
+    aside = {**arg_config("admin2"), "exclude": {"place": ["999"]}}
+    report, q = pipeline.check(source_from_dict(aside), ARG_CSV)
+    balanced(report)
+    assert report["cases"] == {"read": total, "published": 463, "quarantined": 0, "set_aside": 686, "unaccounted": 0}
+    assert set(q["check"]) == {"excluded_value"} and set(q["severity"]) == {"set_aside"}
+
 
 def test_brazil_sinan_by_ibge_codes_at_admin2(tmp_path):
     raw = pl.read_csv(BRA_CSV, separator=";", infer_schema=False)

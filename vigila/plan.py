@@ -128,16 +128,17 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
                 out.append(d)
             else:
                 out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
-    out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.on == [d.field] else d for d in out]
-    out = [_including(d, source.include[d.field]) if d.field in source.include and d.on == [d.field] else d for d in out]
+    if "place_parent+place" in distinct:   # exclude/include of `place` apply to its raw values, whatever the parent
+        df = _places(distinct["place_parent+place"], source, ctx)
+        out.append(_finish(df, "place_pair", "place", ["place_parent", "place"],
+                           pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
+    own = {d.id for d in out if d.on == [d.field]} | {"place_pair"}
+    out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.id in own else d for d in out]
+    out = [_including(d, source.include[d.field]) if d.field in source.include and d.id in own else d for d in out]
     if "epi_year+epi_week" in distinct:
         out.append(_week_pairs(distinct["epi_year+epi_week"], source, ctx))
     if "country+place" in distinct:
         out.append(_country_places(distinct["country+place"], ctx))
-    if "place_parent+place" in distinct:
-        df = _places(distinct["place_parent+place"], source, ctx)
-        out.append(_finish(df, "place_pair", "place", ["place_parent", "place"],
-                           pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
     return out
 
 
