@@ -273,3 +273,31 @@ def test_colombia_sivigila_by_divipola_department_and_municipality_codes(tmp_pat
     assert medellin.select("admin1_code", "admin1_name").unique().rows() == [("CO-ANT", "Antioquia")]
     q = read.quarantine(tmp_path / "wh").filter(pl.col("check") == "unknown_place").collect()
     assert set(q["value"]) == {f"{d} / {m}" for d, m in unplaced.select("COD_DPTO_R", "COD_MUN_R").iter_rows()}
+
+
+def test_peru_line_list_by_province_names_within_departments():
+    """The demo's MINSA line list names departamento and provincia (upper case, no accents): published by
+    province (UBIGEO admin2) with the pair as key. Pairs that are no province of that department (LORETO /
+    SAN MARTIN: the file mixes departments; ICA / NAZCA: UBIGEO spells Nasca; \\N) are quarantined, each
+    case accounted; every published province lies in the admin1 its departamento names."""
+    from conftest import SOURCES
+
+    data = yaml.safe_load((SOURCES / "per_minsa_dengue_linelist.yaml").read_text())
+    data.update(location=None, geo_level="admin2", place_codes="ubigeo", limits={"max_quarantined_share": 0.2})
+    data["columns"].update(place="provincia", place_parent="departamento")
+    data.pop("schedule")
+    cfg = source_from_dict(data)
+    path = SOURCES.parent / "data" / "demo" / "peru_dengue_linelist_2019_2022.csv.gz"
+    report, q = pipeline.check(cfg, path)
+    balanced(report)
+    raw = pl.read_csv(path, infer_schema=False, null_values=["", "NA", "\\N"]).select("departamento", "provincia")
+    unknown = q.filter(pl.col("check") == "unknown_place")
+    assert report["rows"]["read"] == raw.height == 171_282
+    assert report["cases"]["quarantined"] == unknown["row"].n_unique() == report["rows"]["quarantined"]
+    assert 57 < unknown.height < 0.05 * raw.height                            # the 57 \N rows and the odd pairs
+    assert {"LORETO / SAN MARTIN", "ICA / NAZCA", "<missing> / <missing>"} <= set(unknown["value"])
+    pairs = raw.unique().drop_nulls()
+    got = catalogues.resolve(pairs, "provincia", "ubigeo", "admin2", parent="departamento").drop_nulls("geo_code")
+    by_name = catalogues.resolve(got.select("departamento"), "departamento", "ubigeo", "admin1")
+    assert (got["admin1_code"] == by_name["geo_code"]).all()                 # LIMA -> PE-LIM, CALLAO -> PE-CAL, ...
+    assert got.height > 100 and got["geo_code"].str.contains(r"^PER-\d{4}$").all()
