@@ -301,3 +301,12 @@ def test_peru_line_list_by_province_names_within_departments():
     by_name = catalogues.resolve(got.select("departamento"), "departamento", "ubigeo", "admin1")
     assert (got["admin1_code"] == by_name["geo_code"]).all()                 # LIMA -> PE-LIM, CALLAO -> PE-CAL, ...
     assert got.height > 100 and got["geo_code"].str.contains(r"^PER-\d{4}$").all()
+
+
+def test_revisions_of_an_older_schema_get_null_admin1_columns_on_publish():
+    """A warehouse written before schema 1.2.0 keeps publishing: its revisions read with admin1_code/admin1_name null."""
+    old = pl.DataFrame({"geo_code": ["PE-LOR"], "cases": [3]}).lazy()
+    new = pipeline._upgraded(old).collect()
+    assert new.columns == ["geo_code", "cases", "admin1_code", "admin1_name"]
+    assert new["admin1_code"].dtype == pl.String and new["admin1_code"].null_count() == 1
+    assert pipeline._upgraded(new.lazy()).collect().equals(new)              # current data is left as it is
