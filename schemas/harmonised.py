@@ -13,7 +13,7 @@ import polars as pl
 
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES
 
-SCHEMA_VERSION = "1.2.0"   # 1.2.0: age_band_source (a source age band kept, age_group source_band)
+SCHEMA_VERSION = "1.2.0"   # 1.2.0: admin1_code, admin1_name (the parent of an admin2/admin3 place); age_band_source (a source age band kept, age_group source_band)
 
 #: columns that identify one published count; a later issue of the same key supersedes it
 KEY = ["source_id", "country_iso3", "geo_level", "geo_code", "disease", "classification",
@@ -27,8 +27,15 @@ class CasesWeekly(pa.DataFrameModel):
     geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1", "admin2", "admin3"],
                                   description="administrative level of the place: admin0 country, admin1 state/departamento, ...")
     geo_code: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$|^[A-Z]{2}-[A-Z0-9]{1,3}$|^[A-Z]{3}-[0-9A-Za-z.]+$",
-                                 description="place code: ISO3 at admin0, ISO 3166-2 (e.g. PE-LOR) at admin1, ISO3-national code below")
+                                 description="place code: ISO3 at admin0, ISO 3166-2 (e.g. PE-LOR) at admin1, ISO3-national code below "
+                                 "(the national statistics office's full code, zero-padded: ARG-06371 INDEC department, BRA-3550308 "
+                                 "IBGE municipality, COL-05001 DIVIPOLA, PER-1501 UBIGEO province, CHL-13101 CUT comuna)")
     geo_name: pl.Utf8 = pa.Field(description="place name (ISO 3166 or national gazetteer spelling)")
+    admin1_code: pl.Utf8 = pa.Field(nullable=True, str_matches=r"^[A-Z]{2}-[A-Z0-9]{1,3}$",
+                                    description="ISO 3166-2 code of the admin1 the place lies in: the place itself at admin1, its "
+                                    "state/province/departamento below (from the `place_codes` catalogue); null at admin0 and for "
+                                    "admin2 places mapped one by one in value_maps.place")
+    admin1_name: pl.Utf8 = pa.Field(nullable=True, description="ISO 3166-2 name of admin1_code")
     disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code; see the ICD-10 table in the data dictionary")
     classification: pl.Utf8 = pa.Field(isin=list(CLASSIFICATIONS), description="case classification (controlled vocabulary)")
     sex: pl.Utf8 = pa.Field(isin=list(SEXES), description="female | male | other | unknown | all (not broken down)")

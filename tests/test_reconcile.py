@@ -34,12 +34,15 @@ def rows(source: str, counts: dict[int, int], *, country: str = "PER", level: st
     for (w, n) in counts.items():
         start = weeks.filter(pl.col("epi_week") == w)["week_start"][0]
         parts = [("female", n // 2), ("male", n - n // 2)] if split else [("all", n)]
-        out += [dict(country_iso3=country, geo_level=level, geo_code=code, geo_name=f"name {code}", disease=disease,
-                     classification="total", sex=sex, age_group="all", age_band_source=None, epi_year=year, epi_week=w, week_start=start,
+        out += [dict(country_iso3=country, geo_level=level, geo_code=code, geo_name=f"name {code}",
+                     admin1_code=code if level == "admin1" else None, admin1_name=f"name {code}" if level == "admin1" else None,
+                     disease=disease, classification="total", sex=sex, age_group="all", age_band_source=None,
+                     epi_year=year, epi_week=w, week_start=start,
                      cases=c, deaths=None, source_id=source, reporter_type="ministry", issue_date=dt.date(2024, 1, 1),
                      run_id="r") for sex, c in parts]
     return pl.DataFrame(out).select(COLUMNS).cast({"epi_year": pl.Int32, "epi_week": pl.Int32, "cases": pl.Int64,
-                                                   "deaths": pl.Int64, "age_band_source": pl.Utf8})
+                                                   "deaths": pl.Int64, "admin1_code": pl.Utf8, "admin1_name": pl.Utf8,
+                                                   "age_band_source": pl.Utf8})
 
 
 def config(**countries) -> reconcile.ReconcileConfig:

@@ -12,7 +12,7 @@ from vigila.config import SourceConfig
 from vigila.readers import ROW, ReadError
 
 FIELD_TYPES: dict[str, str] = {
-    "country": "text", "place": "text", "disease": "text", "classification": "text", "sex": "text",
+    "country": "text", "place": "text", "place_parent": "text", "disease": "text", "classification": "text", "sex": "text",
     "age_group": "text", "resolution": "text", "age_unit": "text",
     "date": "date", "week_start": "date", "issue_date": "date",
     "epi_year": "int32", "epi_week": "int32", "cases": "int64", "deaths": "int64", "age": "number",

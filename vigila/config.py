@@ -173,7 +173,9 @@ class Columns(Strict):
     """Canonical field -> column name in the file. Unset fields are absent from the file."""
 
     country: str | None = None          # country name or ISO code (multi-country files)
-    place: str | None = None            # place name or code at `geo_level`
+    place: str | None = None            # place name or code at `geo_level` (a national code with `place_codes`)
+    place_parent: str | None = None     # with place_codes at admin2/admin3: the column of the parent's code or name, when
+                                        # `place` holds a code unique only within its parent (Argentine department '371' of province '06')
     date: str | None = None             # any date inside the week (onset, notification, report)
     week_start: str | None = None       # first day of the epi week
     epi_year: str | None = None         # epidemiological year (with epi_week)
@@ -279,6 +281,8 @@ class SourceConfig(Strict):
     shape: Shape = "weekly_counts"
     epiweek: Literal["mmwr", "iso"] = "mmwr"
     geo_level: Literal["admin0", "admin1", "admin2", "admin3"] = "admin0"
+    place_codes: str | None = None     # national code catalogue of columns.place (vigila/reference/catalogues: indec, snvs, ibge,
+                                       # divipola, ubigeo, cut, inegi, inec_ec, ine_gt), instead of value_maps.place lines
     columns: Columns
     value_maps: ValueMaps = Field(default_factory=ValueMaps)
     constants: Constants = Field(default_factory=Constants)
@@ -367,6 +371,7 @@ class SourceConfig(Strict):
             raise ValueError(f"shape {self.shape} needs columns.cases")
         if self.geo_level != "admin0" and not c.place:
             raise ValueError(f"geo_level {self.geo_level} needs columns.place")
+        self._place_codes()
         for key in ("exclude", "include"):
             unmapped = sorted(set(getattr(self, key)) - set(self.mapped))
             if unmapped:
@@ -397,6 +402,24 @@ class SourceConfig(Strict):
         if page.type == "next_link" and page.next_link != "header" and self.format not in ("json", "dhis2", "fhir"):
             raise ValueError("http.pagination.next_link as a JSON path needs format: json (or next_link: header)")
         return self
+
+    def _place_codes(self) -> None:
+        """`place_codes` names a catalogue of the source's country; `columns.place_parent` needs one, below admin1."""
+        if self.place_codes is not None:
+            from vigila import catalogues
+
+            owner = catalogues.country_of(self.place_codes)
+            if self.country != owner:
+                raise ValueError(f"place_codes {self.place_codes} is a catalogue of {owner}: set `country: {owner}` "
+                                 "(a catalogue names the places of one country)")
+            if self.geo_level == "admin0":
+                raise ValueError("place_codes needs geo_level admin1, admin2 or admin3")
+            if self.value_maps.place and self.geo_level != "admin1":
+                raise ValueError("value_maps.place is not read with place_codes below admin1: the catalogue names the places "
+                                 "(fix the file's codes, or name another catalogue)")
+        if self.columns.place_parent and (self.place_codes is None or self.geo_level in ("admin0", "admin1")):
+            raise ValueError("columns.place_parent needs place_codes and geo_level admin2 or admin3 (at admin1 map "
+                             "columns.place to the admin1 column alone)")
 
     def _api_week_system(self) -> None:
         """A DHIS2 / FHIR mapping whose weeks are of another system than `epiweek` would shift every week."""

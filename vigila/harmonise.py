@@ -18,8 +18,8 @@ from vigila.config import SourceConfig
 from vigila.readers import ROW
 from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, SEXES, disease_table
 
-DIMS = ["country_iso3", "geo_level", "geo_code", "geo_name", "disease", "classification", "sex", "age_group",
-        "age_band_source", "epi_year", "epi_week", "week_start"]
+DIMS = ["country_iso3", "geo_level", "geo_code", "geo_name", "admin1_code", "admin1_name", "disease", "classification", "sex",
+        "age_group", "age_band_source", "epi_year", "epi_week", "week_start"]
 HARMONISE_ERROR_SCHEMA = {**ERROR_SCHEMA, "severity": pl.Utf8}
 
 # Spellings seen in the region's files, beyond the controlled values themselves.
@@ -33,6 +33,8 @@ BUILTIN_VALUES: dict[str, dict[str, str]] = {
                        "DENGUE GRAVE": "severe", "TOTAL": "total"},
     "age_group": {"TOTAL": "all", "TODAS": "all", "DESCONOCIDO": "unknown", "IGNORADO": "unknown"},
 }
+#: columns that follow from geo_code (kept, never part of a key)
+PLACE_NAMES = ["geo_name", "admin1_code", "admin1_name"]
 #: fields whose bad values make a line-list case count as 'unknown' (with a warning) instead of voiding it
 SOFT_FIELDS: dict[str, set[str]] = {"line_list": {"age", "sex"}}
 CONTROLLED = {"sex": SEXES, "classification": CLASSIFICATIONS, "age_group": AGE_GROUPS}
@@ -94,7 +96,7 @@ def _errors(df: pl.DataFrame, mask: pl.Expr, field_name: str, check: str, value:
 
 def series_key(rows: pl.DataFrame) -> list[str]:
     """The harmonised key of a count row: place, disease, breakdowns, week (and issue date when per row)."""
-    return [d for d in DIMS if d not in ("geo_name", "week_start")] + (["issue_date"] if "issue_date" in rows.columns else [])
+    return [d for d in DIMS if d not in (*PLACE_NAMES, "week_start")] + (["issue_date"] if "issue_date" in rows.columns else [])
 
 
 def resolve_sub_rows(rows: pl.DataFrame, ledger: pl.DataFrame, source: SourceConfig
@@ -135,7 +137,7 @@ def resolve_sub_rows(rows: pl.DataFrame, ledger: pl.DataFrame, source: SourceCon
         r = r.filter(~many)
     values = [c for c in ("cases", "deaths") if c in r.columns]
     summed = r.group_by(key, maintain_order=True).agg(
-        pl.col(ROW).min(), pl.col("geo_name", "week_start").first(),
+        pl.col(ROW).min(), pl.col(*PLACE_NAMES, "week_start").first(),
         *(pl.when(pl.col(c).is_null().all()).then(None).otherwise(pl.col(c).sum()).alias(c) for c in values))
     return summed.select(rows.columns), pl.concat(errors), undeclared
 
@@ -147,7 +149,7 @@ def difference_cumulative(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFram
     downward revision: reported (check `cumulative_decrease`, with the negative difference),
     never clamped to zero. A week whose previous week is missing cannot be attributed and is
     reported (`cumulative_gap`)."""
-    series = [d for d in DIMS if d not in ("epi_year", "epi_week", "week_start", "geo_name")] + ["epi_year"]
+    series = [d for d in DIMS if d not in ("epi_year", "epi_week", "week_start", *PLACE_NAMES)] + ["epi_year"]
     rows = rows.sort([*series, "epi_week"])
     prev_week = pl.col("epi_week").shift(1).over(series)
     out = rows.with_columns(

@@ -435,6 +435,14 @@ def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processe
     return report
 
 
+def _upgraded(revisions: pl.LazyFrame) -> pl.LazyFrame:
+    """Revisions written under an older schema, with the nullable columns added since as nulls (1.2.0:
+    admin1_code, admin1_name, age_band_source), so a warehouse of an older version keeps publishing."""
+    from vigila import read
+
+    return read.with_contract_columns(revisions, "cases_revisions")
+
+
 def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, processed: Processed, run_id: str) -> dict:
     from vigila import publish, read
 

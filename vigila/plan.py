@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from vigila import epiweek, places
+from vigila import catalogues, epiweek, places
 from vigila import harmonise as hz
 from vigila.cast import FIELD_TYPES, LINE, ROW_KEY, typed_expr
 from vigila.contract import Contract, contract
@@ -105,7 +105,7 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
                 df = df.with_columns(pl.col("country_iso3").alias("geo_code")).join(_country_names(), on="country_iso3", how="left")
             out.append(_finish(df, f, f, [f], pl.when(pl.col("country_iso3").is_null()).then(pl.lit("unknown_country"))))
         elif f == "place" and source.country and source.geo_level != "admin0":
-            df = _lookup(raw, f, ctx.place_table(source.country), {"geo_code": "geo_code", "geo_name": "geo_name"})
+            df = _places(raw, source, ctx)
             out.append(_finish(df, f, f, [f], pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
         elif f in ("classification", "sex", "age_group", "disease"):
             table, col = (ctx.tables["disease"], "disease") if f == "disease" else (ctx.tables[f], "value")
@@ -129,13 +129,40 @@ def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: 
                 out.append(d)
             else:
                 out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
-    out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.on == [d.field] else d for d in out]
-    out = [_including(d, source.include[d.field]) if d.field in source.include and d.on == [d.field] else d for d in out]
+    if "place_parent+place" in distinct:   # exclude/include of `place` apply to its raw values, whatever the parent
+        df = _places(distinct["place_parent+place"], source, ctx)
+        out.append(_finish(df, "place_pair", "place", ["place_parent", "place"],
+                           pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
+    own = {d.id for d in out if d.on == [d.field]} | {"place_pair"}
+    out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.id in own else d for d in out]
+    out = [_including(d, source.include[d.field]) if d.field in source.include and d.id in own else d for d in out]
     if "epi_year+epi_week" in distinct:
         out.append(_week_pairs(distinct["epi_year+epi_week"], source, ctx))
     if "country+place" in distinct:
         out.append(_country_places(distinct["country+place"], ctx))
     return out
+
+
+def _places(raw: pl.DataFrame, source: SourceConfig, ctx: hz.Context) -> pl.DataFrame:
+    """Distinct raw places (or (parent, place) pairs) -> geo_code, geo_name and the admin1 they lie in
+    (admin1_code, admin1_name): by name (ISO 3166-2, aliases, value_maps.place), or by the national codes of
+    the `place_codes` catalogue (vigila.catalogues). Unknown places get null codes."""
+    outputs = {"geo_code": "geo_code", "geo_name": "geo_name"}
+    if source.place_codes is None:
+        df = _lookup(raw, "place", ctx.place_table(source.country), outputs)
+        admin1 = source.geo_level == "admin1"
+        return df.with_columns((pl.col("geo_code") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_code"),
+                               (pl.col("geo_name") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_name"))
+    if source.geo_level == "admin1":
+        table = catalogues.admin1_lookup(source.country)
+        if source.value_maps.place:
+            table = places.table_from_aliases(source.value_maps.place, table)
+        right = table.select(pl.col("key").alias("__k"), "geo_code", "geo_name").unique("__k")
+        df = (raw.with_columns(catalogues.place_key_expr(pl.col("place")).alias("__k"))
+              .join(right, on="__k", how="left", maintain_order="left").drop("__k"))
+        return df.with_columns(pl.col("geo_code").alias("admin1_code"), pl.col("geo_name").alias("admin1_name"))
+    parent = "place_parent" if "place_parent" in raw.columns else None
+    return catalogues.resolve(raw, "place", source.place_codes, source.geo_level, parent=parent)
 
 
 def _excluding(d: Domain, values: list[str]) -> Domain:
@@ -244,6 +271,9 @@ def _country_places(raw: pl.DataFrame, ctx: hz.Context) -> Domain:
     rest = df.filter(pl.col("__iso3").is_null()).with_columns(pl.lit(None, pl.Utf8).alias("geo_code"),
                                                                pl.lit(None, pl.Utf8).alias("geo_name"))
     df = pl.concat([*parts, rest]).drop("__iso3")
+    admin1 = ctx.source.geo_level == "admin1"   # names of several countries: admin1 (ISO 3166-2) or value_maps.place
+    df = df.with_columns((pl.col("geo_code") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_code"),
+                         (pl.col("geo_name") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_name"))
     return _finish(df, "country_place", "place", ["country", "place"],
                    pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place")))
 
@@ -268,8 +298,11 @@ def distinct_values(batch: pl.DataFrame, source: SourceConfig) -> dict[str, pl.D
     groups = {f: [f] for f in fields}
     if {"epi_year", "epi_week"} <= set(fields):
         groups["epi_year+epi_week"] = ["epi_year", "epi_week"]
-    if {"country", "place"} <= set(fields) and source.geo_level != "admin0":
+    if {"country", "place"} <= set(fields) and source.geo_level != "admin0" and source.place_codes is None:  # (a catalogue: one country)
         groups["country+place"] = ["country", "place"]
+    if "place_parent" in groups:   # a code unique only within its parent: looked up as a pair
+        del groups["place"], groups["place_parent"]
+        groups["place_parent+place"] = ["place_parent", "place"]
     if "age_unit" in groups:   # an age means nothing without its unit
         del groups["age"], groups["age_unit"]
         groups["age+age_unit"] = ["age", "age_unit"]
@@ -319,6 +352,8 @@ def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) 
         if source.geo_level == "admin0":
             name = _country_names().filter(pl.col("country_iso3") == source.country)["geo_name"]
             exprs += [pl.lit(source.country).alias("geo_code"), pl.lit(name[0] if name.len() else source.country).alias("geo_name")]
+    if "admin1_code" not in have:   # admin0 rows (or no place mapped): no admin1
+        exprs += [pl.lit(None, pl.Utf8).alias("admin1_code"), pl.lit(None, pl.Utf8).alias("admin1_name")]
     exprs.append(pl.col("__v_disease").alias("disease") if "disease" in ids else pl.lit(source.diseases[0]).alias("disease"))
     for name in ("classification", "sex"):
         exprs.append(pl.col(f"__v_{name}").alias(name) if name in ids else pl.lit(getattr(source.constants, name)).alias(name))
@@ -451,6 +486,8 @@ def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
 def _value(d: Domain) -> pl.Expr:
     if d.id == "week_pair":
         return pl.format("{}-W{}", "epi_year", "epi_week")
+    if d.id == "place_pair":
+        return pl.format("{} / {}", pl.col("place_parent").fill_null("<missing>"), pl.col("place").fill_null("<missing>"))
     if d.id == "age_pair":
         return pl.format("{} {}", pl.col("age").fill_null("<missing>"), pl.col("age_unit").fill_null("<missing unit>"))
     return pl.col(d.on[-1]).fill_null("<missing>")
