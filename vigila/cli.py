@@ -242,7 +242,8 @@ def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
           json_out: Annotated[Path | None, typer.Option("--json", help="also save the report as JSON here")] = None,
           quiet: QUIET = False) -> None:
     """Validate FILE (or what the config's `location` holds) against SOURCE without publishing.
-    Exit 0: every row passed; 1: some rows failed a check; 3: the run would be rejected (nothing published)."""
+    Exit 0: every row passed; 1: some rows failed a check; 2: the file cannot be read as described;
+    3: the run would be rejected (nothing published)."""
     from vigila import pipeline
     from vigila.config import load_source
 
