@@ -37,9 +37,10 @@ def detect(warehouse: str, config_path: str | None, run_id: str, as_of: dt.date 
 @flow(name="detect_alerts", flow_run_name=lambda: f"detect-{dt.date.today():%G-W%V}", log_prints=True,
       **failure_hooks())
 def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, as_of: dt.date | None = None,
-                  force: bool = False, cluster: str | None = None) -> dict:
+                  force: bool = False, cluster: str | None = None, block_series: int = scale.BLOCK_SERIES) -> dict:
     """`cluster` (else `VIGILA_DASK_ADDRESS`): a Dask scheduler address; detection then runs by blocks of
-    series on its workers (`flows.cluster.detect_on_cluster`) and publishes the same `alerts`."""
+    series on its workers (`flows.cluster.detect_on_cluster`, `block_series` series a task) and publishes the
+    same `alerts`."""
     check_config(config_path)
     address = scale.cluster_address(cluster)
     with vlog.to_logger(get_run_logger()), vlog.stage("detect_alerts", as_of=as_of, force=force, cluster=address) as logged:
@@ -47,7 +48,7 @@ def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, 
         if address:
             from flows.cluster import detect_on_cluster
 
-            summary = detect_on_cluster(warehouse, config_path, run_id, as_of, force, address)
+            summary = detect_on_cluster(warehouse, config_path, run_id, as_of, force, address, block_series)
         else:
             summary = detect(warehouse, config_path, run_id, as_of, force)
         logged.update(status=summary["status"], version=summary["version"], series=summary["series"],
