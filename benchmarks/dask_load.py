@@ -17,6 +17,9 @@ import polars as pl
 
 COUNTRIES = ["ARG", "BOL", "BRA", "CHL", "COL", "ECU", "PER", "PRY"]
 DISEASES = ["dengue", "malaria", "zika", "chikungunya"]
+# sources: one country x disease each, distinct up to 80 sources (the first ones share partitions with
+# regional national series such as PAHO's, on purpose)
+SOURCE_COUNTRIES = [*COUNTRIES, "CRI", "CUB", "DOM", "GTM", "HND", "MEX", "NIC", "PAN", "SLV", "URY", "VEN", "GUY"]
 FIRST_WEEK = dt.date(2015, 1, 4)   # a Sunday: MMWR week 1 of 2015
 
 
@@ -76,7 +79,7 @@ def write_sources(folder: Path, n: int, rows: int = 520, seed: int = 7) -> list[
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(n):
-        iso3, disease = COUNTRIES[k % len(COUNTRIES)], DISEASES[(k // len(COUNTRIES)) % len(DISEASES)]
+        iso3, disease = SOURCE_COUNTRIES[k % len(SOURCE_COUNTRIES)], DISEASES[(k // len(SOURCE_COUNTRIES)) % len(DISEASES)]
         dates = [FIRST_WEEK + dt.timedelta(weeks=w) for w in range(rows)]
         from vigila import alerts
 

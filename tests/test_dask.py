@@ -38,8 +38,8 @@ REAL = FIXTURES / "real"
 REAL_SOURCES = [REAL / "col_sivigila_malaria_complicada_2018" / "col_sivigila_malaria.yaml",
                 REAL / "col_sivigila_malaria_mortalidad" / "col_sivigila_malaria_deaths.yaml",
                 SOURCES / "paho_opendengue_national.yaml"]
-# columns that name the run or the moment, not the data
-RUN_COLUMNS = ["run_id", "ingested_at", "computed_at"]
+# columns that name the run, the moment or the input's version id (a random suffix per warehouse), not the data
+RUN_COLUMNS = ["run_id", "ingested_at", "computed_at", "cases_weekly_version"]
 
 
 def _free_port() -> int:
@@ -136,9 +136,38 @@ def frame(warehouse: str, name: str) -> pl.DataFrame:
     return df.select(sorted(df.columns)).sort(sorted(df.columns), nulls_last=True)
 
 
+FLOATS = ["expected", "upperbound"]
+
+
+def assert_same_alerts(x: pl.DataFrame, y: pl.DataFrame) -> None:
+    """Same rows, same values; the bounds to the last bits but rounding: Farrington's fits run vectorised over the
+    series of a call (numpy reductions over batch-shaped arrays), so a series' bound can differ in its last bits
+    with the other series of its block - as it does in one process when the set of series changes."""
+    exact = [c for c in x.columns if c not in FLOATS]
+    assert x.select(exact).equals(y.select(exact))
+    for c in FLOATS:
+        u, v = x[c], y[c]
+        assert u.is_null().equals(v.is_null()), c
+        diff = ((u - v).abs() / (v.abs() + 1e-12)).fill_null(0)
+        assert diff.max() < 1e-9, (c, diff.max())
+
+
 def assert_same(a: str, b: str, *names: str) -> None:
+    from vigila import publish, read
+    from vigila.storage import Storage
+
     for name in names:
+        if name == "alerts":   # each warehouse's alerts name the cases_weekly version they were computed from
+            for w in (a, b):
+                version = publish.current_manifest(Storage.open(w), "cases_weekly").version
+                assert read.dataset(w, "alerts").collect()["cases_weekly_version"].unique().to_list() == [version]
         x, y = frame(a, name), frame(b, name)
+        if name == "alerts":
+            key = ["method", "series_id", "week_start"]
+            x, y = x.sort(key), y.sort(key)
+            assert x.height > 0 and x.height == y.height
+            assert_same_alerts(x, y)
+            continue
         assert x.height > 0 and x.equals(y), f"{name}: {x.height} vs {y.height} rows differ"
 
 
@@ -313,9 +342,9 @@ def test_a_worker_killed_mid_detection_leaves_the_published_version_and_a_rerun_
     from vigila.storage import Storage
 
     wh = str(tmp_path / "wh")
-    dask_load.publish_cases_weekly(wh, 240, weeks=416)
+    dask_load.publish_cases_weekly(wh, 160, weeks=312)
     config = detect_config(tmp_path, weeks=26)
-    first = detect_alerts(wh, config, cluster=cluster.address, block_series=60)
+    first = detect_alerts(wh, config, cluster=cluster.address, block_series=80)
     storage = Storage.open(wh)
     before = publish.current_manifest(storage, "alerts")
     assert first["version"] == before.version
@@ -325,7 +354,7 @@ def test_a_worker_killed_mid_detection_leaves_the_published_version_and_a_rerun_
 
     def run() -> None:
         try:
-            outcome["summary"] = detect_alerts(wh, config, cluster=cluster.address, block_series=12, force=True)
+            outcome["summary"] = detect_alerts(wh, config, cluster=cluster.address, block_series=8, force=True)
         except BaseException as exc:  # noqa: BLE001  the run may fail cleanly: that is allowed
             outcome["error"] = exc
 
@@ -336,24 +365,26 @@ def test_a_worker_killed_mid_detection_leaves_the_published_version_and_a_rerun_
         time.sleep(0.1)                                                     # the first block written: mid-run
     pids = cluster.worker_pids()
     victim = sorted(pids)[0]
+    assert thread.is_alive() and storage.list("staging/detect")             # mid-run: blocks written, not published
     os.kill(pids[victim], signal.SIGKILL)
     thread.join(timeout=300)
     assert not thread.is_alive()
     with cluster.client() as c:
         c.wait_for_workers(2, timeout=120)                                  # the nanny started a new worker process
-    assert cluster.worker_pids()[victim] != pids[victim] if victim in cluster.worker_pids() else True
+    assert pids[victim] not in cluster.worker_pids().values()            # the killed process is gone
     now = publish.current_manifest(storage, "alerts")
     old = publish.read_manifest(storage, "alerts", before.version)          # the previous version, still whole
     assert publish.scan(storage, "alerts", version=old.version).collect().height == old.rows == before.rows
+    print("after the kill:", outcome)
     if "error" in outcome:
         assert now.version == before.version                                # failed cleanly: nothing published
         assert frame(wh, "alerts").equals(old_rows)
     else:
         assert now.sequence == before.sequence + 1                          # lost blocks rerun: one new version
-    again = detect_alerts(wh, config, cluster=cluster.address, block_series=12, force=True)
-    assert again["status"] == "published" and again["series"] == 240
+    again = detect_alerts(wh, config, cluster=cluster.address, block_series=8, force=True)
+    assert again["status"] == "published" and again["series"] == 160
     expected_wh = str(tmp_path / "one")
-    dask_load.publish_cases_weekly(expected_wh, 240, weeks=416)
+    dask_load.publish_cases_weekly(expected_wh, 160, weeks=312)
     expected = alerts.run_detection(expected_wh, alerts.load_config(config), run_id="one")
     assert again["alarms"] == expected["alarms"]
     assert_same(expected_wh, wh, "alerts")

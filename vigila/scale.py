@@ -6,9 +6,10 @@ In: a warehouse (`Storage` or root), a `DetectionConfig`, the pinned input versi
 under `staging/detect/<run_id>/`, then the published `alerts` version and the same summary as
 `alerts.run_detection`. Only small dicts and warehouse keys travel between the steps, never frames.
 
-A block is a set of whole (source_id, disease) groups: every step of `alerts.weekly_series` and
-`alerts.evaluate` groups within one (the `zero` gap policy's period is per source x level x disease, a
-series id is place|disease|source), so a block computes exactly the rows the one-process run computes.
+A block is a set of places of (source_id, disease) groups: every step of `alerts.weekly_series` and
+`alerts.evaluate` groups within one place of one group (a series id is place|disease|source), except the
+`zero` gap policy, whose period is per source x level x disease: such a group is never cut. So a block
+computes exactly the rows the one-process run computes, and its size is bounded by `block_series`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from vigila import log as vlog
 from vigila.oneoff import CLUSTER_ENV, cluster_address  # noqa: F401  (light; the CLI reads them there)
 from vigila.storage import Storage
 
-BLOCK_SERIES = 2000
-"""Series per detection block (a (source, disease) group larger than this is one block of its own)."""
+BLOCK_SERIES = 500
+"""Series per detection block (about: a block is cut only between places; a `zero`-gap group is never cut)."""
 GROUP = ["source_id", "disease"]
 STAGING = "staging/detect"
 
@@ -56,8 +57,9 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
                    force: bool = False, block_series: int = BLOCK_SERIES) -> dict[str, Any]:
     """What a distributed detection run does: {"status": "unchanged", summary...} when the current `alerts`
     was built from the same input version, as_of and config (and not `force`), else {"input", "version",
-    "fingerprint", "series", "blocks": [{"groups": [[source, disease]...], "partitions": [[country, disease]...],
-    "series": n}]}. Reads only the key columns of the pinned input version."""
+    "fingerprint", "series", "blocks": [{"ranges": [[source, disease, first place, last place]...], "partitions":
+    [[country, disease]...], "series": n}]}: blocks of about `block_series` series, cut only between places (and
+    never inside a (source, disease) of a source under the `zero` gap policy). Reads only the key columns."""
     storage = Storage.open(warehouse)
     name, manifest = _input(storage, as_of)
     fingerprint = publish.fingerprint(input=manifest.version, as_of=str(as_of), config=config.model_dump(mode="json"))
@@ -66,18 +68,29 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
         return alerts.summarise(publish.scan(storage, alerts.DATASET).collect(), status="unchanged",
                                 version=current.version, cases_weekly_version=manifest.version)
     keys = (_rows(storage, name, manifest.version, as_of, config).select(alerts.SERIES_KEY).unique()
-            .group_by(GROUP).agg(pl.len().alias("series"), pl.col("country_iso3").unique().sort().alias("countries"))
-            .sort(GROUP).collect())
+            .group_by([*GROUP, "geo_code"]).agg(pl.len().alias("series"), pl.col("country_iso3").unique().alias("countries"))
+            .sort([*GROUP, "geo_code"]).collect())
+    units: list[list[Any]] = []   # [source, disease, first place, last place, series, countries]: never cut inside
+    for source_id, disease, code, n, countries in keys.iter_rows():
+        whole = config.gaps.sources.get(source_id, config.gaps.default) == "zero"   # its period spans the group
+        last = units[-1] if units else None
+        if whole and last and last[:2] == [source_id, disease]:
+            last[3], last[4], last[5] = code, last[4] + n, last[5] | set(countries)
+        else:
+            units.append([source_id, disease, code, code, n, set(countries)])
     blocks: list[dict[str, Any]] = []
-    for source_id, disease, n, countries in keys.iter_rows():
-        if not blocks or blocks[-1]["series"] + n > block_series:
-            blocks.append({"groups": [], "partitions": [], "series": 0})
+    for source_id, disease, lo, hi, n, countries in units:
+        if not blocks or (blocks[-1]["series"] and blocks[-1]["series"] + n > block_series):
+            blocks.append({"ranges": [], "partitions": set(), "series": 0})
         block = blocks[-1]
-        block["groups"].append([source_id, disease])
-        block["partitions"] = sorted({*map(tuple, block["partitions"]), *((c, disease) for c in countries)})
+        if block["ranges"] and block["ranges"][-1][:2] == [source_id, disease]:
+            block["ranges"][-1][3] = hi                  # places of one group are contiguous in the sort
+        else:
+            block["ranges"].append([source_id, disease, lo, hi])
+        block["partitions"] |= {(c, disease) for c in countries}
         block["series"] += n
     for block in blocks:
-        block["partitions"] = [list(p) for p in block["partitions"]]
+        block["partitions"] = [list(p) for p in sorted(block["partitions"])]
     return {"status": "planned", "input": name, "version": manifest.version, "fingerprint": fingerprint,
             "as_of": as_of.isoformat() if as_of else None, "series": int(keys["series"].sum()), "blocks": blocks}
 
@@ -94,10 +107,12 @@ def detect_block(warehouse: str | Storage, config: alerts.DetectionConfig, plan:
     storage = Storage.open(warehouse)
     block = plan["blocks"][index]
     as_of = dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None
-    with vlog.stage("detect_block", block=index, series=block["series"], groups=len(block["groups"])) as logged:
-        groups = pl.DataFrame(block["groups"], schema=GROUP, orient="row")
+    with vlog.stage("detect_block", block=index, series=block["series"], ranges=len(block["ranges"])) as logged:
+        ranges = pl.DataFrame(block["ranges"], schema=[*GROUP, "_first", "_last"], orient="row")
         rows = (_rows(storage, plan["input"], plan["version"], as_of, config, [tuple(p) for p in block["partitions"]])
-                .join(groups.lazy(), on=GROUP, how="semi").collect())
+                .join(ranges.lazy(), on=GROUP, how="inner")        # a group is at most one range of a block
+                .filter(pl.col("geo_code") >= pl.col("_first"), pl.col("geo_code") <= pl.col("_last"))
+                .drop("_first", "_last").collect())
         series = alerts.weekly_series(rows, config.gaps)
         del rows
         result = pl.concat([alerts.evaluate(series, run, weeks=config.weeks, min_history=config.min_history)
