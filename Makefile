@@ -6,7 +6,7 @@ UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test bench bench-detect torture install clean
+.PHONY: demo test bench bench-detect bench-dask torture install clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -32,6 +32,9 @@ bench: $(STAMP)   # the headline: whole commands beside same-run yardsticks; the
 
 bench-detect: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_detect.py
+
+bench-dask: $(STAMP)   # 1 vs 2 Dask worker processes (scheduler + workers started here), then the region projection
+	$(VENV)/bin/python benchmarks/bench_dask.py
 
 torture: $(STAMP)
 	$(VENV)/bin/python benchmarks/torture.py

@@ -97,10 +97,11 @@ def overdue_cron() -> str | None:
 
 
 def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse", *, from_source: bool = False,
-                    detect: bool = True, overdue: str | None = "env") -> list[RunnerDeployment]:
+                    detect: bool = True, overdue: str | None = "env", cluster: str | None = None) -> list[RunnerDeployment]:
     """One `ingest_source` deployment per scheduled source config, then the weekly `detect-alerts` and
     `regional-summary` (with `detect`), then `check-overdue` on cron OVERDUE ("env": `overdue_cron()`; None: no such deployment) over the
-    same sources folder, in UTC.
+    same sources folder, in UTC. `cluster`: a Dask scheduler address given to the ingest and detect-alerts
+    deployments as their `cluster` parameter (their tasks then run on that cluster).
 
     from_source=False (serve): the entrypoint is the module path `flows.ingest.ingest_source`, importable
     wherever this environment is. from_source=True (deploy): the flow is loaded from the project
@@ -108,6 +109,7 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
     carries a pull step that sets the working directory to this checkout for the worker.
     """
     warehouse = _absolute(warehouse)
+    on_cluster = {"cluster": cluster} if cluster else {}   # a Dask scheduler address: ingest and detection tasks run there
     overdue = overdue_cron() if overdue == "env" else overdue
     ingest, detect_flow, regional_flow, overdue_flow = _flows(from_source)
     kind = {} if from_source else {"entrypoint_type": EntrypointType.MODULE_PATH}
@@ -120,7 +122,7 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
             name=cfg.id,
             schedule=Cron(cfg.schedule.cron, timezone=cfg.schedule.timezone),
             tags=source_tags(cfg),
-            parameters={"source_path": str(s.path), "warehouse": warehouse},
+            parameters={"source_path": str(s.path), "warehouse": warehouse, **on_cluster},
             description=f"{cfg.description or cfg.reporter.institution} (source config {s.path.name})",
             **kind,
         ))
@@ -132,7 +134,8 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
     for flow, name, cron, tag, description in weekly if detect and out else []:
         out.append(flow.to_deployment(name=name, schedule=Cron(cron, timezone=DETECT_TIMEZONE),
                                       tags=[tag, *(f"disease:{d}" for d in sorted(diseases))],
-                                      parameters={"warehouse": warehouse}, description=description, **kind))
+                                      parameters={"warehouse": warehouse, **(on_cluster if flow is detect_flow else {})},
+                                      description=description, **kind))
     if overdue and out:
         out.append(overdue_flow.to_deployment(
             name=OVERDUE_NAME,

@@ -1,7 +1,8 @@
 """Prefect flow `detect_alerts`: the configured detection methods on the published cases_weekly -> `alerts`.
 
 Input: a warehouse root and an optional detection YAML (layered over vigila/detection.yaml);
-output: the run summary (dict). Thin on purpose: the work is `vigila.alerts.run_detection`.
+output: the run summary (dict). Thin on purpose: the work is `vigila.alerts.run_detection` (or, given a
+Dask cluster, the same computed by blocks of series on its workers: `flows.cluster`).
 Logs one `vigila.log` line per method (`event=detect method=...`) and one for the run
 (`event=detect_alerts`) through the Prefect run logger.
 """
@@ -15,7 +16,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from vigila import alerts, artifacts
+from vigila import alerts, artifacts, scale
 from vigila import log as vlog
 from vigila.pipeline import new_run_id
 
@@ -36,10 +37,20 @@ def detect(warehouse: str, config_path: str | None, run_id: str, as_of: dt.date 
 @flow(name="detect_alerts", flow_run_name=lambda: f"detect-{dt.date.today():%G-W%V}", log_prints=True,
       **failure_hooks())
 def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, as_of: dt.date | None = None,
-                  force: bool = False) -> dict:
+                  force: bool = False, cluster: str | None = None, block_series: int = scale.BLOCK_SERIES) -> dict:
+    """`cluster` (else `VIGILA_DASK_ADDRESS`): a Dask scheduler address; detection then runs by blocks of
+    series on its workers (`flows.cluster.detect_on_cluster`, `block_series` series a task) and publishes the
+    same `alerts`."""
     check_config(config_path)
-    with vlog.to_logger(get_run_logger()), vlog.stage("detect_alerts", as_of=as_of, force=force) as logged:
-        summary = detect(warehouse, config_path, str(flow_run.id or new_run_id()), as_of, force)
+    address = scale.cluster_address(cluster)
+    with vlog.to_logger(get_run_logger()), vlog.stage("detect_alerts", as_of=as_of, force=force, cluster=address) as logged:
+        run_id = str(flow_run.id or new_run_id())
+        if address:
+            from flows.cluster import detect_on_cluster
+
+            summary = detect_on_cluster(warehouse, config_path, run_id, as_of, force, address, block_series)
+        else:
+            summary = detect(warehouse, config_path, run_id, as_of, force)
         logged.update(status=summary["status"], version=summary["version"], series=summary["series"],
                       rows=summary["rows"], alarms=sum(summary["alarms"].values()))
     create_table_artifact(artifacts.detect_table(summary), key="detect-alarms",

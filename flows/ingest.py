@@ -26,7 +26,7 @@ from prefect.runtime import flow_run
 
 import connectors
 from connectors import Fetched, FetchError
-from vigila import artifacts, completeness, pipeline
+from vigila import artifacts, completeness, pipeline, scale
 from vigila import log as vlog
 from vigila.config import SourceConfig, load_source
 from vigila.readers import ReadError
@@ -71,7 +71,11 @@ def process(path: str, source: SourceConfig, run_id: str, sha: str, issue_date: 
 def publish_limit(source_id: str) -> str:
     """Name of the global concurrency limit serialising the publishes of one source; created with
     one slot if missing (an operator may create it beforehand, e.g. `prefect gcl create`)."""
-    name = f"publish-{source_id}"
+    return publish_limit_named(f"publish-{source_id}")
+
+
+def publish_limit_named(name: str) -> str:
+    """The global concurrency limit NAME, created with one slot if missing."""
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
@@ -87,10 +91,15 @@ def publish_limit(source_id: str) -> str:
 def publish(warehouse: str, source: SourceConfig, landed: pipeline.Landed, processed: pipeline.Processed, run_id: str,
             wait_seconds: float | None = None) -> dict:
     limit = publish_limit(source.id)
+    # and one lease per cases_weekly partition the file touches: two sources of one country x disease (e.g. a
+    # regional national series and a ministry's line list) publishing at once would each rebuild the partition
+    # from the revisions it read before the other's commit. All leases are taken in one call (no deadlock).
+    parts = [publish_limit_named(scale.partition_lease(*p)) for p in scale.staged_partitions(processed.harmonised)] \
+        if not processed.report.get("rejected_because") else []
     wait_seconds = PUBLISH_WAIT_SECONDS if wait_seconds is None else wait_seconds
     try:
         # strict: a missing limit would otherwise not limit anything
-        with concurrency(limit, occupy=1, timeout_seconds=wait_seconds, lease_duration=60, strict=True), \
+        with concurrency([limit, *parts], occupy=1, timeout_seconds=wait_seconds, lease_duration=60, strict=True), \
                 vlog.to_logger(get_run_logger()):
             return pipeline.publish_run(Storage.open(warehouse), source, landed, processed, run_id)
     except TimeoutError as exc:
@@ -148,7 +157,19 @@ def log_report(report: dict, epi_week: str) -> None:
 
 @flow(name="ingest_source", flow_run_name=_run_name, log_prints=True, **failure_hooks())
 def ingest_source(source_path: str, warehouse: str = "warehouse", location: str | None = None,
-                  issue_date: dt.date | None = None, force: bool = False) -> list[dict]:
+                  issue_date: dt.date | None = None, force: bool = False, cluster: str | None = None) -> list[dict]:
+    """`cluster` (else `VIGILA_DASK_ADDRESS`): a Dask scheduler address; the source's steps then run as one
+    task on a worker of that cluster (`flows.cluster`). Without one, in this process as always."""
+    if scale.cluster_address(cluster):
+        from flows.cluster import run_sources_on_cluster
+
+        return run_sources_on_cluster([source_path], warehouse, issue_date, force, cluster, location=location)[0]
+    return run_source(source_path, warehouse, location, issue_date, force)
+
+
+def run_source(source_path: str, warehouse: str, location: str | None = None, issue_date: dt.date | None = None,
+               force: bool = False) -> list[dict]:
+    """The `ingest_source` flow's work (its tasks, the run record), in a flow run or inside a task."""
     source = load_source(source_path)
     week = pipeline.epi_week_label(pipeline.resolve_issue_date(source, issue_date))
     with vlog.to_logger(get_run_logger()), vlog.stage("ingest", source=source.id, epi_week=week,

@@ -283,6 +283,22 @@ def _import_flows() -> None:
     import flows.regional  # noqa: F401
 
 
+CLUSTER = Annotated[str | None, typer.Option("--cluster", help="Dask scheduler address (e.g. tcp://10.0.0.5:8786; default: "
+                                             "$VIGILA_DASK_ADDRESS): the flows' tasks run on that cluster's workers; "
+                                             "needs a Prefect API the workers reach too")]
+
+
+def _cluster(given: str | None) -> str | None:
+    """The cluster address (option, else VIGILA_DASK_ADDRESS), after checking a Prefect API is configured."""
+    from vigila.oneoff import cluster_address, prefect_api_configured
+
+    address = cluster_address(given)
+    if address and not prefect_api_configured():
+        _fail(f"--cluster {address}: the workers report their task runs to a Prefect API; set PREFECT_API_URL "
+              "(the same for the workers) or run without a cluster")
+    return address
+
+
 FLOW = Annotated[bool | None, typer.Option("--flow/--no-flow", help="run as a Prefect flow run (default: only when a "
                                            "Prefect API is configured; without one, a flow run starts a temporary server)")]
 NO_API_HINT = ("runs are recorded in the warehouse (reports/, `vigila status`); to see them in the Prefect UI, "
@@ -311,26 +327,50 @@ def _run_source(source: Path, warehouse: str, location: str | None, issue_date: 
     return ingest_source(str(source), warehouse, location, issue_date, force)
 
 
+def _run_sources_on_cluster(sources: list[Path], warehouse: str, location: str | None, issue_date: dt.date | None,
+                            force: bool, address: str) -> list[dict]:
+    """Every source as a task on the Dask cluster at ADDRESS: one `ingest_sources` (or `ingest_source`) flow run."""
+    from vigila.config import load_source
+
+    for source in sources:
+        load_source(source)  # fail fast, with one line, before anything starts
+    _import_flows()
+    if len(sources) == 1:
+        from flows.ingest import ingest_source
+
+        return ingest_source(str(sources[0]), warehouse, location, issue_date, force, cluster=address)
+    from flows.cluster import ingest_sources
+
+    return [r for rs in ingest_sources([str(s) for s in sources], warehouse, issue_date, force, cluster=address) for r in rs]
+
+
 @app.command()
-def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
+def ingest(sources: Annotated[list[Path], typer.Argument(help="source config YAML(s)", show_default=False)],
            warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
            file: Annotated[str | None, typer.Option(help="a file, glob or folder instead of the config's location")] = None,
            issue_date: Annotated[str | None, typer.Option(help="issue date YYYY-MM-DD (default: config, else today)")] = None,
            force: Annotated[bool, typer.Option(help="re-process bytes that were already ingested")] = False,
-           flow: FLOW = None, quiet: QUIET = False) -> None:
-    """Fetch, validate, harmonise and publish SOURCE's reports (a Prefect flow run when an API is configured).
+           flow: FLOW = None, quiet: QUIET = False, cluster: CLUSTER = None) -> None:
+    """Fetch, validate, harmonise and publish each SOURCE's reports (a Prefect flow run when an API is configured;
+    with --cluster, one `ingest_sources` run whose sources are tasks on the Dask cluster).
     Exit 3 when a report is rejected (too much quarantined, nothing to publish)."""
     from vigila import pipeline
 
-    flows = _use_flows(flow)
+    address = _cluster(cluster)
+    flows = _use_flows(flow) or bool(address)
     with _user_errors():
         try:
             when = dt.date.fromisoformat(issue_date) if issue_date else None
         except ValueError:
             _fail(f"--issue-date {issue_date!r} is not a YYYY-MM-DD date")
+        if file and len(sources) > 1:
+            _fail("--file goes with one SOURCE")
         try:
             with stage_progress(quiet, prefect=flows):
-                reports = _run_source(source, warehouse, file, when, force, flows)
+                if address:
+                    reports = _run_sources_on_cluster(sources, warehouse, file, when, force, address)
+                else:
+                    reports = [r for s in sources for r in _run_source(s, warehouse, file, when, force, flows)]
         except pipeline.RunRejected as e:
             print_report(e.report)
             err.print(f"[bold red]rejected:[/] {esc(str(e))}", highlight=False, soft_wrap=True)
@@ -344,10 +384,11 @@ def ingest(source: Annotated[Path, typer.Argument(help="source config YAML")],
 
 @app.command()
 def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "warehouse", flow: FLOW = None,
-         quiet: QUIET = False) -> None:
+         quiet: QUIET = False, cluster: CLUSTER = None) -> None:
     """Ingest the bundled real reports (PAHO national dengue, Peru's line list), run detection, build the
     regional weekly summary and the bulletin of the latest week, summarise."""
-    flows = _use_flows(flow)
+    address = _cluster(cluster)
+    flows = _use_flows(flow) or bool(address)
     with _user_errors():
         if flows:
             _import_flows()
@@ -356,8 +397,13 @@ def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "war
         else:
             from vigila.oneoff import detect_alerts, regional_summary
         with stage_progress(quiet, prefect=flows):
-            reports = [r for name in DEMO_SOURCES for r in _run_source(ROOT / "sources" / name, warehouse, None, None, False, flows)]
-            detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
+            demo_sources = [ROOT / "sources" / name for name in DEMO_SOURCES]
+            if address:
+                reports = _run_sources_on_cluster(demo_sources, warehouse, None, None, False, address)
+                detection = detect_alerts(warehouse, cluster=address)   # by blocks of series on the workers
+            else:
+                reports = [r for s in demo_sources for r in _run_source(s, warehouse, None, None, False, flows)]
+                detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
             regional = regional_summary(warehouse)  # reconcile -> endemic channels -> weekly summary -> bulletin
         for r in reports:
             print_report(r)
@@ -478,11 +524,11 @@ def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write
     out.print(f"wrote {contract.write_contracts()}")
 
 
-def _deployments(sources: Path, warehouse: str, from_source: bool) -> list:
+def _deployments(sources: Path, warehouse: str, from_source: bool, cluster: str | None = None) -> list:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.deploy import deployments_for
 
-    found = deployments_for(sources, warehouse, from_source=from_source)
+    found = deployments_for(sources, warehouse, from_source=from_source, cluster=cluster)
     if not found:
         _fail(f"{sources}: no source config with a `schedule.cron`")
     return found
@@ -504,10 +550,14 @@ def _print_deployments(deployments: list, title: str, ids: list[str] | None = No
 @app.command()
 def serve(sources: Annotated[Path, typer.Option(help="folder of source configs")] = ROOT / "sources",
           warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
-          limit: Annotated[int | None, typer.Option(help="most flow runs at a time (default: no limit)")] = None) -> None:
-    """Serve every scheduled source's deployment (and detect-alerts, check-overdue) from this process until Ctrl-C."""
+          limit: Annotated[int | None, typer.Option(help="most flow runs at a time (default: no limit)")] = None,
+          cluster: CLUSTER = None) -> None:
+    """Serve every scheduled source's deployment (and detect-alerts, check-overdue) from this process until Ctrl-C.
+    With --cluster (or VIGILA_DASK_ADDRESS) the ingests and detection run their tasks on that Dask cluster."""
+    from vigila.oneoff import cluster_address
+
     with _user_errors():
-        found = _deployments(sources, warehouse, from_source=False)
+        found = _deployments(sources, warehouse, from_source=False, cluster=cluster_address(cluster))
     _print_deployments(found, f"serving {len(found)} deployments (Ctrl-C stops; schedules are paused on exit)")
     from flows.deploy import serve_all
 
@@ -517,15 +567,19 @@ def serve(sources: Annotated[Path, typer.Option(help="folder of source configs")
 @app.command()
 def deploy(work_pool: Annotated[str, typer.Option("--work-pool", help="Prefect work pool whose workers run the flows")],
            sources: Annotated[Path, typer.Option(help="folder of source configs")] = ROOT / "sources",
-           warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse") -> None:
-    """Register every scheduled source's deployment (and detect-alerts, check-overdue) on the Prefect server at PREFECT_API_URL."""
+           warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
+           cluster: CLUSTER = None) -> None:
+    """Register every scheduled source's deployment (and detect-alerts, check-overdue) on the Prefect server at PREFECT_API_URL.
+    With --cluster (or VIGILA_DASK_ADDRESS) the deployments carry that Dask scheduler address as their `cluster`."""
+    from vigila.oneoff import cluster_address
+
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
         _fail("PREFECT_API_URL is not set: point it at your Prefect server (e.g. http://127.0.0.1:4200/api); "
               "without one there is nowhere to register deployments (`vigila serve` needs no server)")
     with _user_errors():
-        found = _deployments(sources, warehouse, from_source=True)
+        found = _deployments(sources, warehouse, from_source=True, cluster=cluster_address(cluster))
         from flows.deploy import ensure_process_pool, register
 
         if ensure_process_pool(work_pool):

@@ -4,7 +4,7 @@ flows as plain calls, for `vigila ingest` / `vigila demo` when no Prefect API is
 In: a source YAML (or a warehouse) as the flows take them; out: the same reports, datasets and run records
 (`reports/<source>/last_run.json`, the `reporting` dataset) as the flows, with no server to start. Flows
 stay the unit of scheduled work (`vigila serve`, `vigila deploy`); `prefect_api_configured` says which path
-a command takes.
+a command takes, `cluster_address` whether the flows' tasks go to a Dask cluster (`flows/cluster.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,17 @@ import tomllib
 from pathlib import Path
 
 from vigila import log as vlog
+
+
+CLUSTER_ENV = "VIGILA_DASK_ADDRESS"
+"""Environment variable holding the Dask scheduler address (e.g. tcp://10.0.0.5:8786); unset or empty: no cluster."""
+
+
+def cluster_address(given: str | None = None) -> str | None:
+    """The Dask scheduler address to use: `given` (a `--cluster` option or a flow parameter), else
+    `VIGILA_DASK_ADDRESS`; None (run in this process, as without Dask) when neither is set or it is empty."""
+    address = given if given is not None else os.environ.get(CLUSTER_ENV)
+    return (address.strip() or None) if address else None
 
 
 def prefect_api_configured() -> bool:
