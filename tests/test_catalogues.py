@@ -33,7 +33,7 @@ COUNTS = {("indec", "admin1"): 24, ("indec", "admin2"): 529, ("snvs", "admin2"):
           ("divipola", "admin1"): 33, ("divipola", "admin2"): 1121,
           ("ubigeo", "admin1"): 25, ("ubigeo", "admin2"): 196, ("ubigeo", "admin3"): 1873,
           ("cut", "admin1"): 16, ("cut", "admin2"): 56, ("cut", "admin3"): 346,
-          ("inegi", "admin1"): 32, ("inec_ec", "admin1"): 24, ("inec_ec", "admin2"): 222, ("ine_gt", "admin1"): 22,
+          ("inegi", "admin1"): 32, ("inegi", "admin2"): 2478, ("inec_ec", "admin1"): 24, ("inec_ec", "admin2"): 222, ("ine_gt", "admin1"): 22,
           ("ine_gt", "admin2"): 340}
 
 
