@@ -45,6 +45,10 @@ MEXICO_STATES = {"01": "MX-AGU", "02": "MX-BCN", "03": "MX-BCS", "04": "MX-CAM",
                  "19": "MX-NLE", "20": "MX-OAX", "21": "MX-PUE", "22": "MX-QUE", "23": "MX-ROO", "24": "MX-SLP",
                  "25": "MX-SIN", "26": "MX-SON", "27": "MX-TAB", "28": "MX-TAM", "29": "MX-TLA", "30": "MX-VER",
                  "31": "MX-YUC", "32": "MX-ZAC"}
+#: graphari's edges.csv numbers Baja California Sur's Los Cabos and Loreto 03004 / 03005; INEGI's codes (and the
+#: Secretaría de Salud's catalogue, tests/fixtures/real/mex_ssa_municipios_inegi, and graphari's own
+#: 10m_wind_speed.csv header) are 03008 / 03009 (004..007 were never used): the INEGI code is kept
+MEXICO_CODE_FIXES = {"03004": "03008", "03005": "03009"}
 
 
 def row(level, code, name, parent="", iso="", accepts=None) -> dict:
@@ -166,6 +170,7 @@ def mexico(src: Path) -> None:
     for m in munis:
         state, code = f"{int(m['CVE_ENT']):02d}", f"{int(m['CVE_ENT']):02d}{int(m['CVE_MUN']):03d}"
         assert code == m["CVEGEO"], m                       # the source's key agrees with its two parts
+        code = MEXICO_CODE_FIXES.get(code, code)
         rows.append(row("admin2", code, m["NOMMUN"], state, MEXICO_STATES[state]))
     write("inegi", sorted(rows, key=lambda r: (r["level"], r["code"])))
 
