@@ -33,7 +33,7 @@ COUNTS = {("indec", "admin1"): 24, ("indec", "admin2"): 529, ("snvs", "admin2"):
           ("divipola", "admin1"): 33, ("divipola", "admin2"): 1121,
           ("ubigeo", "admin1"): 25, ("ubigeo", "admin2"): 196, ("ubigeo", "admin3"): 1873,
           ("cut", "admin1"): 16, ("cut", "admin2"): 56, ("cut", "admin3"): 346,
-          ("inegi", "admin1"): 32, ("inec_ec", "admin1"): 24, ("inec_ec", "admin2"): 222, ("ine_gt", "admin1"): 22,
+          ("inegi", "admin1"): 32, ("inegi", "admin2"): 2478, ("inec_ec", "admin1"): 24, ("inec_ec", "admin2"): 222, ("ine_gt", "admin1"): 22,
           ("ine_gt", "admin2"): 340}
 
 
@@ -311,3 +311,27 @@ def test_revisions_of_an_older_schema_get_null_admin1_columns_on_publish():
     assert new["geo_code"].to_list() == ["PE-LOR"] and new["cases"].to_list() == [3]
     assert new["admin1_code"].dtype == pl.String and new["admin1_code"].null_count() == 1
     assert pipeline._upgraded(new.lazy()).collect().equals(new)              # current data is left as it is
+
+
+# --------------------------------------------------------------------------- Mexico: the DGE's own codes
+
+MEX_SSA = REAL / "mex_ssa_municipios_inegi" / "MUNICIPIOS_extract.csv"
+
+
+def test_mexico_ssa_municipality_codes_are_inegis_by_state_and_municipality():
+    """The Secretaría de Salud's catalogue for MUNICIPIO_RES (states 01..09 of April 2020): every municipality
+    is found by (ENTIDAD, MUNICIPIO) and named alike, but two renamed since; the 99x codes name no place."""
+    from vigila import places
+
+    raw = pl.read_csv(MEX_SSA, infer_schema=False)
+    got = catalogues.resolve(raw, "CLAVE_MUNICIPIO", "inegi", "admin2", parent="CLAVE_ENTIDAD")
+    special = got["CLAVE_MUNICIPIO"].is_in(["997", "998", "999"])
+    assert got.filter(special)["geo_code"].null_count() == special.sum() == 13
+    found = got.filter(~special)
+    assert found.height == 286 and found["geo_code"].null_count() == 0
+    assert (found["geo_code"] == "MEX-" + found["CLAVE_ENTIDAD"] + found["CLAVE_MUNICIPIO"]).all()
+    assert found.filter(pl.col("CLAVE_ENTIDAD") == "03")["geo_name"].to_list() == [
+        "Comondú", "Mulegé", "La Paz", "Los Cabos", "Loreto"]                      # 03008, 03009 as INEGI
+    renamed = found.filter(places.normalise_expr(pl.col("MUNICIPIO")) != places.normalise_expr(pl.col("geo_name")))
+    assert sorted(renamed["geo_code"]) == ["MEX-07017", "MEX-08056"]              # Cintalapa, Rosario (renamed)
+    assert set(found["admin1_code"]) == {f"MX-{c}" for c in "AGU BCN BCS CAM COA COL CHP CHH CMX".split()}

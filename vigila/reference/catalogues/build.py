@@ -2,7 +2,7 @@
 
 Input: a folder holding the unpacked source packages (README.md, "Rebuild"); output: one CSV per
 national code system here, columns level, code, name, parent_code, iso_3166_2, accepts.
-Run: python vigila/reference/catalogues/build.py SOURCES_DIR   (hand-kept files are left alone)
+Run: python vigila/reference/catalogues/build.py SOURCES_DIR
 """
 
 from __future__ import annotations
@@ -37,6 +37,18 @@ ECUADOR_PROVINCES = {"01": "EC-A", "02": "EC-B", "03": "EC-F", "04": "EC-C", "05
                      "08": "EC-E", "09": "EC-G", "10": "EC-I", "11": "EC-L", "12": "EC-R", "13": "EC-M", "14": "EC-S",
                      "15": "EC-N", "16": "EC-Y", "17": "EC-P", "18": "EC-T", "19": "EC-Z", "20": "EC-W", "21": "EC-U",
                      "22": "EC-D", "23": "EC-SD", "24": "EC-SE"}
+
+#: Mexico's INEGI state numbers (clave de entidad, the alphabetical order of the AGEEML list) -> ISO 3166-2
+MEXICO_STATES = {"01": "MX-AGU", "02": "MX-BCN", "03": "MX-BCS", "04": "MX-CAM", "05": "MX-COA", "06": "MX-COL",
+                 "07": "MX-CHP", "08": "MX-CHH", "09": "MX-CMX", "10": "MX-DUR", "11": "MX-GUA", "12": "MX-GRO",
+                 "13": "MX-HID", "14": "MX-JAL", "15": "MX-MEX", "16": "MX-MIC", "17": "MX-MOR", "18": "MX-NAY",
+                 "19": "MX-NLE", "20": "MX-OAX", "21": "MX-PUE", "22": "MX-QUE", "23": "MX-ROO", "24": "MX-SLP",
+                 "25": "MX-SIN", "26": "MX-SON", "27": "MX-TAB", "28": "MX-TAM", "29": "MX-TLA", "30": "MX-VER",
+                 "31": "MX-YUC", "32": "MX-ZAC"}
+#: graphari's edges.csv numbers Baja California Sur's Los Cabos and Loreto 03004 / 03005; INEGI's codes (and the
+#: Secretaría de Salud's catalogue, tests/fixtures/real/mex_ssa_municipios_inegi, and graphari's own
+#: 10m_wind_speed.csv header) are 03008 / 03009 (004..007 were never used): the INEGI code is kept
+MEXICO_CODE_FIXES = {"03004": "03008", "03005": "03009"}
 
 
 def row(level, code, name, parent="", iso="", accepts=None) -> dict:
@@ -148,7 +160,22 @@ def guatemala(src: Path) -> None:
     write("ine_gt", sorted(rows, key=lambda r: (r["level"], r["code"])))
 
 
+def mexico(src: Path) -> None:
+    """INEGI clave geoestadística (package `graphari` 1.1.0: graphari/data/edges.csv, columns CVEGEO = state
+    2 + municipality 3, CVE_ENT, CVE_MUN, NOMGEO = state name, NOMMUN): 32 states, 2,478 municipalities
+    (INEGI's list at the end of 2024; the source's creation_week column dates each one)."""
+    munis = list(csv.DictReader(open(src / "graphari/data/edges.csv", encoding="utf-8")))
+    states = {f"{int(m['CVE_ENT']):02d}": m["NOMGEO"] for m in munis}
+    rows = [row("admin1", c, name, iso=MEXICO_STATES[c]) for c, name in sorted(states.items())]
+    for m in munis:
+        state, code = f"{int(m['CVE_ENT']):02d}", f"{int(m['CVE_ENT']):02d}{int(m['CVE_MUN']):03d}"
+        assert code == m["CVEGEO"], m                       # the source's key agrees with its two parts
+        code = MEXICO_CODE_FIXES.get(code, code)
+        rows.append(row("admin2", code, m["NOMMUN"], state, MEXICO_STATES[state]))
+    write("inegi", sorted(rows, key=lambda r: (r["level"], r["code"])))
+
+
 if __name__ == "__main__":
     source = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    for build in (argentina, brazil, colombia, peru, chile, ecuador, guatemala):
+    for build in (argentina, brazil, colombia, peru, chile, ecuador, guatemala, mexico):
         build(source)
