@@ -51,6 +51,8 @@ REGRESSION_SEEDS = [  # seeds that found a difference, replayed on every run (8 
 # 4 -- flexible gave no bound where R gives one, the earliest reference window starting at week 0
 #   (test_where_r_stops: flexible_short_history); classic gave a bound (0) where R stops on the three
 #   reference values 0, 0, 1 (b = 1, w = 1: such degenerate sets are no longer drawn, see random_methods).
+STOP_REASONS = ["history", "reference_values", "fit"]     # no_bound_reason where R stops with an error
+NA_REASONS = ["not_converged", "limit54", "quantile_overflow"]           # ... where R gives an NA bound (see NO_BOUND_REASONS)
 TOLERANCE = 1e-4     # |vigila - R| <= TOLERANCE * max(1, |R|) for bounds and expected values
 
 
@@ -326,7 +328,33 @@ def compare(r: pl.DataFrame, got: pl.DataFrame, method: Method) -> list[str]:
         if wrong.height:
             problems.append(f"{sid} {method.name}: R stops at t={wrong['t'].to_list()[:10]} "
                             f"({stopped['error'][0]}) but vigila gives bounds {wrong['upperbound_v'].to_list()[:5]}")
+    if "no_bound_reason" in got.columns:          # every null bound says why: R stops, or R's NA
+        s = r.join(got, on=["series_id", "t"], suffix="_v").filter(pl.col("upperbound_v").is_null())
+        stop = pl.col("error").fill_null("") != ""
+        wrong = s.filter(stop & ~pl.col("no_bound_reason").is_in(STOP_REASONS)
+                         | ~stop & ~pl.col("no_bound_reason").is_in(NA_REASONS))
+        if wrong.height:
+            row = wrong.row(0, named=True)
+            problems.append(f"{sid} {method.name}: {wrong.height} null bounds with a wrong reason, e.g. "
+                            f"t={row['t']}: {row['no_bound_reason']} where R {row['error'] or 'gives NA'}")
     return problems
+
+
+def week_counts(r: pl.DataFrame, got: pl.DataFrame) -> dict[str, int]:
+    """Per week of one (series, method): bounds_differ (R answered; bounds not both null nor within
+    TOLERANCE), alarms_differ (R answered and vigila's alarm is not R's; or R stops and vigila alarms),
+    stopped_null (R stops and vigila gives a null bound and no alarm, as it should)."""
+    j = r.join(got, on=["series_id", "t"], how="left", suffix="_v")
+    answered = pl.col("error").fill_null("") == ""
+    same_bound = (pl.col("upperbound").is_null() & pl.col("upperbound_v").is_null()
+                  | close(pl.col("upperbound_v"), pl.col("upperbound")).fill_null(False))
+    same_alarm = pl.col("alarm").cast(pl.Boolean).eq_missing(pl.col("alarm_v"))
+    counts = j.select((answered & ~same_bound).sum().alias("bounds_differ"),
+                      (answered & ~same_alarm | ~answered & pl.col("alarm_v").fill_null(False)).sum()
+                      .alias("alarms_differ"),
+                      (~answered & pl.col("upperbound_v").is_null() & ~pl.col("alarm_v").fill_null(False)).sum()
+                      .alias("stopped_null"))
+    return {k: int(v[0]) for k, v in counts.to_dict(as_series=False).items()}
 
 
 @dataclass
@@ -337,6 +365,7 @@ class Outcome:
     max_rel: float = 0.0              # largest |vigila - R| / max(1, |R|) of a bound
     problems: list[str] = field(default_factory=list)
     pairs: list[dict[str, Any]] = field(default_factory=list)     # the same, per (series, method)
+    reasons: list[pl.DataFrame] = field(default_factory=list)      # (method, R's error, no_bound_reason, weeks)
 
 
 def differential(series: pl.DataFrame, methods: list[Method], workdir: Path, weeks: int = 26,
@@ -370,10 +399,16 @@ def differential(series: pl.DataFrame, methods: list[Method], workdir: Path, wee
         out.stopped += rows.height - answered.height
         out.max_rel = max(out.max_rel, rel)
         out.problems += problems
+        if "no_bound_reason" in got.columns:
+            nulls = (rows.join(got, on=["series_id", "t"], suffix="_v")
+                     .filter(pl.col("upperbound").is_null() | pl.col("upperbound_v").is_null()))
+            out.reasons.append(nulls.group_by(pl.col("error").fill_null("").str.slice(0, 48).alias("r_error"),
+                                              "no_bound_reason")
+                               .agg(pl.len().alias("weeks")).with_columns(pl.lit(name).alias("method")))
         out.pairs.append({"series_id": sid, "method": name, "weeks": answered.height,
                           "stopped": rows.height - answered.height, "bounds": j.height, "max_rel": rel,
                           "alarms_r": int(answered["alarm"].fill_null(0).sum()), "differences": len(problems),
-                          "error": rows["error"].fill_null("").max()})
+                          **week_counts(rows, got), "error": rows["error"].fill_null("").max()})
     return out
 
 

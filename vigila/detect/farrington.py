@@ -1,7 +1,8 @@
 """Farrington flexible (incl. Noufaily et al. 2013) and classic Farrington, as R `surveillance` 1.20.3.
 
 Input: a long frame (series_id, t, cases[, week_start][, population]); output: one row per
-evaluated series-week with observed, expected, upperbound, alarm, method. Every GLM of every
+evaluated series-week with observed, expected, upperbound, alarm, method, no_bound_reason (why the
+upperbound is null, see NO_BOUND_REASONS; null where there is a bound). Every GLM of every
 series-week is fitted at once by batched IRLS that repeats R's `glm.fit` step for step (start
 y + 0.1, deviance criterion 1e-8, at most 25 iterations), so convergence and the fallbacks that
 depend on it (refit without trend, NA bound) are R's.
@@ -19,6 +20,8 @@ expected and no alarm (alarm false), and goes on with the other weeks (R loses t
   become NA), or an R factor that predict.glm(se.fit = TRUE) finds singular (qr.solve, tolerance 1e-7);
 - a fit that breaks down (non-finite coefficients, where glm.fit stops on NA means).
 Other NA results of R (a flexible fit that does not converge: NA bound and NA alarm) stay NA.
+Each null bound says why in `no_bound_reason` (NO_BOUND_REASONS: history, reference_values, fit where R
+stops; not_converged, limit54 where R gives NA).
 
 Numerically the fits follow R's QR where it matters: hat values by an orthogonal basis, and the batched
 normal equations hand a problem to a QR solve when a coefficient's variance inflation passes 1e6. In a
@@ -44,6 +47,33 @@ FREQ = 52
 EPS = np.finfo(float).eps
 LOG_EPS = np.log(EPS)
 CHUNK_CELLS = 4_000_000          # fits x observations per batch: bounds memory (~32 MB per array)
+
+
+NO_BOUND_REASONS = {   # no_bound_reason: why a week's upperbound is null (R's error or NA in brackets)
+    "history": "R stops: too little history for b years (flexible: the week b years back is absent or its "
+               "window starts before the series -- 'Some reference time points did not exist', 'only 0's may "
+               "be mixed with negative subscripts'; classic: no reference week at all -- 'object 'fit' not found')",
+    "reference_values": "R stops: too few reference values for the model -- one, or no more than its parameters "
+                        "(no residual degrees of freedom: NaN dispersion -- 'NAs are not allowed in subscripted "
+                        "assignments'); or a seasonal level the reference weeks lack (flexible, no_periods > 1)",
+    "fit": "R stops: the fit degenerates -- it races to a few counts among zeros (an Anscombe residual 0/0 at a "
+           "hat value of 1: 'NAs in V(mu)'; an R factor qr.solve finds singular in predict.glm) or breaks down "
+           "(non-finite coefficients)",
+    "not_converged": "R gives NA: the flexible GLM did not converge (R's fitFun returns NULL), alarm null too",
+    "limit54": "R gives NA (flexible): fewer than limit54[0] cases in the last limit54[1] weeks",
+    "quantile_overflow": "R gives NA (Noufaily): the mean's quantile exp(eta + z se) (muan) or the mean itself "
+                         "(nbPlugin) overflows to Inf -- a fit racing to few counts with a huge standard error",
+}
+_REASONS = [None, *NO_BOUND_REASONS]           # codes 1.. in the per-week arrays
+HISTORY, REFERENCE_VALUES, FIT, NOT_CONVERGED, LIMIT54, OVERFLOW = 1, 2, 3, 4, 5, 6
+
+
+def _stop_reason(stops, pw, drop) -> np.ndarray:
+    """Codes for the weeks where R stops: no reference value at all, too few for the model (no more than its
+    parameters), else a degenerate fit."""
+    n = (pw > 0).sum(axis=1)
+    few = (n <= 1) | (n <= (~drop).sum(axis=1))
+    return np.where(stops, np.where(n == 0, HISTORY, np.where(few, REFERENCE_VALUES, FIT)), 0)
 
 
 def _eval_points(s: Series, range: tuple[int, int] | None, default_start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -704,6 +734,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
     sid, k = _eval_points(s, range, FREQ * b + w + 1)
     E = len(k)
     expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
+    reason = np.full(E, HISTORY, np.int8)         # weeks left out below lack b years of history
     enough = _enough_cases(s, sid, k, limit54)
 
     def refit(X, y, pw, off, drop):
@@ -749,6 +780,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
             stops |= unseen
         eta0, se = _predict(fit, x0, off0, fit.dispersion)
         obs = s.y[s.start[ps] + pk - 1]
+        overflow = np.zeros(len(pk), bool)
         if threshold_method == "delta":
             mu0 = np.maximum(np.exp(eta0), EPS)  # predict(type = "response"): R's log linkinv is pmax(exp(eta), eps)
             up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha))
@@ -759,6 +791,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
             with np.errstate(over="ignore", invalid="ignore"):   # R: if (mu0Quantile == Inf), if (phi > 1) on NA
                 q = eta0 if threshold_method == "nbPlugin" else eta0 + stats.norm.ppf(1 - alpha) * se
                 stops |= ok & (np.isnan(q) | np.isnan(phi))
+                overflow = np.exp(q) == np.inf
         up = np.where(ok & ~stops & np.isfinite(up), up, np.nan)
         good = enough[idx] & ~np.isnan(up)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -766,10 +799,16 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
         upper[idx] = np.where(good, up, np.nan)
         expected[idx] = np.where(good, mean, np.nan)
         alarm[idx] = np.where(ok | stops, good & (score > 1) & (obs != 0), np.nan)
+        code = _stop_reason(stops, pw, drop)
+        if no_periods > 1:                       # the current season's level absent from the reference weeks
+            code = np.where(unseen & (code == FIT), REFERENCE_VALUES, code)
+        code = np.where(stops, code, np.where(~ok, NOT_CONVERGED, np.where(~enough[idx], LIMIT54,
+                                                                          np.where(overflow, OVERFLOW, FIT))))
+        reason[idx] = np.where(good, 0, code)
 
     width = b * (2 * w + 1) + w if no_periods == 1 else FREQ * b + w + 1
     _run_parts(part, E, width * (no_periods + 1))
-    return _frame(s, sid, k, expected, upper, alarm, "farrington_flexible")
+    return _frame(s, sid, k, expected, upper, alarm, "farrington_flexible", reason)
 
 
 def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, reweight: bool = True,
@@ -791,6 +830,7 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
     sid, k = _eval_points(s, range, FREQ * b - w)
     E = len(k)
     expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
+    reason = np.zeros(E, np.int8)
     enough = _enough_cases(s, sid, k, limit54)
 
     def refit(X, y, pw, off, drop):
@@ -811,6 +851,7 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
                                                       decides=np.ones(len(pk), bool))
         stops |= np.isnan(phi) | (pw.sum(axis=1) == 0)   # predict.glm(dispersion = NaN) stops; no data at all
         stops = _final_se_stops(fit, X, drop, pk.astype(float), stops)     # R's wtime is the week index
+        code = _stop_reason(stops, pw, drop)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             eta0, se = _predict(fit, x0, off0, phi)      # algo.farrington predicts with dispersion = phi
             mu0 = np.maximum(np.exp(eta0), EPS)          # R's log linkinv: pmax(exp(eta), eps)
@@ -820,11 +861,12 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(en, (obs - mu0) / (up - mu0), 0.0)
         upper[sl] = np.where(stops, np.nan, np.where(en, up, 0.0))
+        reason[sl] = np.where(np.isnan(upper[sl]), np.where(code > 0, code, FIT), 0)
         expected[sl] = np.where(stops, np.nan, mu0)
         alarm[sl] = np.where(stops, 0.0, np.where(np.isnan(score), np.nan, score > 1))
 
     _run_parts(part, E, b * (2 * w + 1) * 2)
-    return _frame(s, sid, k, expected, upper, alarm, "farrington")
+    return _frame(s, sid, k, expected, upper, alarm, "farrington", reason)
 
 
 def _check(*, b, w, alpha, powertrans, limit54):
@@ -838,7 +880,7 @@ def _check(*, b, w, alpha, powertrans, limit54):
         raise ValueError("limit54 must be (cases >= 0, weeks > 0)")
 
 
-def _frame(s: Series, sid, k, expected, upper, alarm, method) -> pl.DataFrame:
+def _frame(s: Series, sid, k, expected, upper, alarm, method, reason) -> pl.DataFrame:
     pos = s.start[sid] + k - 1
     days = s.days[pos] if s.days is not None else np.full(len(k), None)
     return pl.DataFrame({
@@ -850,4 +892,5 @@ def _frame(s: Series, sid, k, expected, upper, alarm, method) -> pl.DataFrame:
         "upperbound": pl.Series(upper, dtype=pl.Float64).fill_nan(None),
         "alarm": pl.Series(alarm, dtype=pl.Float64).fill_nan(None).cast(pl.Boolean),
         "method": pl.Series([method] * len(k), dtype=pl.String),
+        "no_bound_reason": pl.Series(np.asarray(_REASONS, dtype=object)[reason].tolist(), dtype=pl.String),
     })
