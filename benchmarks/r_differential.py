@@ -174,12 +174,12 @@ def write_markdown(path: Path, summary: pl.DataFrame, data: pl.DataFrame, series
         "",
         "## Null bounds: R's error or NA, and vigila's `no_bound_reason`",
         "",
-        "Weeks where either side has no bound (R's error message cut at 48 characters; empty: R gives NA "
-        "without an error; see `vigila/detect/farrington.py` NO_BOUND_REASONS).",
+        "Weeks where either side has no bound (R's error message cut at 48 characters, or R's NA, or R's bound "
+        "where vigila has none; see `vigila/detect/farrington.py` NO_BOUND_REASONS).",
         "",
         "| method | R | vigila's no_bound_reason | weeks |",
         "|---|---|---|---:|",
-        *(f"| {r['method']} | {r['r_error'] or '(NA)'} | {r['no_bound_reason'] or '(a bound)'} | {r['weeks']} |"
+        *(f"| {r['method']} | {r['r_error']} | {r['no_bound_reason'] or '(a bound)'} | {r['weeks']} |"
           for r in reasons.iter_rows(named=True)),
         "",
         "## Differences",

@@ -336,7 +336,8 @@ def compare(r: pl.DataFrame, got: pl.DataFrame, method: Method) -> list[str]:
         if wrong.height:
             row = wrong.row(0, named=True)
             problems.append(f"{sid} {method.name}: {wrong.height} null bounds with a wrong reason, e.g. "
-                            f"t={row['t']}: {row['no_bound_reason']} where R {row['error'] or 'gives NA'}")
+                            f"t={row['t']}: {row['no_bound_reason']} where R "
+                            f"{row['error'] or 'gives ' + str(row['upperbound'] if row['upperbound'] is not None else 'NA')}")
     return problems
 
 
@@ -402,8 +403,9 @@ def differential(series: pl.DataFrame, methods: list[Method], workdir: Path, wee
         if "no_bound_reason" in got.columns:
             nulls = (rows.join(got, on=["series_id", "t"], suffix="_v")
                      .filter(pl.col("upperbound").is_null() | pl.col("upperbound_v").is_null()))
-            out.reasons.append(nulls.group_by(pl.col("error").fill_null("").str.slice(0, 48).alias("r_error"),
-                                              "no_bound_reason")
+            r_said = (pl.when(pl.col("error").fill_null("") != "").then(pl.col("error").str.slice(0, 48))
+                      .when(pl.col("upperbound").is_null()).then(pl.lit("(NA)")).otherwise(pl.lit("(a bound)")))
+            out.reasons.append(nulls.group_by(r_said.alias("r_error"), "no_bound_reason")
                                .agg(pl.len().alias("weeks")).with_columns(pl.lit(name).alias("method")))
         out.pairs.append({"series_id": sid, "method": name, "weeks": answered.height,
                           "stopped": rows.height - answered.height, "bounds": j.height, "max_rel": rel,

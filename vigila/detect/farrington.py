@@ -69,11 +69,12 @@ HISTORY, REFERENCE_VALUES, FIT, NOT_CONVERGED, LIMIT54, OVERFLOW = 1, 2, 3, 4, 5
 
 
 def _stop_reason(stops, pw, drop) -> np.ndarray:
-    """Codes for the weeks where R stops: no reference value at all, too few for the model (no more than its
-    parameters), else a degenerate fit."""
+    """Codes for the weeks where R stops -- no reference value at all, too few for the model (no more than its
+    parameters), else a degenerate fit -- and for those with too few reference values whatever else happens
+    (R stops on them before its limit54 test; vigila may only see NaN there)."""
     n = (pw > 0).sum(axis=1)
     few = (n <= 1) | (n <= (~drop).sum(axis=1))
-    return np.where(stops, np.where(n == 0, HISTORY, np.where(few, REFERENCE_VALUES, FIT)), 0)
+    return np.where(stops | few, np.where(n == 0, HISTORY, np.where(few, REFERENCE_VALUES, FIT)), 0)
 
 
 def _eval_points(s: Series, range: tuple[int, int] | None, default_start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -802,7 +803,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
         code = _stop_reason(stops, pw, drop)
         if no_periods > 1:                       # the current season's level absent from the reference weeks
             code = np.where(unseen & (code == FIT), REFERENCE_VALUES, code)
-        code = np.where(stops, code, np.where(~ok, NOT_CONVERGED, np.where(~enough[idx], LIMIT54,
+        code = np.where(code > 0, code, np.where(~ok, NOT_CONVERGED, np.where(~enough[idx], LIMIT54,
                                                                           np.where(overflow, OVERFLOW, FIT))))
         reason[idx] = np.where(good, 0, code)
 
