@@ -1,7 +1,8 @@
 """Farrington flexible (incl. Noufaily et al. 2013) and classic Farrington, as R `surveillance` 1.20.3.
 
 Input: a long frame (series_id, t, cases[, week_start][, population]); output: one row per
-evaluated series-week with observed, expected, upperbound, alarm, method. Every GLM of every
+evaluated series-week with observed, expected, upperbound, alarm, method, no_bound_reason (why the
+upperbound is null, see NO_BOUND_REASONS; null where there is a bound). Every GLM of every
 series-week is fitted at once by batched IRLS that repeats R's `glm.fit` step for step (start
 y + 0.1, deviance criterion 1e-8, at most 25 iterations), so convergence and the fallbacks that
 depend on it (refit without trend, NA bound) are R's.
@@ -15,8 +16,18 @@ expected and no alarm (alarm false), and goes on with the other weeks (R loses t
   residuals are NaN), or as many as parameters (no residual degrees of freedom: NaN dispersion, which
   R's reweighting, classic Farrington's predict(dispersion = phi) and the Noufaily thresholds stop on;
   the trend test stops when b >= 3 and its p-value is NaN);
+- a fit racing to a few counts among zeros: an Anscombe residual 0/0 at a hat value of 1 (R's weights
+  become NA), or an R factor that predict.glm(se.fit = TRUE) finds singular (qr.solve, tolerance 1e-7);
 - a fit that breaks down (non-finite coefficients, where glm.fit stops on NA means).
 Other NA results of R (a flexible fit that does not converge: NA bound and NA alarm) stay NA.
+Each null bound says why in `no_bound_reason` (NO_BOUND_REASONS: history, reference_values, fit where R
+stops; not_converged, limit54 where R gives NA).
+
+Numerically the fits follow R's QR where it matters: hat values by an orthogonal basis, and the batched
+normal equations hand a problem to a QR solve when a coefficient's variance inflation passes 1e6. In a
+fit racing to a single count among zeros with only a few reference values, whether R stops can still
+hang on rounding (a hat value within 1e-14 of 1); there vigila and R may differ (one week of 240,547
+compared on R's weekly datasets: measlesDE/Hamburg t = 53, classic, four reference values 1, 0, 0, 0).
 """
 
 from __future__ import annotations
@@ -36,6 +47,34 @@ FREQ = 52
 EPS = np.finfo(float).eps
 LOG_EPS = np.log(EPS)
 CHUNK_CELLS = 4_000_000          # fits x observations per batch: bounds memory (~32 MB per array)
+
+
+NO_BOUND_REASONS = {   # no_bound_reason: why a week's upperbound is null (R's error or NA in brackets)
+    "history": "R stops: too little history for b years (flexible: the week b years back is absent or its "
+               "window starts before the series -- 'Some reference time points did not exist', 'only 0's may "
+               "be mixed with negative subscripts'; classic: no reference week at all -- 'object 'fit' not found')",
+    "reference_values": "R stops: too few reference values for the model -- one, or no more than its parameters "
+                        "(no residual degrees of freedom: NaN dispersion -- 'NAs are not allowed in subscripted "
+                        "assignments'); or a seasonal level the reference weeks lack (flexible, no_periods > 1)",
+    "fit": "R stops: the fit degenerates -- it races to a few counts among zeros (an Anscombe residual 0/0 at a "
+           "hat value of 1: 'NAs in V(mu)'; an R factor qr.solve finds singular in predict.glm) or breaks down "
+           "(non-finite coefficients)",
+    "not_converged": "R gives NA: the flexible GLM did not converge (R's fitFun returns NULL), alarm null too",
+    "limit54": "R gives NA (flexible): fewer than limit54[0] cases in the last limit54[1] weeks",
+    "quantile_overflow": "R gives NA (Noufaily): the mean's quantile exp(eta + z se) (muan) or the mean itself "
+                         "(nbPlugin) overflows to Inf -- a fit racing to few counts with a huge standard error",
+}
+_REASONS = [None, *NO_BOUND_REASONS]           # codes 1.. in the per-week arrays
+HISTORY, REFERENCE_VALUES, FIT, NOT_CONVERGED, LIMIT54, OVERFLOW = 1, 2, 3, 4, 5, 6
+
+
+def _stop_reason(stops, pw, drop) -> np.ndarray:
+    """Codes for the weeks where R stops -- no reference value at all, too few for the model (no more than its
+    parameters), else a degenerate fit -- and for those with too few reference values whatever else happens
+    (R stops on them before its limit54 test; vigila may only see NaN there)."""
+    n = (pw > 0).sum(axis=1)
+    few = (n <= 1) | (n <= (~drop).sum(axis=1))
+    return np.where(stops | few, np.where(n == 0, HISTORY, np.where(few, REFERENCE_VALUES, FIT)), 0)
 
 
 def _eval_points(s: Series, range: tuple[int, int] | None, default_start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -366,21 +405,38 @@ def _hat(fit: Fit, X) -> np.ndarray:
     column whose norm falls below 1e-11 of its own being left out as aliased (glm.fit's tolerance), and
     like lm.influence a value above 1 - 10 eps is 1. The orthogonal basis keeps a hat value near 1 (a fit
     racing to one count among zeros) as accurate as R's, which (X'WX)^-1 would not."""
+    hat = sum(q * q for q in _orthogonal(fit, X)[0])
+    return np.where(hat > 1 - 10 * EPS, 1.0, hat)
+
+
+def _orthogonal(fit: Fit, X, shift: np.ndarray | None = None):
+    """Gram-Schmidt (twice) on the columns of sqrt(W) X, the trend moved by `shift` (per problem): the
+    orthonormal columns (zero for a column glm.fit's tolerance 1e-11 finds aliased) and, per problem and
+    column, its norm once the earlier columns are projected out relative to its own norm."""
     sw = np.sqrt(fit.w)
     basis: list[np.ndarray] = []
-    hat = np.zeros_like(fit.w)
+    ratio = np.zeros((sw.shape[0], X.shape[0]))
     for p in range(X.shape[0]):
-        v = sw if p == 0 else sw * X[p]
+        v = sw if p == 0 else sw * (X[p] + shift[:, None] if p == 1 and shift is not None else X[p])
         size = np.sqrt(np.einsum("el,el->e", v, v))
         for _ in range(2):
             for q in basis:
                 v = v - np.einsum("el,el->e", q, v)[:, None] * q
         norm = np.sqrt(np.einsum("el,el->e", v, v))
         keep = (norm > 1e-11 * size) & (size > 0)
-        q = np.where(keep[:, None], v / np.where(keep, norm, 1.0)[:, None], 0.0)
-        basis.append(q)
-        hat += q * q
-    return np.where(hat > 1 - 10 * EPS, 1.0, hat)
+        basis.append(np.where(keep[:, None], v / np.where(keep, norm, 1.0)[:, None], 0.0))
+        ratio[:, p] = np.where(size > 0, norm / np.where(size > 0, size, 1.0), 1.0)
+    return basis, ratio
+
+
+@_quiet
+def _se_stops(fit: Fit, X, drop, shift) -> np.ndarray:
+    """Where predict.glm(se.fit = TRUE) stops: it inverts the fit's R factor by qr.solve, whose tolerance 1e-7
+    finds it singular when a column's norm, once the earlier ones are projected out, is below 1e-7 of its own
+    (yet above glm.fit's 1e-11, which would have aliased it) -- a fit racing to a few counts among zeros.
+    `shift` moves vigila's trend (weeks from the current week) to R's wtime, whose origin counts here."""
+    _, ratio = _orthogonal(fit, X, np.where(drop[:, 1], 0.0, shift))
+    return ((ratio < 1e-7) & (ratio >= 1e-11) & ~drop).any(axis=1)
 
 
 def _reweights(fit: Fit, X, y, pw, phi, threshold):
@@ -589,15 +645,23 @@ def _classic_design(s: Series, sid, k, *, b, w):
 
 
 # ---------------------------------------------------------------- the two algorithms
-def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops, *, p_threshold, b, refit, decides):
+def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops, *, p_threshold, b, refit, decides,
+                    se_shift=None):
     """algo.farrington.glm: keep the trend only if significant, b >= 3 and no extrapolation;
-    otherwise refit without it. Returns (fit, phi, ok, stops) for every problem.
+    otherwise refit without it.
 
     R stops here when the trend is aliased (one observation of positive weight: its coefficient is NA
     and summary.glm has no row for it) and when `b >= 3 && significant && noExtrapolation` is NA (a
     NaN p-value, no residual df; or a NaN prediction) rather than FALSE. `decides`: the problems whose
-    model reaches the decision (flexible: not those whose fitFun returned NULL)."""
+    model reaches the decision (flexible: not those whose fitFun returned NULL). `se_shift` (flexible, whose
+    decision predicts with se.fit = TRUE): R's wtime minus vigila's trend, for `_se_stops`.
+
+    Returns (fit, phi, ok, stops, X, drop), X and drop those of each problem's final model."""
     has = ~drop[:, 1] & ~stops & decides
+    if se_shift is not None and has.any():
+        stops = stops.copy()
+        stops[has] |= _se_stops(_subset(fit, has), X[:, has], drop[has], se_shift[has])
+        has &= ~stops
     eta0, _ = _predict(fit, x0, off0, fit.dispersion)
     ymax = np.where(pw > 0, y, -np.inf).max(axis=1)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -611,7 +675,7 @@ def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops, *, p_thr
     stops = stops | (has & (aliased | undecided))
     redo = has & ~keep & ~stops
     if not redo.any():
-        return fit, phi, ok, stops
+        return fit, phi, ok, stops, X, drop
     X2 = X[:, redo].copy()
     X2[1] = 0.0
     d2 = drop[redo].copy()
@@ -622,7 +686,23 @@ def _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops, *, p_thr
     phi[redo] = phi2
     ok[redo] &= ok2
     stops[redo] |= stops2
-    return fit, phi, ok, stops
+    X, drop = X.copy(), drop.copy()
+    X[1, redo], drop[redo, 1] = 0.0, True
+    return fit, phi, ok, stops, X, drop
+
+
+def _subset(fit: Fit, mask: np.ndarray) -> Fit:
+    return Fit(*(getattr(fit, name)[mask] for name in ("beta", "cov", "mu", "w", "dispersion", "df", "converged",
+                                                       "resid")))
+
+
+def _final_se_stops(fit: Fit, X, drop, shift, stops) -> np.ndarray:
+    """stops | `_se_stops` for the models of more than one column (an intercept alone never stops there)."""
+    check = ~stops & ((~drop).sum(axis=1) > 1)
+    if check.any():
+        stops = stops.copy()
+        stops[check] |= _se_stops(_subset(fit, check), X[:, check], drop[check], shift[check])
+    return stops
 
 
 def _run_parts(part, n: int, width: int) -> None:
@@ -655,6 +735,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
     sid, k = _eval_points(s, range, FREQ * b + w + 1)
     E = len(k)
     expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
+    reason = np.full(E, HISTORY, np.int8)         # weeks left out below lack b years of history
     enough = _enough_cases(s, sid, k, limit54)
 
     def refit(X, y, pw, off, drop):
@@ -662,6 +743,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
                                                fallback=False, keep_weights=True)
         return fit, phi, drop, ok, X, stops | ~ok      # R predicts from the NULL model and stops
 
+    @_quiet                                      # degenerate weeks are NaN, read as R's NA or stop
     def part(sl: slice) -> None:
         ps, pk = sid[sl], k[sl]
         ref = _reference_weeks(s, ps, pk, b)
@@ -688,12 +770,18 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
             x0[no_first & (first == X.shape[0] - 1), -1] = 0.0   # the current season is the baseline
         fit, phi, drop, ok, X, stops = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=weights_threshold,
                                                fallback=trend, keep_weights=True)
-        fit, phi, ok, stops = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops,
-                                              p_threshold=p_threshold_trend, b=b, refit=refit, decides=ok)
+        # R's wtime: the week index, or for a date-based series weeks since the earliest week in the model
+        shift = pk.astype(float) if s.days is None else -np.where(pw > 0, X[1], np.inf).min(axis=1)
+        shift = np.where(np.isfinite(shift), shift, 0.0)
+        fit, phi, ok, stops, X, drop = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops,
+                                                       p_threshold=p_threshold_trend, b=b, refit=refit,
+                                                       decides=ok, se_shift=shift)
+        stops = stops | (ok & _final_se_stops(fit, X, drop, shift, stops | ~ok))    # the final predict.glm
         if no_periods > 1:
             stops |= unseen
         eta0, se = _predict(fit, x0, off0, fit.dispersion)
         obs = s.y[s.start[ps] + pk - 1]
+        overflow = np.zeros(len(pk), bool)
         if threshold_method == "delta":
             mu0 = np.maximum(np.exp(eta0), EPS)  # predict(type = "response"): R's log linkinv is pmax(exp(eta), eps)
             up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha))
@@ -704,6 +792,7 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
             with np.errstate(over="ignore", invalid="ignore"):   # R: if (mu0Quantile == Inf), if (phi > 1) on NA
                 q = eta0 if threshold_method == "nbPlugin" else eta0 + stats.norm.ppf(1 - alpha) * se
                 stops |= ok & (np.isnan(q) | np.isnan(phi))
+                overflow = np.exp(q) == np.inf
         up = np.where(ok & ~stops & np.isfinite(up), up, np.nan)
         good = enough[idx] & ~np.isnan(up)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -711,10 +800,16 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
         upper[idx] = np.where(good, up, np.nan)
         expected[idx] = np.where(good, mean, np.nan)
         alarm[idx] = np.where(ok | stops, good & (score > 1) & (obs != 0), np.nan)
+        code = _stop_reason(stops, pw, drop)
+        if no_periods > 1:                       # the current season's level absent from the reference weeks
+            code = np.where(unseen & (code == FIT), REFERENCE_VALUES, code)
+        code = np.where(code > 0, code, np.where(~ok, NOT_CONVERGED, np.where(~enough[idx], LIMIT54,
+                                                                          np.where(overflow, OVERFLOW, FIT))))
+        reason[idx] = np.where(good, 0, code)
 
     width = b * (2 * w + 1) + w if no_periods == 1 else FREQ * b + w + 1
     _run_parts(part, E, width * (no_periods + 1))
-    return _frame(s, sid, k, expected, upper, alarm, "farrington_flexible")
+    return _frame(s, sid, k, expected, upper, alarm, "farrington_flexible", reason)
 
 
 def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, reweight: bool = True,
@@ -730,17 +825,19 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
 
     Null upperbound and expected, alarm false, where R stops with an error (see the module docstring):
     no reference week at all (too little history), a single reference value, no residual degrees of
-    freedom, a fit that breaks down."""
+    freedom, a fit racing to a few counts among zeros, a fit that breaks down."""
     _check(b=b, w=w, alpha=alpha, powertrans=powertrans, limit54=limit54)
     s = to_arrays(frame)
     sid, k = _eval_points(s, range, FREQ * b - w)
     E = len(k)
     expected, upper, alarm = np.full(E, np.nan), np.full(E, np.nan), np.zeros(E)
+    reason = np.zeros(E, np.int8)
     enough = _enough_cases(s, sid, k, limit54)
 
     def refit(X, y, pw, off, drop):
         return fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0, fallback=False)
 
+    @_quiet                                      # degenerate weeks are NaN, read as R's NA or stop
     def part(sl: slice) -> None:
         ps, pk = sid[sl], k[sl]
         X, y, pw, off, x0, off0 = _classic_design(s, ps, pk, b=b, w=w)
@@ -750,9 +847,12 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
             X[1] = 0.0
         fit, phi, drop, ok, X, stops = fit_glm(X, y, pw, off, drop, reweight=reweight, threshold=1.0,
                                                fallback=trend)
-        fit, phi, _, stops = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops, p_threshold=0.05,
-                                             b=b, refit=refit, decides=np.ones(len(pk), bool))
+        fit, phi, _, stops, X, drop = _trend_decision(X, y, pw, off, drop, x0, off0, fit, phi, ok, stops,
+                                                      p_threshold=0.05, b=b, refit=refit,
+                                                      decides=np.ones(len(pk), bool))
         stops |= np.isnan(phi) | (pw.sum(axis=1) == 0)   # predict.glm(dispersion = NaN) stops; no data at all
+        stops = _final_se_stops(fit, X, drop, pk.astype(float), stops)     # R's wtime is the week index
+        code = _stop_reason(stops, pw, drop)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             eta0, se = _predict(fit, x0, off0, phi)      # algo.farrington predicts with dispersion = phi
             mu0 = np.maximum(np.exp(eta0), EPS)          # R's log linkinv: pmax(exp(eta), eps)
@@ -762,11 +862,12 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(en, (obs - mu0) / (up - mu0), 0.0)
         upper[sl] = np.where(stops, np.nan, np.where(en, up, 0.0))
+        reason[sl] = np.where(np.isnan(upper[sl]), np.where(code > 0, code, FIT), 0)
         expected[sl] = np.where(stops, np.nan, mu0)
         alarm[sl] = np.where(stops, 0.0, np.where(np.isnan(score), np.nan, score > 1))
 
     _run_parts(part, E, b * (2 * w + 1) * 2)
-    return _frame(s, sid, k, expected, upper, alarm, "farrington")
+    return _frame(s, sid, k, expected, upper, alarm, "farrington", reason)
 
 
 def _check(*, b, w, alpha, powertrans, limit54):
@@ -780,7 +881,7 @@ def _check(*, b, w, alpha, powertrans, limit54):
         raise ValueError("limit54 must be (cases >= 0, weeks > 0)")
 
 
-def _frame(s: Series, sid, k, expected, upper, alarm, method) -> pl.DataFrame:
+def _frame(s: Series, sid, k, expected, upper, alarm, method, reason) -> pl.DataFrame:
     pos = s.start[sid] + k - 1
     days = s.days[pos] if s.days is not None else np.full(len(k), None)
     return pl.DataFrame({
@@ -792,4 +893,5 @@ def _frame(s: Series, sid, k, expected, upper, alarm, method) -> pl.DataFrame:
         "upperbound": pl.Series(upper, dtype=pl.Float64).fill_nan(None),
         "alarm": pl.Series(alarm, dtype=pl.Float64).fill_nan(None).cast(pl.Boolean),
         "method": pl.Series([method] * len(k), dtype=pl.String),
+        "no_bound_reason": pl.Series(np.asarray(_REASONS, dtype=object)[reason].tolist(), dtype=pl.String),
     })
