@@ -614,9 +614,13 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
            top: Annotated[int, typer.Option(help="alarms to list")] = 10,
            quiet: QUIET = False) -> None:
     """Run an aberration-detection method over every series of INPUT (no Prefect)."""
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")   # before numpy's import: blocks reuse memory (recycle_memory)
     import polars as pl
 
     from vigila.detect import registry
+    from vigila.detect.arrays import recycle_memory
+
+    recycle_memory()
 
     kind, out_kind = _table_format(input_file, "--input"), _table_format(output, "--output")
     try:
@@ -680,6 +684,21 @@ def _parquet_slices(path: Path):
     return slices()
 
 
+def _arrow_block(block, runs):
+    """A result block as an Arrow table for the Parquet writer: series_id and method dictionary-encoded from their
+    runs (one per series; one method), the other columns as polars exports them."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    table = block.to_arrow(compat_level=pl.CompatLevel.oldest())
+    for name, r in (("series_id", runs), ("method", block.select(pl.col("method").rle()).unnest("method"))):
+        codes = pa.array(np.repeat(np.arange(r.height, dtype=np.int32), r["len"].to_numpy()))
+        words = r["value"].cast(pl.String).to_arrow(compat_level=pl.CompatLevel.oldest())
+        table = table.set_column(table.column_names.index(name), name, pa.DictionaryArray.from_arrays(codes, words))
+    return table
+
+
 def _detect_to_file(source, output: Path, out_kind: str, method: str, params: dict, span, gaps: str, top: int) -> dict:
     """`registry.detect_blocks` written block by block to `output` (via a temporary file beside it, renamed when
     complete; a writer thread encodes one block while the next is detected); returns the counts for the
@@ -698,13 +717,15 @@ def _detect_to_file(source, output: Path, out_kind: str, method: str, params: di
     newest = [pl.col("week_start"), pl.col("t")]
     state: dict = {}
 
-    def write(block: pl.DataFrame) -> None:
+    def write(block: pl.DataFrame, runs: pl.DataFrame) -> None:
         if out_kind == "parquet":
             import pyarrow.parquet as pq
 
-            table = block.to_arrow(compat_level=pl.CompatLevel.oldest())   # large_string: any Parquet reader
-            if "writer" not in state:
-                state["writer"] = pq.ParquetWriter(partial, table.schema, compression="zstd")
+            table = _arrow_block(block, runs)
+            if "writer" not in state:      # the text columns arrive dictionary-encoded (nothing to hash); no Arrow
+                state["writer"] = pq.ParquetWriter(   # schema stored: readers see plain text, not categoricals
+                    partial, table.schema, compression="snappy", use_dictionary=[c for c in ("series_id", "method")
+                                                                                 if c in table.column_names], store_schema=False)
             state["writer"].write_table(table, row_group_size=1 << 20)
         else:               # series ids come from the user's file: no formula reaches a spreadsheet
             if "file" not in state:
@@ -716,7 +737,8 @@ def _detect_to_file(source, output: Path, out_kind: str, method: str, params: di
         with ThreadPoolExecutor(1) as pool:
             pending = None
             for block in registry.detect_blocks(source, method, params, span, gaps):
-                counts["series"] += block["series_id"].n_unique()
+                runs = block.select(pl.col("series_id").rle()).unnest("series_id")    # a block: whole series in order
+                counts["series"] += runs.height
                 counts["rows"] += block.height
                 counts["bounded"] += block["upperbound"].is_not_null().sum()
                 alarms = block.filter(pl.col("alarm").fill_null(False))
@@ -725,7 +747,7 @@ def _detect_to_file(source, output: Path, out_kind: str, method: str, params: di
                     latest.append(alarms.sort(newest, descending=True, nulls_last=True, maintain_order=True).head(top))
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(write, block)
+                pending = pool.submit(write, block, runs)
             if pending is not None:
                 pending.result()
         if "writer" in state:
