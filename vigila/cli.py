@@ -691,11 +691,12 @@ def _arrow_block(block, runs):
     import polars as pl
     import pyarrow as pa
 
-    table = block.to_arrow(compat_level=pl.CompatLevel.oldest())
-    for name, r in (("series_id", runs), ("method", block.select(pl.col("method").rle()).unnest("method"))):
+    text = {"series_id": runs, "method": block.select(pl.col("method").rle()).unnest("method")}
+    table = block.drop(*text).to_arrow(compat_level=pl.CompatLevel.oldest())
+    for name, r in text.items():
         codes = pa.array(np.repeat(np.arange(r.height, dtype=np.int32), r["len"].to_numpy()))
         words = r["value"].cast(pl.String).to_arrow(compat_level=pl.CompatLevel.oldest())
-        table = table.set_column(table.column_names.index(name), name, pa.DictionaryArray.from_arrays(codes, words))
+        table = table.add_column(block.columns.index(name), name, pa.DictionaryArray.from_arrays(codes, words))
     return table
 
 
@@ -724,8 +725,8 @@ def _detect_to_file(source, output: Path, out_kind: str, method: str, params: di
             table = _arrow_block(block, runs)
             if "writer" not in state:      # the text columns arrive dictionary-encoded (nothing to hash); no Arrow
                 state["writer"] = pq.ParquetWriter(   # schema stored: readers see plain text, not categoricals
-                    partial, table.schema, compression="snappy", use_dictionary=[c for c in ("series_id", "method")
-                                                                                 if c in table.column_names], store_schema=False)
+                    partial, table.schema, compression="snappy", use_dictionary=["series_id", "method"], store_schema=False,
+                    write_statistics=["series_id", "t", "week_start"])     # min/max where a reader filters
             state["writer"].write_table(table, row_group_size=1 << 20)
         else:               # series ids come from the user's file: no formula reaches a spreadsheet
             if "file" not in state:

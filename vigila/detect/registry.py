@@ -253,23 +253,27 @@ def _as_prepared(df: pl.DataFrame, gaps: str) -> pl.DataFrame | None:
     if any(df.select(pl.col(c).null_count() for c in keys).row(0)):
         return None
     sid = _ids(df)
-    same = (sid == sid.shift(1)) if "series_id" in cols else pl.int_range(pl.len()) > 0   # row continues a series
-    ok = [pl.col("cases").min() >= 0]
-    if has_t:
-        ok += [pl.col("t").min() >= 1, (~same | (pl.col("t").diff() == 1)).all()]
-    if has_w:
-        ok += [(~same | (pl.col("week_start").diff().dt.total_days() == 7)).all()]
-    if not all(df.select(pl.all_horizontal(ok).fill_null(False)).row(0)):
+    lengths = (df.select(sid.rle().struct.field("len")).to_series().to_numpy().astype(np.int64)
+               if "series_id" in cols else np.array([df.height], np.int64))
+    starts = np.cumsum(lengths) - lengths
+    bounds = df.select(pl.col("cases").min().alias("c0"), pl.col("cases").max().alias("c1"),
+                       *([pl.col("t").min().alias("t0"), pl.col("t").max().alias("t1")] if has_t else [])).row(0, named=True)
+    exact = 2 ** 53                                       # prepare casts through Float64: the same integers below this
+    if bounds["c0"] < 0 or bounds["c1"] >= exact or (has_t and (bounds["t0"] < 1 or bounds["t1"] >= exact)):
         return None
+    for name, step in (("t", 1), ("week_start", 7)):      # within a series: consecutive weeks (numpy, no text compare)
+        if name in cols:
+            values = df[name].cast(pl.Int64).to_numpy()
+            diff = np.diff(values)
+            diff[starts[1:] - 1] = step                   # a new series may start anywhere
+            if not (diff == step).all():
+                return None
     if gaps == "consecutive" or not has_t:                  # t = 1.. in each series
-        lengths = (df.select(sid.rle().struct.field("len")).to_series().to_numpy().astype(np.int64)
-                   if "series_id" in cols else np.array([df.height], np.int64))
-        starts = np.cumsum(lengths) - lengths
         t = pl.lit(pl.Series("t", np.arange(df.height, dtype=np.int64) - np.repeat(starts, lengths) + 1))
     else:
-        t = pl.col("t").cast(pl.Float64).cast(pl.Int64)
+        t = pl.col("t").cast(pl.Int64)
     return df.select(sid.alias("series_id"), t.alias("t"),
-                     pl.col("cases").cast(pl.Float64).cast(pl.Int64), *(["week_start"] if has_w else []),
+                     pl.col("cases").cast(pl.Int64), *(["week_start"] if has_w else []),
                      *(["population"] if "population" in cols else []))
 
 
