@@ -149,11 +149,12 @@ def test_blocks_equal_the_whole_frame_result(method, params, span):
     assert pl.concat(stream).equals(want)
 
 
-@pytest.mark.parametrize("variant", ["shuffled", "dated", "first_t", "int_ids", "consecutive", "no_series_id", "float_cases"])
+@pytest.mark.parametrize("variant", ["shuffled", "dated", "first_t", "int_ids", "consecutive", "no_series_id", "float_cases",
+                                     "gap_zero", "gap_consecutive", "dated_gap_zero"])
 def test_blocks_equal_the_whole_frame_result_on_input_variants(variant):
     from vigila.detect.registry import detect_blocks
 
-    frame, gaps = random_series(600, seed=16, dated=variant == "dated", first_t=5 if variant in ("first_t", "consecutive") else 1), "error"
+    frame, gaps = random_series(600, seed=16, dated=variant.startswith("dated"), first_t=5 if variant in ("first_t", "consecutive") else 1), "error"
     if variant == "shuffled":
         frame = frame.sample(fraction=1.0, shuffle=True, seed=3)
     elif variant == "int_ids":      # ids sorted as text by prepare ("10" before "9"): contiguous but not in that order
@@ -164,9 +165,11 @@ def test_blocks_equal_the_whole_frame_result_on_input_variants(variant):
         frame = frame.filter(pl.col("series_id") == pl.col("series_id").first()).drop("series_id")
     elif variant == "float_cases":
         frame = frame.with_columns(pl.col("cases").cast(pl.Float64))
+    elif variant.endswith(("gap_zero", "gap_consecutive")):   # weeks missing inside some series: prepare fills or renumbers
+        frame, gaps = frame.filter(pl.int_range(pl.len()) % 97 != 50), variant.rsplit("_", 1)[1]
     want = whole_detect(frame, "ears", {"method": "C2"}, None, gaps)
     assert pl.concat(list(detect_blocks(frame, "ears", {"method": "C2"}, None, gaps, rows=5_000))).equals(want)
-    if variant in ("dated", "first_t", "consecutive", "float_cases"):
+    if variant not in ("shuffled", "int_ids", "no_series_id"):      # streams in series_id order
         stream = detect_blocks(frame.iter_slices(3_001), "ears", {"method": "C2"}, None, gaps, rows=5_000)
         assert pl.concat(list(stream)).equals(want)
 
@@ -222,3 +225,9 @@ def test_cli_parquet_read_and_written_in_blocks_equals_the_whole_result(tmp_path
     run = vigila("detect", "--input", tmp_path / "bad.parquet", "--method", "ears", "--output", tmp_path / "bad.csv")
     assert run.returncode == 2 and f"row {frame.height - 4}: cases -1 is negative" in run.stderr
     assert not (tmp_path / "bad.csv").exists()
+    twice = pl.concat([frame.slice(0, 20_000), frame.slice(19_999)])      # a week twice, deep in the file
+    with pytest.raises(ValueError) as whole:
+        whole_detect(twice, "ears")
+    with pytest.raises(ValueError) as blocks:
+        registry.detect(twice, "ears")
+    assert str(blocks.value) == str(whole.value) and "appears more than once" in str(whole.value)
