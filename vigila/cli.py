@@ -694,7 +694,8 @@ def _arrow_block(block, runs):
     text = {"series_id": runs, "method": block.select(pl.col("method").rle()).unnest("method")}
     table = block.drop(*text).to_arrow(compat_level=pl.CompatLevel.oldest())
     for name, r in text.items():
-        codes = pa.array(np.repeat(np.arange(r.height, dtype=np.int32), r["len"].to_numpy()))
+        codes = np.repeat(np.arange(r.height, dtype=np.int32), r["len"].to_numpy())   # not pa.array: it imports pandas
+        codes = pa.Array.from_buffers(pa.int32(), len(codes), [None, pa.py_buffer(codes)])
         words = r["value"].cast(pl.String).to_arrow(compat_level=pl.CompatLevel.oldest())
         table = table.add_column(block.columns.index(name), name, pa.DictionaryArray.from_arrays(codes, words))
     return table
