@@ -174,10 +174,30 @@ def write(rows: list[dict], meta: dict, stem: str = "commands") -> None:
              "|---|---:|---:|---|---:|---|---|"]
     for r in rows:
         met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
-        lines.append(f"| {r['what']} | {r['seconds']} / {r['median_s']} | {r['peak_mb']:,} | {r['yardstick']} | {r['ratio']} | "
+        lines.append(f"| {r['what']}{' (measured ' + r['measured'] + ')' if r.get('measured') else ''} | {r['seconds']} / {r['median_s']} | {r['peak_mb']:,} | {r['yardstick']} | {r['ratio']} | "
                      f"{r['goal']} | {met} |" + (f" exit {r['exit']}: {r['error'][-120:]}" if r["error"] else ""))
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def section(r: dict) -> str:
+    return r.get("section") or ("detect" if r["what"].startswith("`vigila detect`") else
+                                "big_ingest" if "SINAN" in r["what"] else "startup")
+
+
+def keep_earlier(rows: list[dict], only: set[str], stem: str) -> list[dict]:
+    """A run of some sections (--only, --detect) keeps the earlier table's other rows, each with the date it was
+    measured, in the table's order: startup, big_ingest, detect."""
+    earlier = RESULTS / f"{stem}.json"
+    if not earlier.exists():
+        return rows
+    old = json.loads(earlier.read_text())
+    fresh_what = {r["what"] for r in rows}
+    kept = [{**r, "measured": r.get("measured") or old.get("when")} for r in old.get("rows", [])
+            if (section(r) not in only or (section(r) == "detect" and r["what"] not in fresh_what and
+                                           not any(w.split(",")[0] == r["what"].split(",")[0] for w in fresh_what)))]
+    order = ["startup", "big_ingest", "detect"]
+    return sorted(kept + rows, key=lambda r: order.index(section(r)))
 
 
 def main() -> None:
@@ -195,11 +215,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vigila-bench-cmd-") as tmp:
         work = Path(tmp)
         if "startup" in only:
-            out += bench_startup(work, args.repeat)
+            out += [{**r, "section": "startup"} for r in bench_startup(work, args.repeat)]
         if "big_ingest" in only:
-            out += bench_big_ingest(work, rows, args.repeat)
+            out += [{**r, "section": "big_ingest"} for r in bench_big_ingest(work, rows, args.repeat)]
         if "detect" in only:
-            out += bench_detect(work, args.quick, max(1, args.repeat - 1), args.detect.split(","))
+            out += [{**r, "section": "detect"} for r in
+                    bench_detect(work, args.quick, max(1, args.repeat - 1), args.detect.split(","))]
+    out = keep_earlier(out, only, "commands_quick" if args.quick else "commands")
     write(out, {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "code": code_fingerprint(),
                 "repeat": args.repeat, "load": [round(started, 1), round(os.getloadavg()[0], 1)]},
           "commands_quick" if args.quick else "commands")
