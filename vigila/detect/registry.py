@@ -1,7 +1,9 @@
 """Detection methods by name, with their parameters parsed from text (for the CLI and flows).
 
 Input: a user frame (see `series.prepare`), a method name and `key=value` strings; output: one row
-per evaluated series-week: series_id, t, week_start, observed, expected, upperbound, alarm, method[, extras].
+per evaluated series-week: series_id, t, week_start, observed, expected, upperbound, alarm, method[, extras],
+sorted by series_id and t; `detect_blocks` gives the same rows block by block of whole series (memory bounded by
+the block, for a result too large to hold), from a frame or from row batches in series order.
 """
 
 from __future__ import annotations
