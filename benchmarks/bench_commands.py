@@ -3,12 +3,14 @@
 Rows (issue "fast where the user stands"): `vigila --help`; `vigila check` and `vigila ingest` of the demo line
 list (171 k rows); `vigila ingest` of a DHIS2 analytics response (the bundled fixture); `vigila ingest` of a
 SINAN-shaped line list of --rows rows (default 10 M) beside a minimal polars read -> count -> Parquet process;
-`vigila detect` farrington_flexible (10 k series x 520 weeks, last 104) and ears C2 (100 k x 520, all weeks, to
+`vigila detect` farrington_flexible (10 k series x 520 weeks, last 104) and ears C1, C2, C3 (100 k x 520, all weeks, to
 Parquet) beside R surveillance on a sample of the same series, results compared on that sample. Each figure is
 the best of --repeat wall-clock times of a fresh process (imports, start-up and writing included); peak MB is
-the process's ru_maxrss. No Prefect API is configured (the one-off path). Writes results/commands.md/.json.
+the process's ru_maxrss. No Prefect API is configured (the one-off path). Writes results/commands.md/.json
+(--quick: commands_quick.*); the 1-minute load average at start and end goes in the table (a shared machine).
 
-    python benchmarks/bench_commands.py [--quick] [--repeat 3] [--rows 10000000] [--only help,check,...]
+    python benchmarks/bench_commands.py [--quick] [--repeat 3] [--rows 10000000] [--only startup,big_ingest,detect]
+                                        [--detect farrington_flexible,ears_C1,ears_C2,ears_C3]
 """
 
 from __future__ import annotations
@@ -96,64 +98,106 @@ def bench_big_ingest(work: Path, rows: int, repeat: int) -> list[dict]:
                 f"{minimal['peak_mb']} MB", f"{ratio:.1f}×")]
 
 
-def bench_detect(work: Path, quick: bool, repeat: int) -> list[dict]:
+DETECT_JOBS = {   # name: (method, --param/--range args, series (full, --quick), R sample (full, quick), R call, weeks R evaluates, goal x R)
+    "farrington_flexible": ("farrington_flexible", ["--range", "417:520"], (10_000, 500), (10, 5),
+                            "farringtonFlexible(x, control = list(range = 417:520))", 104, 1000),
+    **{f"ears_{m}": ("ears", ["--param", f"method={m}"], (100_000, 5_000), (50, 50),
+                     f'earsC(x, control = list(method = "{m}"))', 520 - 7 - {"C1": 0, "C2": 2, "C3": 4}[m], 300)
+       for m in ("C1", "C2", "C3")},
+}
+
+
+def bench_detect(work: Path, quick: bool, repeat: int, jobs: list[str]) -> list[dict]:
+    """`vigila detect` on the benchmark's synthetic series (sorted Parquet, as bench_detect writes it), all results
+    to Parquet; R surveillance on the first k series of the same file in the same run, and its upperbound/alarm
+    compared with the command's output on those series (rows, nulls, alarms, relative bound difference)."""
     import polars as pl
     from bench_detect import R_SCRIPT, data_file
 
     out = []
-    jobs = [("farrington_flexible", 500 if quick else 10_000, ["--range", "417:520"], 10 if not quick else 5,
-             "farringtonFlexible(x, control = list(range = 417:520))", 104, 1000),
-            ("ears", 5_000 if quick else 100_000, ["--param", "method=C2"], 50, 'earsC(x, control = list(method = "C2"))', 513, 300)]
     has_r = shutil.which("Rscript") is not None
-    for method, n, args, k, r_call, weeks, goal in jobs:
+    for job in jobs:
+        method, args, sizes, samples, r_call, weeks, goal = DETECT_JOBS[job]
+        n, k = sizes[quick], samples[quick]
         data = data_file(n)
-        result = work / f"{method}.parquet"
+        result = work / f"{job}.parquet"
+        load = os.getloadavg()[0]
         got = timed([VIGILA, "detect", "--input", str(data), "--method", method, *args, "--output", str(result), "--quiet"],
-                    repeat)
-        what = f"`vigila detect` {method}{' C2' if method == 'ears' else ''}, {n:,} series × 520 weeks → Parquet"
-        if not has_r:
-            out.append(row(what, got, f"≥ {goal}× R", None, "R not installed here: no same-run yardstick"))
+                    repeat, before=fresh(result))
+        what = (f"`vigila detect` {method}{' ' + job[-2:] if method == 'ears' else ''}, {n:,} series × 520 weeks"
+                f"{', last 104' if method != 'ears' else ', all weeks'} → Parquet")
+        goal_text = f"≥ {goal}× R, < 2 GB"
+        if got["exit"] != 0:
+            out.append(row(what, got, goal_text, False, f"vigila failed (load {load:.1f})"))
             continue
-        sample = pl.read_parquet(data).filter(pl.col("series_id").is_in(pl.read_parquet(data)["series_id"].unique(
-            maintain_order=True).head(k).implode()))
+        if not has_r:
+            out.append(row(what, got, goal_text, None, f"R not installed here: no same-run yardstick (load {load:.1f})"))
+            continue
+        ids = pl.scan_parquet(data).select("series_id").unique(maintain_order=True).head(k).collect()["series_id"]
+        sample = pl.scan_parquet(data).filter(pl.col("series_id").is_in(ids.implode())).collect()
         sample.pivot("series_id", index="t", values="cases").sort("t").drop("t").write_csv(inp := work / "r_in.csv")
         (work / "r.R").write_text(R_SCRIPT)
         p = subprocess.run(["Rscript", str(work / "r.R"), str(inp), str(r_out := work / "r_out.csv"), r_call],
                            capture_output=True, text=True)
         if p.returncode:
-            out.append(row(what, got, f"≥ {goal}× R", None, f"R failed: {p.stderr[-200:]}"))
+            out.append(row(what, got, goal_text, None, f"R failed: {p.stderr[-200:]}"))
             continue
         r_seconds = float(p.stdout.split()[-4])
         ref = pl.read_csv(r_out, schema_overrides={"r_upperbound": pl.Float64, "r_alarm": pl.Boolean}, null_values="NA")
-        mine = pl.read_parquet(result).select("series_id", "t", "upperbound", "alarm")
-        j = ref.join(mine, on=["series_id", "t"], how="left")
+        mine = (pl.scan_parquet(result).filter(pl.col("series_id").is_in(ids.implode()))
+                .select("series_id", "t", "upperbound", "alarm").collect())
+        j = ref.join(mine, on=["series_id", "t"], how="full", coalesce=True)
+        ub, rub = pl.col("upperbound"), pl.col("r_upperbound")
         same = j.select((~pl.col("alarm").eq_missing(pl.col("r_alarm"))).sum().alias("alarms"),
-                        ((pl.col("upperbound") - pl.col("r_upperbound")).abs()
-                         / pl.max_horizontal(pl.col("r_upperbound").abs(), pl.lit(1e-12))).max().alias("rel")).row(0, named=True)
+                        (ub.is_null() != rub.is_null()).sum().alias("nulls"),
+                        ((ub - rub).abs() / pl.max_horizontal(rub.abs(), pl.lit(1e-12))).max().alias("rel")).row(0, named=True)
+        rows_equal = ref.height == mine.height == j.height
         r_per_series_week = r_seconds / (k * weeks)
         ratio = (n * weeks * r_per_series_week) / got["seconds"]
-        equal = same["alarms"] == 0 and (same["rel"] or 0) <= 1e-4
-        out.append(row(what, got, f"≥ {goal}× R, < 2 GB", ratio >= goal and got["peak_mb"] < 2048 and equal,
-                       f"R surveillance on {k} of the series: {r_seconds / k * 1000:.1f} ms/series; alarms equal: "
-                       f"{same['alarms'] == 0}, max rel. bound diff {same['rel'] or 0:.1e}", f"{ratio:,.0f}× R"))
+        equal = rows_equal and same["alarms"] == 0 and same["nulls"] == 0 and (same["rel"] or 0) <= 1e-4
+        out.append(row(what, got, goal_text, ratio >= goal and got["peak_mb"] < 2048 and equal,
+                       f"R surveillance on {k} of the series: {r_seconds / k * 1000:.1f} ms/series; results equal: {equal} "
+                       f"({ref.height:,} rows, {same['alarms']} alarm and {same['nulls']} null-bound differences, max rel. "
+                       f"bound diff {same['rel'] or 0:.1e}); load {load:.1f}", f"{ratio:,.0f}× R"))
     return out
 
 
-def write(rows: list[dict], meta: dict) -> None:
+def write(rows: list[dict], meta: dict, stem: str = "commands") -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "commands.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     lines = [f"# Whole commands, as users run them ({meta['when']})", "",
              f"Machine: {meta['machine']['nproc']} cores, {meta['machine']['cpu']}, {meta['machine']['mem_gib']} GiB. "
-             f"Code: {meta['code']}. Best of {meta['repeat']} fresh processes; peak = "
-             "the process's max RSS. No Prefect API configured.", "",
+             f"Code: {meta['code']}. Best of {meta['repeat']} fresh processes (detection rows: of {max(1, meta['repeat'] - 1)}); peak = "
+             f"the process's max RSS. No Prefect API configured. Load average (1 min) at start / end: {meta['load'][0]} / "
+             f"{meta['load'][1]} on {meta['machine']['nproc']} cores.", "",
              "| what the user runs | seconds (best / median) | peak MB | yardstick in the same run | ratio | goal | met |",
              "|---|---:|---:|---|---:|---|---|"]
     for r in rows:
         met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
-        lines.append(f"| {r['what']} | {r['seconds']} / {r['median_s']} | {r['peak_mb']:,} | {r['yardstick']} | {r['ratio']} | "
+        lines.append(f"| {r['what']}{' (measured ' + r['measured'] + ')' if r.get('measured') else ''} | {r['seconds']} / {r['median_s']} | {r['peak_mb']:,} | {r['yardstick']} | {r['ratio']} | "
                      f"{r['goal']} | {met} |" + (f" exit {r['exit']}: {r['error'][-120:]}" if r["error"] else ""))
-    (RESULTS / "commands.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def section(r: dict) -> str:
+    return r.get("section") or ("detect" if r["what"].startswith("`vigila detect`") else
+                                "big_ingest" if "SINAN" in r["what"] else "startup")
+
+
+def keep_earlier(rows: list[dict], only: set[str], stem: str) -> list[dict]:
+    """A run of some sections (--only, --detect) keeps the earlier table's other rows, each with the date it was
+    measured, in the table's order: startup, big_ingest, detect."""
+    earlier = RESULTS / f"{stem}.json"
+    if not earlier.exists():
+        return rows
+    old = json.loads(earlier.read_text())
+    fresh_what = {r["what"] for r in rows}
+    kept = [{**r, "measured": r.get("measured") or old.get("when")} for r in old.get("rows", [])
+            if (section(r) not in only or (section(r) == "detect" and r["what"] not in fresh_what and
+                                           not any(w.split(",")[0] == r["what"].split(",")[0] for w in fresh_what)))]
+    order = ["startup", "big_ingest", "detect"]
+    return sorted(kept + rows, key=lambda r: order.index(section(r)))
 
 
 def main() -> None:
@@ -162,20 +206,25 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--only", default="startup,big_ingest,detect")
+    ap.add_argument("--detect", default=",".join(DETECT_JOBS), help=f"detection rows: {', '.join(DETECT_JOBS)}")
     args = ap.parse_args()
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
+    started = os.getloadavg()[0]          # the machine may be shared: its 1-minute load, at start and end, goes in the table
     only = set(args.only.split(","))
     out: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vigila-bench-cmd-") as tmp:
         work = Path(tmp)
         if "startup" in only:
-            out += bench_startup(work, args.repeat)
+            out += [{**r, "section": "startup"} for r in bench_startup(work, args.repeat)]
         if "big_ingest" in only:
-            out += bench_big_ingest(work, rows, args.repeat)
+            out += [{**r, "section": "big_ingest"} for r in bench_big_ingest(work, rows, args.repeat)]
         if "detect" in only:
-            out += bench_detect(work, args.quick, max(1, args.repeat - 1))
+            out += [{**r, "section": "detect"} for r in
+                    bench_detect(work, args.quick, max(1, args.repeat - 1), args.detect.split(","))]
+    out = keep_earlier(out, only, "commands_quick" if args.quick else "commands")
     write(out, {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "code": code_fingerprint(),
-                "repeat": args.repeat})
+                "repeat": args.repeat, "load": [round(started, 1), round(os.getloadavg()[0], 1)]},
+          "commands_quick" if args.quick else "commands")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class StageDisplay:
             if "method" in rec:                                   # one detection method
                 line = self._line(f"{name} {rec['method']}", 1)
                 if phase == "start":
-                    self.bar.update(line, description=f"{rec.get('series', '?'):,} series ({rec.get('step', '')})")
+                    self.bar.update(line, description=(f"{rec['series']:,} series" if "series" in rec else "all series")   # counted as they go
+                                    + f" ({rec.get('step', '')})")
                 else:
                     self.bar.update(line, completed=1, description=f"{rec.get('status')}: {rec.get('alarms', 0):,} alarms "
                                                                    f"in {rec.get('rows', 0):,} series-weeks")
@@ -668,10 +669,13 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
            top: Annotated[int, typer.Option(help="alarms to list")] = 10,
            quiet: QUIET = False) -> None:
     """Run an aberration-detection method over every series of INPUT (no Prefect)."""
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")   # before numpy's import: blocks reuse memory (recycle_memory)
     import polars as pl
 
-    from vigila import textsafe
     from vigila.detect import registry
+    from vigila.detect.arrays import recycle_memory
+
+    recycle_memory()
 
     kind, out_kind = _table_format(input_file, "--input"), _table_format(output, "--output")
     try:
@@ -680,42 +684,142 @@ def detect(input_file: Annotated[Path, typer.Option("--input", help="weekly coun
         with stage_progress(quiet):
             try:
                 with vlog.stage("read", source=input_file.name):
-                    frame = pl.read_parquet(input_file) if kind == "parquet" else pl.read_csv(input_file, infer_schema_length=None)
+                    # a Parquet file is read in slices as the blocks need them (its series contiguous in order, as
+                    # usual); a CSV whole. Either way results go to the output block by block: nothing holds them all
+                    source = _parquet_slices(input_file) if kind == "parquet" else pl.read_csv(input_file, infer_schema_length=None)
             except FileNotFoundError:
                 _fail(f"--input {input_file}: no such file")
             except pl.exceptions.PolarsError as e:
                 _fail(f"--input {input_file}: cannot read it ({str(e).splitlines()[0]})")
-            series = frame["series_id"].n_unique() if "series_id" in frame.columns else 1
-            with vlog.stage("detect", method=method, step="1/1", series=series) as logged:
-                result = registry.detect(frame, method, params, span, gaps)
-                logged.update(rows=result.height, alarms=int(result["alarm"].fill_null(False).sum()))
-            with vlog.stage("write", source=output.name):
-                output.parent.mkdir(parents=True, exist_ok=True)
-                if out_kind == "parquet":
-                    result.write_parquet(output)
-                else:                      # series ids come from the user's file: no formula reaches a spreadsheet
-                    textsafe.frame(result).write_csv(output)
+            with vlog.stage("detect", method=method, step="1/1") as logged:
+                try:
+                    summary = _detect_to_file(source, output, out_kind, method, params, span, gaps, top)
+                except registry.NeedsWholeInput:    # series not in order or a bad row: sort it whole, name the row
+                    summary = _detect_to_file(pl.read_parquet(input_file), output, out_kind, method, params, span, gaps, top)
+                logged.update(series=summary["series"], rows=summary["rows"], alarms=summary["alarms"])
     except (ValueError, NotImplementedError) as e:  # DetectInputError and the methods' parameter checks
         _fail(str(e))
-    alarms = result.filter(pl.col("alarm").fill_null(False))
+    except pl.exceptions.PolarsError as e:          # a Parquet slice that cannot be read
+        _fail(f"--input {input_file}: cannot read it ({str(e).splitlines()[0]})")
     t = Table(title=f"{method} on {input_file.name}", title_justify="left", show_edge=False, show_header=False)
     t.add_column(justify="right")
     t.add_column(style="bold")
-    for n, what in ((result["series_id"].n_unique(), "series"), (result.height, "series-weeks evaluated"),
-                    (result["upperbound"].is_not_null().sum(), "with a bound (enough history)"), (alarms.height, "alarms")):
+    for n, what in ((summary["series"], "series"), (summary["rows"], "series-weeks evaluated"),
+                    (summary["bounded"], "with a bound (enough history)"), (summary["alarms"], "alarms")):
         t.add_row(f"{n:,}", what)
     out.print(t)
-    if result.height == 0:
+    if summary["rows"] == 0:
         out.print(f"[yellow]no week evaluated: the series are shorter than {method}'s history or --range lies outside them[/]")
-    if alarms.height and top > 0:
-        a = Table(title=f"latest alarms ({min(top, alarms.height)} of {alarms.height:,})", title_justify="left", show_edge=False)
+    latest = summary["latest"]
+    if summary["alarms"] and top > 0:
+        a = Table(title=f"latest alarms ({min(top, summary['alarms'])} of {summary['alarms']:,})", title_justify="left", show_edge=False)
         for col in ("series_id", "t", "week_start", "observed", "expected", "upperbound"):
             a.add_column(col, justify="left" if col in ("series_id", "week_start") else "right")
-        for r in alarms.sort("week_start", "t", descending=True, nulls_last=True).head(top).iter_rows(named=True):
+        for r in latest.iter_rows(named=True):
             a.add_row(r["series_id"], str(r["t"]), str(r["week_start"] or ""),
                       *(f"{r[c]:,.1f}" if r[c] is not None else "" for c in ("observed", "expected", "upperbound")))
         out.print(a)
     out.print(f"wrote {output}")
+
+
+DETECT_SLICE = 1_000_000          # rows of a Parquet input read at a time by `vigila detect`
+
+
+def _parquet_slices(path: Path):
+    """A Parquet file's rows in order, DETECT_SLICE at a time (only the row groups a slice needs are read);
+    its row count is read now, so a missing or unreadable file fails here."""
+    import polars as pl
+
+    scan = pl.scan_parquet(path)
+    n = scan.select(pl.len()).collect().item()
+
+    def slices():
+        for at in range(0, max(n, 1), DETECT_SLICE):
+            yield scan.slice(at, DETECT_SLICE).collect()
+    return slices()
+
+
+def _arrow_block(block, runs):
+    """A result block as an Arrow table for the Parquet writer: series_id and method dictionary-encoded from their
+    runs (one per series; one method), the other columns as polars exports them."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    text = {"series_id": runs, "method": block.select(pl.col("method").rle()).unnest("method")}
+    table = block.drop(*text).to_arrow(compat_level=pl.CompatLevel.oldest())
+    for name, r in text.items():
+        codes = np.repeat(np.arange(r.height, dtype=np.int32), r["len"].to_numpy())   # not pa.array: it imports pandas
+        codes = pa.Array.from_buffers(pa.int32(), len(codes), [None, pa.py_buffer(codes)])
+        words = r["value"].cast(pl.String).to_arrow(compat_level=pl.CompatLevel.oldest())
+        table = table.add_column(block.columns.index(name), name, pa.DictionaryArray.from_arrays(codes, words))
+    return table
+
+
+def _detect_to_file(source, output: Path, out_kind: str, method: str, params: dict, span, gaps: str, top: int) -> dict:
+    """`registry.detect_blocks` written block by block to `output` (via a temporary file beside it, renamed when
+    complete; a writer thread encodes one block while the next is detected); returns the counts for the
+    summary and the `top` latest alarms."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import polars as pl
+
+    from vigila import textsafe
+    from vigila.detect import registry
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    counts = {"series": 0, "rows": 0, "bounded": 0, "alarms": 0}
+    latest: list = []
+    newest = [pl.col("week_start"), pl.col("t")]
+    state: dict = {}
+
+    def write(block: pl.DataFrame, runs: pl.DataFrame) -> None:
+        if out_kind == "parquet":
+            import pyarrow.parquet as pq
+
+            table = _arrow_block(block, runs)
+            if "writer" not in state:      # the text columns arrive dictionary-encoded (nothing to hash); no Arrow
+                state["writer"] = pq.ParquetWriter(   # schema stored: readers see plain text, not categoricals
+                    partial, table.schema, compression="snappy", use_dictionary=["series_id", "method"], store_schema=False,
+                    write_statistics=["series_id", "t", "week_start"])     # min/max where a reader filters
+            state["writer"].write_table(table, row_group_size=1 << 20)
+        else:               # series ids come from the user's file: no formula reaches a spreadsheet
+            if "file" not in state:
+                state["file"] = partial.open("wb")
+            textsafe.frame(block).write_csv(state["file"], include_header=state.setdefault("header", True))
+            state["header"] = False
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = None
+            for block in registry.detect_blocks(source, method, params, span, gaps):
+                runs = block.select(pl.col("series_id").rle()).unnest("series_id")    # a block: whole series in order
+                counts["series"] += runs.height
+                counts["rows"] += block.height
+                counts["bounded"] += block["upperbound"].is_not_null().sum()
+                alarms = block.filter(pl.col("alarm").fill_null(False))
+                counts["alarms"] += alarms.height
+                if alarms.height and top > 0:
+                    latest.append(alarms.sort(newest, descending=True, nulls_last=True, maintain_order=True).head(top))
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(write, block, runs)
+            if pending is not None:
+                pending.result()
+        if "writer" in state:
+            state.pop("writer").close()
+        if "file" in state:
+            state.pop("file").close()
+        partial.replace(output)
+    finally:
+        for handle in (state.get("writer"), state.get("file")):
+            if handle is not None:
+                handle.close()
+        partial.unlink(missing_ok=True)
+    counts["latest"] = (pl.concat(latest).sort(newest, descending=True, nulls_last=True, maintain_order=True).head(top)
+                        if latest else None)
+    return counts
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,8 +14,30 @@ Contract shared by every method function `fn(frame, *, range=None, **params) -> 
   except CUSUM, whose alarm is R's cusum >= h.
 """
 
+import importlib
+import sys
+import types
+
 from vigila.detect.cusum import cusum
 from vigila.detect.ears import ears
-from vigila.detect.farrington import farrington, farrington_flexible
 
 __all__ = ["cusum", "ears", "farrington", "farrington_flexible"]
+
+
+class _Package(types.ModuleType):
+    """Farrington's two functions are imported on first use: EARS and CUSUM do not pay for its scipy.stats
+    import (about a second of a `vigila detect` process). `vigila.detect.farrington` stays the function, as
+    when it was imported here, even after its module is imported."""
+
+    def __getattr__(self, name: str):
+        if name in ("farrington", "farrington_flexible"):
+            return getattr(importlib.import_module("vigila.detect.farrington"), name)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "farrington" and isinstance(value, types.ModuleType):   # the import system binding the submodule
+            value = value.farrington
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -885,13 +885,13 @@ def _frame(s: Series, sid, k, expected, upper, alarm, method, reason) -> pl.Data
     pos = s.start[sid] + k - 1
     days = s.days[pos] if s.days is not None else np.full(len(k), None)
     return pl.DataFrame({
-        "series_id": pl.Series(np.asarray(s.ids, dtype=object)[sid].tolist(), dtype=pl.String),
+        "series_id": s.id_values.gather(sid) if s.id_values is not None else pl.Series(np.asarray(s.ids, dtype=object)[sid].tolist(), dtype=pl.String),
         "t": pl.Series(k, dtype=pl.Int64),
         "week_start": pl.Series(days, dtype=pl.Int64).cast(pl.Date),
         "observed": pl.Series(s.y[pos], dtype=pl.Float64),
         "expected": pl.Series(expected, dtype=pl.Float64).fill_nan(None),
         "upperbound": pl.Series(upper, dtype=pl.Float64).fill_nan(None),
         "alarm": pl.Series(alarm, dtype=pl.Float64).fill_nan(None).cast(pl.Boolean),
-        "method": pl.Series([method] * len(k), dtype=pl.String),
-        "no_bound_reason": pl.Series(np.asarray(_REASONS, dtype=object)[reason].tolist(), dtype=pl.String),
+        "method": pl.repeat(method, len(k), dtype=pl.String, eager=True),
+        "no_bound_reason": pl.Series(_REASONS, dtype=pl.String).gather(reason),
     })

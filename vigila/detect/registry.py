@@ -1,7 +1,9 @@
 """Detection methods by name, with their parameters parsed from text (for the CLI and flows).
 
 Input: a user frame (see `series.prepare`), a method name and `key=value` strings; output: one row
-per evaluated series-week: series_id, t, week_start, observed, expected, upperbound, alarm, method[, extras].
+per evaluated series-week: series_id, t, week_start, observed, expected, upperbound, alarm, method[, extras],
+sorted by series_id and t; `detect_blocks` gives the same rows block by block of whole series (memory bounded by
+the block, for a result too large to hold), from a frame or from row batches in series order.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from vigila.detect.series import DetectInputError, prepare
+from vigila.detect.series import GAPS, DetectInputError, prepare
 
 COLUMNS = ("series_id", "t", "week_start", "observed", "expected", "upperbound", "alarm", "method")
 _WHERE = {"ears": "vigila.detect.ears", "farrington_flexible": "vigila.detect.farrington",
@@ -135,17 +138,169 @@ def parse_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+BLOCK_ROWS = 2_000_000    # rows of input per block of whole series: what bounds `detect_blocks`' memory
+
+
+class NeedsWholeInput(Exception):
+    """A stream of row batches that `detect_blocks` cannot take block by block: its series are not contiguous
+    in series_id order, or a block failed validation. Run `detect_blocks` on the whole input as one frame,
+    which sorts it and names the first bad row as `prepare` does."""
+
+
 def detect(frame: pl.DataFrame | pl.LazyFrame, method: str, params: dict[str, Any] | None = None,
            range: tuple[int, int] | None = None, gaps: str = "error") -> pl.DataFrame:
-    """prepare -> method -> the common output columns (then any extra columns the method returns)."""
+    """prepare -> method -> the common output columns (then any extra columns the method returns),
+    sorted by series_id and t: the blocks of `detect_blocks` in one frame."""
+    blocks = list(detect_blocks(frame, method, params, range, gaps))
+    return blocks[0] if len(blocks) == 1 else pl.concat(blocks, how="vertical_relaxed", rechunk=False)
+
+
+def detect_blocks(source: pl.DataFrame | pl.LazyFrame | Iterable[pl.DataFrame], method: str,
+                  params: dict[str, Any] | None = None, range: tuple[int, int] | None = None, gaps: str = "error",
+                  *, rows: int | None = None) -> Iterator[pl.DataFrame]:
+    """`detect`'s result as consecutive frames of whole series (about `rows` input rows each), in series_id
+    order, the same rows and order as `detect`: write each as it comes and nothing holds the whole result.
+
+    `source` is the input frame, or its row batches in order (e.g. slices of a Parquet file) whose series
+    are contiguous and in series_id order (as `prepare` sorts them); a stream that is not, or whose rows
+    fail validation, raises `NeedsWholeInput` (possibly after some blocks were yielded: discard them)."""
     fn = get_method(method)
     _check_keys(method, params or {})
-    series = prepare(frame, gaps=gaps)
-    result = fn(series, range=range, **(params or {}))
-    weeks = series.select("series_id", "t", (pl.col("week_start") if "week_start" in series.columns
-                                             else pl.lit(None, pl.Date).alias("week_start")))
+    rows = rows or BLOCK_ROWS
+    if gaps not in GAPS:
+        prepare(pl.DataFrame(), gaps=gaps)                 # raises prepare's own message
+    stream = not isinstance(source, (pl.DataFrame, pl.LazyFrame))
+    frame = None if stream else (source.collect() if isinstance(source, pl.LazyFrame) else source)
+    if frame is not None and not _contiguous_in_order(frame):
+        for block in _slices(prepare(frame, gaps=gaps), rows):          # sorts the whole input
+            yield _finish(fn(block, range=range, **(params or {})), block)
+        return
+    last = None
+    for block in series_blocks(source if stream else (frame.iter_slices(rows) if frame.height else [frame]), rows):
+        if stream and not _contiguous_in_order(block, after=last):
+            raise NeedsWholeInput("the input's series are not contiguous and in series_id order")
+        series = _as_prepared(block, gaps)
+        if series is None:
+            try:
+                series = prepare(block, gaps=gaps)
+            except DetectInputError:
+                if stream:
+                    raise NeedsWholeInput("a block failed validation") from None
+                prepare(frame, gaps=gaps)                # the whole input's first bad row, as its message
+                raise
+        if block.height:
+            last = block.select(_ids(block).last()).item()
+        yield _finish(fn(series, range=range, **(params or {})), series)
+
+
+def series_blocks(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """Row batches in order -> consecutive blocks of about `rows` rows cut where a series starts (a series
+    running on into the next batch waits for its end); without series_id the input is one series. At least
+    one block, possibly empty."""
+    pending: list[pl.DataFrame] = []
+    size, done = 0, False
+    for batch in batches:
+        if batch.height == 0 and (pending or done):
+            continue
+        pending.append(batch)
+        size += batch.height
+        if size < rows or "series_id" not in batch.columns:
+            continue
+        block = pl.concat(pending, how="vertical_relaxed", rechunk=False) if len(pending) > 1 else pending[0]
+        tail = block.select(pl.col("series_id").rle().struct.field("len").last()).item()
+        if tail == block.height:                              # one series so far: read on
+            pending, size = [block], block.height
+            continue
+        yield block.slice(0, block.height - tail)
+        done = True
+        pending, size = [block.slice(block.height - tail)], tail
+    if pending or not done:
+        yield (pl.concat(pending, how="vertical_relaxed", rechunk=False) if len(pending) > 1
+               else pending[0] if pending else pl.DataFrame())
+
+
+def _ids(df: pl.DataFrame) -> pl.Expr:
+    """The series ids as `prepare` reads them."""
+    return pl.col("series_id").cast(pl.String) if "series_id" in df.columns else pl.lit("1")
+
+
+def _contiguous_in_order(df: pl.DataFrame, after: str | None = None) -> bool:
+    """Each series in one run of rows, the runs in increasing series_id (as `prepare` sorts them), the
+    first after `after`. No series_id: one series."""
+    if "series_id" not in df.columns or df.height == 0:
+        return after is None
+    runs = df.select(_ids(df).rle().struct.field("value"))["value"]
+    if runs.null_count():
+        return False
+    increasing = runs.len() < 2 or bool((runs.slice(1) > runs.slice(0, runs.len() - 1)).all())
+    return increasing and (after is None or runs[0] > after)
+
+
+def _slices(series: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
+    """A prepared frame (sorted by series) in slices of whole series of about `rows` rows."""
+    yield from series_blocks(series.iter_slices(rows) if series.height else [series], rows)
+
+
+def _as_prepared(df: pl.DataFrame, gaps: str) -> pl.DataFrame | None:
+    """`prepare(df)` without its sorts and window checks when `df` is already its result in all but types
+    (whole non-negative integer cases; each series' rows consecutive weeks in order, t step 1 and/or
+    week_start a Date stepping 7 days, t >= 1; no nulls); None when it is not: then call `prepare`."""
+    cols, schema = df.columns, df.schema
+    has_w, has_t = "week_start" in cols, "t" in cols
+    if df.height == 0 or "cases" not in cols or not (has_w or has_t) or not schema["cases"].is_integer():
+        return None
+    if (has_t and not schema["t"].is_integer()) or (has_w and schema["week_start"] != pl.Date):
+        return None
+    keys = [c for c in ("series_id", "cases", "t", "week_start") if c in cols]
+    if any(df.select(pl.col(c).null_count() for c in keys).row(0)):
+        return None
+    sid = _ids(df)
+    lengths = (df.select(sid.rle().struct.field("len")).to_series().to_numpy().astype(np.int64)
+               if "series_id" in cols else np.array([df.height], np.int64))
+    starts = np.cumsum(lengths) - lengths
+    bounds = df.select(pl.col("cases").min().alias("c0"), pl.col("cases").max().alias("c1"),
+                       *([pl.col("t").min().alias("t0"), pl.col("t").max().alias("t1")] if has_t else [])).row(0, named=True)
+    exact = 2 ** 53                                       # prepare casts through Float64: the same integers below this
+    if bounds["c0"] < 0 or bounds["c1"] >= exact or (has_t and (bounds["t0"] < 1 or bounds["t1"] >= exact)):
+        return None
+    for name, step in (("t", 1), ("week_start", 7)):      # within a series: consecutive weeks (numpy, no text compare)
+        if name in cols:
+            values = df[name].cast(pl.Int64).to_numpy()
+            diff = np.diff(values)
+            diff[starts[1:] - 1] = step                   # a new series may start anywhere
+            if not (diff == step).all():
+                return None
+    if gaps == "consecutive" or not has_t:                  # t = 1.. in each series
+        t = pl.lit(pl.Series("t", np.arange(df.height, dtype=np.int64) - np.repeat(starts, lengths) + 1))
+    else:
+        t = pl.col("t").cast(pl.Int64)
+    return df.select(sid.alias("series_id"), t.alias("t"),
+                     pl.col("cases").cast(pl.Int64), *(["week_start"] if has_w else []),
+                     *(["population"] if "population" in cols else []))
+
+
+def _finish(result: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
+    """A method's result in the common columns and types, sorted by series_id and t, with week_start from
+    `series` (the method's own when it kept it and its rows come in order: no join, no sort)."""
     extras = [c for c in result.columns if c not in COLUMNS]
-    typed = result.drop("week_start", strict=False).with_columns(
+    typed = result.with_columns(
         pl.col("series_id").cast(pl.String), pl.col("t").cast(pl.Int64), pl.col("observed", "expected", "upperbound").cast(pl.Float64),
         pl.col("alarm").cast(pl.Boolean), pl.col("method").cast(pl.String))   # an empty result may come untyped
-    return typed.join(weeks, on=["series_id", "t"], how="left").select(*COLUMNS, *extras).sort("series_id", "t")
+    if "week_start" in series.columns and "week_start" in typed.columns and _in_order(typed):
+        typed = typed.with_columns(pl.col("week_start").cast(pl.Date))
+    elif "week_start" not in series.columns and _in_order(typed):
+        typed = typed.with_columns(pl.lit(None, pl.Date).alias("week_start"))
+    else:
+        weeks = series.select("series_id", "t", (pl.col("week_start") if "week_start" in series.columns
+                                                 else pl.lit(None, pl.Date).alias("week_start")))
+        typed = typed.drop("week_start", strict=False).join(weeks, on=["series_id", "t"], how="left").sort("series_id", "t")
+    return typed.select(*COLUMNS, *extras)
+
+
+def _in_order(df: pl.DataFrame) -> bool:
+    """Rows sorted by series_id then t, no (series_id, t) twice."""
+    if df.height < 2:
+        return True
+    sid, t = pl.col("series_id"), pl.col("t")
+    step = (sid > sid.shift(1)) | ((sid == sid.shift(1)) & (t > t.shift(1)))
+    return bool(df.select(step.slice(1).all()).item())
