@@ -189,7 +189,7 @@ def published_input(storage: Storage, as_of: dt.date | None) -> tuple[pl.DataFra
     manifest = publish.current_manifest(storage, name)
     if manifest is None:
         raise FileNotFoundError(f"{storage.root}: no published dataset {name!r}; ingest a source first")
-    rows = publish.scan(storage, name, version=manifest.version)  # pinned: the version recorded is the one read
+    rows = read.with_contract_columns(publish.scan(storage, name, version=manifest.version), name)  # pinned version
     if as_of is not None:
         rows = read.latest_issue(rows.filter(pl.col("issue_date") <= as_of))
     return rows.select(list(CasesWeekly.to_schema().columns)).collect(), manifest.version

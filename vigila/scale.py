@@ -44,7 +44,7 @@ def _input(storage: Storage, as_of: dt.date | None) -> tuple[str, publish.Manife
 def _rows(storage: Storage, name: str, version: str, as_of: dt.date | None, config: alerts.DetectionConfig,
           partitions: list[tuple[str, ...]] | None = None) -> pl.LazyFrame:
     """The input rows detection reads (as `alerts.published_input` then the level/disease filter), lazily."""
-    rows = publish.scan(storage, name, version=version, partitions=partitions)
+    rows = read.with_contract_columns(publish.scan(storage, name, version=version, partitions=partitions), name)
     if as_of is not None:
         rows = read.latest_issue(rows.filter(pl.col("issue_date") <= as_of))
     columns = list(alerts.CasesWeekly.to_schema().columns)
