@@ -99,6 +99,34 @@ def test_irls_stops_where_r_stops(n, converged, beta):
         assert fit.beta[0, 0] == pytest.approx(beta, abs=1e-5)
 
 
+def test_trend_fit_racing_to_one_count_converges_as_r():
+    """Intercept + trend on the reference values 0 0 0 0 0 0 3 (weeks 230..236): R 4.2 glm.fit converges at its
+    25th (last) step (deviance 7.499e-10 -> 2.759e-10) with coefficients (-5616.35937, 23.80279) on wtime =
+    230..236. The 2x2 normal equations lose those digits (weights ~eps) and did not converge; QR does."""
+    y = np.array([[0, 0, 0, 0, 0, 0, 3.0]])
+    t = np.arange(230.0, 237.0)
+    fit = irls(np.stack([np.ones((1, 7)), t[None]]), y, np.ones_like(y), np.zeros_like(y), np.zeros((1, 2), bool))
+    assert fit.converged.tolist() == [True]
+    assert fit.beta[0] == pytest.approx([-5616.35937, 23.80279], rel=1e-6)
+
+
+def test_where_r_stops_after_a_fit_racing_to_one_count():
+    """R farringtonFlexible(b = 1, w = 3, limit54 = c(4, 5), powertrans = "none", pastWeeksNotIncluded = 26) on a
+    sparse series stops at t = 285 and 291 ("singular matrix 'a' in solve": the converged fit's R factor is
+    singular for predict.glm's qr.solve) and gives NA bounds (limit54) elsewhere in 267..292 (seed 1343009286,
+    s11_sparse, of tests/test_detect_r_differential.py). vigila: null bounds, reason fit there, limit54 elsewhere."""
+    y = np.zeros(292, np.int64)
+    y[[14, 153]] = 2
+    y[[27, 44, 89, 150, 180, 249, 250, 263]] = 1
+    y[[210, 235]] = 3          # t = 236: the last reference value of t = 285 (weeks 230..236), the first of 291
+    out = farrington_flexible(series_frame({"a": y}), b=1, w=3, alpha=0.05, powertrans="none", limit54=(4, 5),
+                              weights_threshold=2.58, past_weeks_not_included=26, range=(267, 292))
+    assert out["upperbound"].is_null().all() and not out["alarm"].any()
+    fit = out.filter(pl.col("no_bound_reason") == "fit")["t"].to_list()
+    assert fit == [285, 291]
+    assert (out.filter(~pl.col("t").is_in(fit))["no_bound_reason"] == "limit54").all()
+
+
 @pytest.mark.parametrize("bad", [{"threshold_method": "exact"}, {"powertrans": "3/4"}, {"alpha": 1.5},
                                  {"limit54": (5, 0)}, {"w": 30}])
 def test_bad_parameters_are_refused(bad):
@@ -129,6 +157,11 @@ ROUNDING_RACES = {   # (series, method, t): R answers, vigila stops -- whether R
     # Lower Saxony, same week) it came out exactly 1, 0/0, and R stops. vigila takes a fitted value within 1e-9
     # of the count as equal (farrington.py _reweights), so it stops at all three.
     ("measlesDE/Hamburg", "farrington_classic", 53),
+    # reference values 9, 0, 0, 0, 0, 0, 0: the trend races to fit the 9 and converges at R's 25th step (vigila
+    # too since its intercept + trend IRLS solves such fits by QR; before, its 2x2 normal equations did not
+    # converge and it refitted without trend, bound 0 by luck). R's fitted value came out 9 - 4e-14 (Inf residual,
+    # weight 0, R goes on: bound 0), vigila's 9 - 1e-12, within its 1e-9: it stops.
+    ("measlesWeserEms/03454", "farrington_classic", 82),
 }
 
 

@@ -26,8 +26,9 @@ stops; not_converged, limit54 where R gives NA).
 Numerically the fits follow R's QR where it matters: hat values by an orthogonal basis, and the batched
 normal equations hand a problem to a QR solve when a coefficient's variance inflation passes 1e6. In a
 fit racing to a single count among zeros with only a few reference values, whether R stops can still
-hang on rounding (a hat value within 1e-14 of 1); there vigila and R may differ (one week of 240,547
-compared on R's weekly datasets: measlesDE/Hamburg t = 53, classic, four reference values 1, 0, 0, 0).
+hang on rounding (a hat value within 1e-14 of 1); there vigila and R may differ (two weeks of 240,547
+compared on R's weekly datasets, both classic: measlesDE/Hamburg t = 53, four reference values 1, 0, 0, 0;
+measlesWeserEms/03454 t = 82, reference values 9, 0, 0, 0, 0, 0, 0).
 """
 
 from __future__ import annotations
@@ -321,6 +322,16 @@ def _irls_trend(out: Fit, t, y, pw, K, pwy, maxit, epsilon) -> Fit:
         det = s0 * s2 - s1 * s1
         c00, c01, c11 = s2 / det, -s1 / det, s0 / det
         b0, b1 = c00 * r0 + c01 * r1, c01 * r0 + c11 * r1
+        # as in irls: a fit racing to a count among zeros (weights ~eps) makes the 2x2 normal equations lose
+        # the digits that decide convergence at the 25th step; past a variance inflation of 1e6, solve by QR
+        hard = ~(np.isfinite(b0) & np.isfinite(b1)) | (s0 * s2 / det > 1e6) | (det <= 0)
+        if hard.any():
+            Xh = np.stack([np.ones_like(ta[hard]), ta[hard]])
+            wh = w[hard]
+            bh, ch = _wls_qr(Xh, wh, wh * eta[hard] + pya[hard] - wh, np.zeros((int(hard.sum()), 2), bool))
+            b0, b1, c00, c01, c11 = b0.copy(), b1.copy(), c00.copy(), c01.copy(), c11.copy()
+            b0[hard], b1[hard] = bh[:, 0], bh[:, 1]
+            c00[hard], c01[hard], c11[hard] = ch[:, 0, 0], ch[:, 0, 1], ch[:, 1, 1]
         eta = b1[:, None] * ta
         eta += b0[:, None]
         mu = np.exp(eta)
