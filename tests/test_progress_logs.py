@@ -82,7 +82,8 @@ def test_detect_shows_per_method_progress_on_a_terminal_only(monkeypatch, tmp_pa
     assert result.exit_code == 0, result.output
     display = shown.getvalue()
     assert "detect ears" in display and "ok: 30 alarms in 508 series-weeks" in display  # the method's line
-    assert "read ok" in display and "write ok" in display                    # reading and writing, per file
+    assert "read ok" in display and (tmp_path / "o.csv").exists()            # reading per file; the detect stage
+    assert not list(tmp_path.glob(".*.partial"))                              # writes block by block, then renames
     assert "alarms in" not in result.output                                   # stdout: the results only
     quiet = _terminal(monkeypatch)
     assert CliRunner().invoke(app, [*args, "--quiet"]).exit_code == 0
