@@ -3,8 +3,8 @@
 Loads (benchmarks/dask_load.py, seeded): detection on N synthetic admin2 series x 520 weeks (EARS C1, C2, C3 on
 every week, then Farrington flexible on the last 4 weeks), and an ingest of S small weekly-counts sources at once.
 For each cluster size a fresh `dask scheduler` + K `dask worker` processes (--nworkers 1 --nthreads 1
---memory-limit 2GiB) on 127.0.0.1; the work is the flows' task bodies (`vigila.scale.plan_detection` /
-`detect_block` / `publish_blocks`, `vigila.oneoff.ingest_source` per source) submitted with a plain
+--memory-limit 2GiB) on 127.0.0.1; the work is the flows' task bodies (`vigila.detect.scale.plan_detection` /
+`detect_block` / `publish_blocks`, `vigila.operate.oneoff.ingest_source` per source) submitted with a plain
 distributed Client, without Prefect (its API round trips are not what scales). Workers are restarted before
 each load, so each worker's peak RSS (ru_maxrss, read on the worker) is that load's. Wall time includes
 the plan and the final atomic publish on the client. A one-process run (`alerts.run_detection`) is the baseline
@@ -100,12 +100,12 @@ class LocalProcesses:
 
 
 def _warm() -> None:
-    import vigila.alerts  # noqa: F401
+    import vigila.detect.alerts  # noqa: F401
     import vigila.detect.ears  # noqa: F401
     import vigila.detect.farrington  # noqa: F401
-    import vigila.oneoff  # noqa: F401
-    import vigila.pipeline  # noqa: F401
-    import vigila.scale  # noqa: F401
+    import vigila.operate.oneoff  # noqa: F401
+    import vigila.ingest.pipeline  # noqa: F401
+    import vigila.detect.scale  # noqa: F401
 
 
 def _maxrss_kb() -> int:
@@ -115,7 +115,7 @@ def _maxrss_kb() -> int:
 
 
 def detect_on(client, warehouse: str, config_path: Path, block_series: int) -> dict:
-    from vigila import alerts, scale
+    from vigila.detect import alerts, scale
 
     config = alerts.load_config(config_path)
     plan = scale.plan_detection(warehouse, config, force=True, block_series=block_series)
@@ -127,7 +127,7 @@ def detect_on(client, warehouse: str, config_path: Path, block_series: int) -> d
 
 
 def ingest_on(client, sources: list[Path], warehouse: str) -> list[dict]:
-    from vigila import oneoff
+    from vigila.operate import oneoff
 
     futures = [client.submit(oneoff.ingest_source, str(p), warehouse, None, ISSUED, False, pure=False) for p in sources]
     return [r for rs in client.gather(futures) for r in rs]
@@ -164,7 +164,7 @@ def measure(workers: int, args, base: Path, sources: list[Path], configs: dict[s
 
 def baseline(base: Path, configs: dict[str, Path]) -> dict:
     """One process, no Dask: `alerts.run_detection` (the identity check of the cluster's result too)."""
-    from vigila import alerts
+    from vigila.detect import alerts
 
     out = {}
     for name, config in configs.items():
@@ -180,7 +180,7 @@ def baseline(base: Path, configs: dict[str, Path]) -> dict:
 
 def same_alerts(a: Path, b: Path) -> bool:
     """Same rows and values; Farrington's bounds to 1e-9 relative (vectorised fits: last bits follow the batch)."""
-    from vigila import read
+    from vigila.warehouse import read
 
     key = ["method", "series_id", "week_start"]
     x, y = (read.dataset(str(w), "alerts").collect().drop("run_id", "computed_at").sort(key) for w in (a, b))
@@ -190,7 +190,7 @@ def same_alerts(a: Path, b: Path) -> bool:
     return x.height == y.height and x.select(exact).equals(y.select(exact)) and close
 
 
-BLOCK = 500   # vigila.scale.BLOCK_SERIES, the flows' default (read without importing it at module load)
+BLOCK = 500   # vigila.detect.scale.BLOCK_SERIES, the flows' default (read without importing it at module load)
 
 
 def line_list_cost() -> tuple[float, float, str]:

@@ -66,9 +66,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     args = ap.parse_args()
-    from vigila import pipeline
+    from vigila.ingest import pipeline
     from vigila.config import source_from_dict
-    from vigila.readers import read_raw
+    from vigila.ingest.readers import read_raw
 
     with tempfile.TemporaryDirectory(prefix="vigila-bench-dbc-") as tmp:
         tmp = Path(tmp)

@@ -13,8 +13,8 @@ with `os.wait4` = the child's `ru_maxrss`):
                  DT_NOTIFIC x sex x 5-year age band x classification), still no validation
   pandera_eager  reference: eager typed read of 6 columns, one pandera validation of 5, the same
                  aggregate as minimal, write (the issue's "pandera eagerly adds ~3.7 s" anchor)
-  check          vigila.pipeline.check(source, csv)           (parse, validate, harmonise; no warehouse)
-  ingest         vigila.pipeline.ingest(source, csv, fresh warehouse)  (land + sha256, validate,
+  check          vigila.ingest.pipeline.check(source, csv)           (parse, validate, harmonise; no warehouse)
+  ingest         vigila.ingest.pipeline.ingest(source, csv, fresh warehouse)  (land + sha256, validate,
                  quarantine, publish Parquet atomically)
 
 Outputs: `benchmarks/results/ingest_<rows>.json` (every measurement, machine facts, Vigila's
@@ -173,7 +173,7 @@ def _summary(report: dict) -> dict:
 
 
 def job_check(csv: Path, out_dir: Path, rows: int) -> dict:
-    from vigila import pipeline
+    from vigila.ingest import pipeline
     from vigila.config import load_source
 
     source = load_source(SOURCE_YAML)
@@ -186,7 +186,7 @@ def job_check(csv: Path, out_dir: Path, rows: int) -> dict:
 
 
 def job_ingest(csv: Path, out_dir: Path, rows: int) -> dict:
-    from vigila import pipeline
+    from vigila.ingest import pipeline
     from vigila.config import load_source
 
     source = load_source(SOURCE_YAML)

@@ -24,7 +24,7 @@ FIRST_WEEK = dt.date(2015, 1, 4)   # a Sunday: MMWR week 1 of 2015
 
 
 def synthetic_cases_weekly(n_series: int, weeks: int = 520, seed: int = 20240101) -> pl.DataFrame:
-    from vigila import alerts
+    from vigila.detect import alerts
 
     rng = np.random.default_rng(seed)
     idx = np.arange(n_series)
@@ -54,8 +54,9 @@ def synthetic_cases_weekly(n_series: int, weeks: int = 520, seed: int = 20240101
 def publish_cases_weekly(warehouse: str, n_series: int, weeks: int = 520, seed: int = 20240101) -> str:
     """Commit the synthetic series as the `cases_weekly` dataset of WAREHOUSE; return the version."""
     from schemas.harmonised import SCHEMA_VERSION
-    from vigila import pipeline, publish
-    from vigila.storage import Storage
+    from vigila.ingest import pipeline
+    from vigila.warehouse import publish
+    from vigila.warehouse.storage import Storage
 
     frame = synthetic_cases_weekly(n_series, weeks, seed)
     return publish.commit(Storage.open(warehouse), "cases_weekly", partition_by=pipeline.PARTITION_BY,
@@ -81,7 +82,7 @@ def write_sources(folder: Path, n: int, rows: int = 520, seed: int = 7) -> list[
     for k in range(n):
         iso3, disease = SOURCE_COUNTRIES[k % len(SOURCE_COUNTRIES)], DISEASES[(k // len(SOURCE_COUNTRIES)) % len(DISEASES)]
         dates = [FIRST_WEEK + dt.timedelta(weeks=w) for w in range(rows)]
-        from vigila import alerts
+        from vigila.detect import alerts
 
         epi = alerts.epi_weeks(pl.Series(dates, dtype=pl.Date))
         csv = folder / f"src{k:03d}.csv"

@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     csv = a.csv or BENCH_DIR / f"linelist_{label(a.rows)}.csv"
     ensure_csv(csv, a.rows, a.seed)
 
-    from vigila import pipeline
+    from vigila.ingest import pipeline
     from vigila.config import load_source
 
     source = load_source(SOURCE_YAML)

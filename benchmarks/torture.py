@@ -35,7 +35,7 @@ PUBLISHED_CASES = 171_225          # the demo line list: cases published (57 qua
 def kills(n: int, work: Path, seed: int) -> dict:
     import polars as pl
 
-    from vigila import read
+    from vigila.warehouse import read
 
     wh = work / "kills-warehouse"
     rng = random.Random(seed)

@@ -1,4 +1,4 @@
-"""Connectors fetch a source's raw report bytes to local files; parsing lives in `vigila.readers`.
+"""Connectors fetch a source's raw report bytes to local files; parsing lives in `vigila.ingest.readers`.
 
 Input: a location string (path, glob, folder, http(s):// URL); output: `Fetched` files. The
 registry maps a location's kind to its connector module; adding a kind = one module + one entry.

@@ -39,8 +39,8 @@ import polars as pl
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from vigila.config import Constants, Strict
-from vigila.places import admin1_table, normalise, resolve
-from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
+from vigila.core.places import admin1_table, normalise, resolve
+from vigila.core.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
 
 # ISO infix -> (DHIS2 period type, first weekday (Monday = 0), Vigila week system)
 WEEKLY: dict[str, tuple[str, int, str]] = {
@@ -560,7 +560,7 @@ def org_units_from_hierarchy(
 
     Each org unit at `level` (and under the org unit UID `within`, by `path`) is matched by its
     code, then its name, case-, accent- and punctuation-insensitively, against `places`: a
-    `(key, code, name)` table such as `vigila.places.admin1_table("HND")` (with aliases:
+    `(key, code, name)` table such as `vigila.core.places.admin1_table("HND")` (with aliases:
     `places.table_from_aliases`) or a {name or code: geo code} dict. The report has one row per
     org unit considered, with `geo_code` and `check`: null (mapped), unknown_place, or
     duplicate_geo_code (two org units match one place: neither is mapped, since Vigila would

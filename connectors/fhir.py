@@ -43,8 +43,8 @@ import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from vigila.config import Strict
-from vigila.epiweek import weeks_of_dates
-from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
+from vigila.core.epiweek import weeks_of_dates
+from vigila.core.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
 
 ROW_SCHEMA = {
     "country": pl.String, "place": pl.String, "week_start": pl.Date, "epi_year": pl.Int32, "epi_week": pl.Int32,
@@ -73,7 +73,7 @@ class CountRule(Strict):
     """A population whose count is a number of cases, and the classification it means."""
 
     population: str                 # population.code: "system|code", "code" or code.text, e.g. initial-population
-    classification: str = "total"   # vigila.vocab.CLASSIFICATIONS
+    classification: str = "total"   # vigila.core.vocab.CLASSIFICATIONS
     group: str | None = None        # only in the group with this group.code (same forms); null: any group
 
     @field_validator("classification")

@@ -2,7 +2,7 @@
 
 Thin on purpose: it fetches bytes and checks only what a transfer can get wrong (status, size,
 truncation, a malformed JSON document, a repeated page); parsing, mapping and validation are the
-core's (`vigila.readers`, `vigila.plan`). What it does, per `SourceConfig.http`:
+core's (`vigila.ingest.readers`, `vigila.ingest.plan`). What it does, per `SourceConfig.http`:
 
 - auth: basic, bearer or an API key (header or query parameter), the secret read from an
   environment variable or a Prefect Secret block (loaded only when configured). Secrets are

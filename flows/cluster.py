@@ -20,9 +20,10 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from vigila import alerts, artifacts, scale
-from vigila import log as vlog
-from vigila.pipeline import new_run_id
+from vigila.detect import alerts, scale
+from vigila.operate import artifacts
+from vigila.operate import log as vlog
+from vigila.ingest.pipeline import new_run_id
 
 from flows.notify import failure_hooks
 

@@ -127,10 +127,10 @@ def deployments_for(sources_dir: str | Path, warehouse: str | Path = "warehouse"
             **kind,
         ))
     weekly = [(detect_flow, DETECT_NAME, DETECT_CRON, "alerts",
-               "Weekly early detection over the published cases_weekly (vigila/detection.yaml), after the week's ingests"),
+               "Weekly early detection over the published cases_weekly (vigila/detect/detection.yaml), after the week's ingests"),
               (regional_flow, REGIONAL_NAME, REGIONAL_CRON, "summary",
                "Weekly regional summary: reconcile reporters, endemic channels, weekly_summary and the bulletin of "
-               "the latest week (vigila/summary.yaml), after detect-alerts")]
+               "the latest week (vigila/regional/summary.yaml), after detect-alerts")]
     for flow, name, cron, tag, description in weekly if detect and out else []:
         out.append(flow.to_deployment(name=name, schedule=Cron(cron, timezone=DETECT_TIMEZONE),
                                       tags=[tag, *(f"disease:{d}" for d in sorted(diseases))],

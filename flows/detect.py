@@ -1,9 +1,9 @@
 """Prefect flow `detect_alerts`: the configured detection methods on the published cases_weekly -> `alerts`.
 
-Input: a warehouse root and an optional detection YAML (layered over vigila/detection.yaml);
-output: the run summary (dict). Thin on purpose: the work is `vigila.alerts.run_detection` (or, given a
+Input: a warehouse root and an optional detection YAML (layered over vigila/detect/detection.yaml);
+output: the run summary (dict). Thin on purpose: the work is `vigila.detect.alerts.run_detection` (or, given a
 Dask cluster, the same computed by blocks of series on its workers: `flows.cluster`).
-Logs one `vigila.log` line per method (`event=detect method=...`) and one for the run
+Logs one `vigila.operate.log` line per method (`event=detect method=...`) and one for the run
 (`event=detect_alerts`) through the Prefect run logger.
 """
 
@@ -16,9 +16,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from vigila import alerts, artifacts, scale
-from vigila import log as vlog
-from vigila.pipeline import new_run_id
+from vigila.detect import alerts, scale
+from vigila.operate import artifacts
+from vigila.operate import log as vlog
+from vigila.ingest.pipeline import new_run_id
 
 from flows.notify import failure_hooks
 

@@ -1,12 +1,12 @@
 """Prefect flow `ingest_source`: fetch -> land -> process -> publish for one source config.
 
 Input: a source YAML path and a warehouse root; output: one data-quality report per file.
-Thin on purpose: every step is a function of `vigila.pipeline`; only fetching retries (with
+Thin on purpose: every step is a function of `vigila.ingest.pipeline`; only fetching retries (with
 backoff, jitter and a timeout). Publishing holds the Prefect global concurrency limit
 `publish-<source id>` (one slot, created on first use), so two runs of one source never publish at
 once: the second waits up to `PUBLISH_WAIT_SECONDS`, then fails naming the source. Each run
 leaves artifacts: the data-quality summary (markdown), the checks table and the quarantine link,
-and logs one `vigila.log` line per stage (fetch, land, parse, harmonise, validate, publish), one
+and logs one `vigila.operate.log` line per stage (fetch, land, parse, harmonise, validate, publish), one
 per report (`event=report`) and one for the run (`event=ingest`) through the Prefect run logger.
 """
 
@@ -26,11 +26,14 @@ from prefect.runtime import flow_run
 
 import connectors
 from connectors import Fetched, FetchError
-from vigila import artifacts, completeness, pipeline, scale
-from vigila import log as vlog
+from vigila.operate import artifacts
+from vigila.regional import completeness
+from vigila.ingest import pipeline
+from vigila.detect import scale
+from vigila.operate import log as vlog
 from vigila.config import SourceConfig, load_source
-from vigila.readers import ReadError
-from vigila.storage import Storage
+from vigila.ingest.readers import ReadError
+from vigila.warehouse.storage import Storage
 
 from flows.notify import failure_hooks
 

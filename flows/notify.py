@@ -1,8 +1,8 @@
-"""Alerts to operators, the Prefect side: emit each alert of `vigila.notify` as a Prefect event
+"""Alerts to operators, the Prefect side: emit each alert of `vigila.operate.notify` as a Prefect event
 and deliver it to the operators' webhook.
 
 Delivery (both optional, both may be set): `VIGILA_ALERT_WEBHOOK`, a URL that gets the alert as a
-JSON POST (`vigila.notify.webhook_body`); `VIGILA_ALERT_BLOCK`, a saved Prefect notification block
+JSON POST (`vigila.operate.notify.webhook_body`); `VIGILA_ALERT_BLOCK`, a saved Prefect notification block
 (`<block type slug>/<name>`, e.g. `custom-webhook/ops`) whose `notify(body, subject)` is called.
 A delivery failure is logged, never raised: an alert must not fail or mask the run it reports.
 The events are emitted whatever the delivery, so a Prefect automation can act on them instead.
@@ -10,7 +10,7 @@ The events are emitted whatever the delivery, so a Prefect automation can act on
 `alert_failed_run` is the `on_failure` and `on_crashed` hook of every flow (ingest_source,
 detect_alerts, regional_summary, check_overdue); `check_overdue` is a flow (deployed hourly by
 `flows/deploy.py`) that alerts each overdue episode of a source once (`state/alerts/<source>.json`
-in the warehouse). Each alert logs one `vigila.log` line, `event=alert name=<event>
+in the warehouse). Each alert logs one `vigila.operate.log` line, `event=alert name=<event>
 source=<id> delivered=true|false`; a failed delivery `event=alert_undelivered route=webhook|block`;
 an overdue episode already alerted `event=alert_skipped`.
 """
@@ -31,10 +31,11 @@ from prefect.events import emit_event
 from prefect.logging import get_logger
 from prefect.runtime import flow_run as current_run
 
-from vigila import completeness, notify
-from vigila import log as vlog
+from vigila.regional import completeness
+from vigila.operate import notify
+from vigila.operate import log as vlog
 from vigila.config import load_source, source_paths
-from vigila.storage import Storage
+from vigila.warehouse.storage import Storage
 
 WEBHOOK_ENV = "VIGILA_ALERT_WEBHOOK"
 BLOCK_ENV = "VIGILA_ALERT_BLOCK"
@@ -45,7 +46,7 @@ def _logger():
     try:
         return get_run_logger()
     except Exception:  # outside a run (a hook runs after it)
-        return get_logger("vigila.notify")
+        return get_logger("vigila.operate.notify")
 
 
 def deliver(alert: dict[str, Any]) -> bool:
@@ -180,7 +181,7 @@ def check_overdue(warehouse: str = "warehouse", sources_dir: str = "sources", to
                   weeks: int = 12) -> list[dict[str, Any]]:
     """Emit `vigila.source.overdue` (and deliver it) for every source of `sources_dir` (a folder of
     `*.yaml`/`*.yml` configs, or one YAML) that became overdue since the last alert of it, by
-    `vigila.completeness.status` as of `today` (now); returns the alerts sent this run."""
+    `vigila.regional.completeness.status` as of `today` (now); returns the alerts sent this run."""
     paths = source_paths(sources_dir)
     with vlog.to_logger(get_run_logger()), vlog.stage("check_overdue", sources=len(paths)) as logged:
         rows = completeness.status(warehouse, [load_source(p) for p in paths], today=today or dt.datetime.now(dt.UTC),

@@ -2,7 +2,7 @@
 
 Input: a warehouse root with published cases_weekly (and reporting) and optional config YAMLs layered
 over vigila/{reconciliation,endemic,summary,detection}.yaml; output: the run summary (dict). Thin: the work is in
-`vigila.reconcile` and `vigila.regional`. Each step logs one `vigila.log` line (`event=reconcile|endemic|
+`vigila.regional.reconcile` and `vigila.regional.regional`. Each step logs one `vigila.operate.log` line (`event=reconcile|endemic|
 summary|bulletin`, with version, rows, epi_week) and the run `event=regional_summary`, through the Prefect run logger.
 """
 
@@ -17,15 +17,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from vigila import alerts, endemic, reconcile, regional, summary
-from vigila import log as vlog
-from vigila.pipeline import new_run_id
+from vigila.detect import alerts
+from vigila.regional import endemic, reconcile, regional, summary
+from vigila.operate import log as vlog
+from vigila.ingest.pipeline import new_run_id
 
 from flows.notify import failure_hooks
 
 
 def logged(name: str, step: Callable[[], dict]) -> dict:
-    """Run STEP as the `vigila.log` stage NAME: its result's status, version, rows and epi week logged."""
+    """Run STEP as the `vigila.operate.log` stage NAME: its result's status, version, rows and epi week logged."""
     with vlog.to_logger(get_run_logger()), vlog.stage(name) as fields:
         result = step()
         week = f"{result['epi_year']}-W{result['epi_week']:02d}" if result.get("epi_week") else None

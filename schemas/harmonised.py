@@ -1,7 +1,7 @@
 """The harmonised weekly contract (`cases_weekly`, `cases_revisions`) and the quarantine record.
 
-Input: eager polars frames produced by `vigila.harmonise`; output: pandera failure cases.
-These models are the single source of the data dictionary (`vigila.dictionary`).
+Input: eager polars frames produced by `vigila.ingest.harmonise`; output: pandera failure cases.
+These models are the single source of the data dictionary (`vigila.warehouse.dictionary`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 import pandera.polars as pa
 import polars as pl
 
-from vigila.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES
+from vigila.core.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES
 
 SCHEMA_VERSION = "1.2.0"   # 1.2.0: admin1_code, admin1_name (the parent of an admin2/admin3 place); age_band_source (a source age band kept, age_group source_band)
 

@@ -1,7 +1,7 @@
 """Contracts of derived datasets: `alerts` (early detection per series-week and method), `reporting` (completeness),
 `cases_reconciled` and `discrepancies` (reconciliation across reporters of one country).
 
-Input: the eager polars frames `vigila.alerts`, `vigila.completeness` and `vigila.reconcile` build; output: pandera
+Input: the eager polars frames `vigila.detect.alerts`, `vigila.regional.completeness` and `vigila.regional.reconcile` build; output: pandera
 validation (raises on a broken contract). The models are also the source of their sections of
 the data dictionary.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
-from vigila.vocab import DISEASES
+from vigila.core.vocab import DISEASES
 
 ALERTS_SCHEMA_VERSION = "1.0.0"
 
@@ -57,7 +57,7 @@ REPORTING_STATUSES = ["on_time", "late", "partial", "missing", "pending"]
 
 
 class Reporting(pa.DataFrameModel):
-    """Reporting completeness and timeliness: one row per source x epi week (vigila/completeness.py)."""
+    """Reporting completeness and timeliness: one row per source x epi week (vigila/regional/completeness.py)."""
 
     source_id: pl.Utf8 = pa.Field(description="source config id")
     epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (the source's convention: mmwr or iso)")
@@ -90,7 +90,7 @@ ENDEMIC_SCHEMA_VERSION = "1.0.0"
 
 
 class EndemicChannel(pa.DataFrameModel):
-    """Endemic channel of one series x target epi week x method (vigila/endemic.py)."""
+    """Endemic channel of one series x target epi week x method (vigila/regional/endemic.py)."""
 
     country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
     geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1", "admin2", "admin3"],
@@ -109,7 +109,7 @@ class EndemicChannel(pa.DataFrameModel):
                                   "safety zone from lower up to it, alert zone above it; null as lower")
     upper: pl.Float64 = pa.Field(nullable=True, ge=0, description="upper curve: above it is the epidemic zone; null as lower")
     years_used: pl.Int32 = pa.Field(ge=0, description="baseline values used: earlier years with a value for the week, "
-                                    "declared epidemic years left out, at most `years` (vigila/endemic.yaml)")
+                                    "declared epidemic years left out, at most `years` (vigila/regional/endemic.yaml)")
     baseline_years: pl.Utf8 = pa.Field(str_matches=r"^(\d{4}(,\d{4})*)?$", description="the baseline's epi years, "
                                        "ascending and comma-separated, e.g. '2015,2016,2017,2018,2019'; empty when none")
     per: pl.Int64 = pa.Field(nullable=True, description="null: the channel is in cases; e.g. 100000: in cases per 100,000 "
@@ -127,7 +127,7 @@ RECONCILED_BASES = ["authoritative", "fallback", "sum", "single"]
 
 class CasesReconciled(pa.DataFrameModel):
     """One weekly count per country x place x disease x epi week, reconciled across the country's reporters
-    (vigila/reconcile.py, rules in vigila/reconciliation.yaml)."""
+    (vigila/regional/reconcile.py, rules in vigila/regional/reconciliation.yaml)."""
 
     country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
     geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1"], description="admin0 national, admin1 state/departamento")
@@ -162,7 +162,7 @@ DISCREPANCIES_SCHEMA_VERSION = "1.0.0"
 
 
 class Discrepancy(pa.DataFrameModel):
-    """Two reporters of the same population counting the same place-week (vigila/reconcile.py)."""
+    """Two reporters of the same population counting the same place-week (vigila/regional/reconcile.py)."""
 
     country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
     geo_level: pl.Utf8 = pa.Field(isin=["admin0", "admin1"], description="admin0 national, admin1 state/departamento")
@@ -195,7 +195,7 @@ ZONES = ["success", "safety", "alert", "epidemic"]
 
 
 class WeeklySummary(pa.DataFrameModel):
-    """The regional weekly summary: one row per disease x place x epi week (vigila/summary.py)."""
+    """The regional weekly summary: one row per disease x place x epi week (vigila/regional/summary.py)."""
 
     disease: pl.Utf8 = pa.Field(isin=sorted(DISEASES), description="controlled disease code")
     country_iso3: pl.Utf8 = pa.Field(str_matches=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code of the country")
@@ -235,7 +235,7 @@ class WeeklySummary(pa.DataFrameModel):
     threshold: pl.Float64 = pa.Field(nullable=True, description="upper bound of the detection method threshold_method for the week, "
                                      "computed on this series' own (reconciled) counts; null when the method gave none")
     threshold_method: pl.Utf8 = pa.Field(nullable=True, description="the detection method label whose bound is `threshold`, e.g. ears_C2")
-    alarm: pl.Boolean = pa.Field(nullable=True, description="any configured detection method (vigila/detection.yaml) alarmed on "
+    alarm: pl.Boolean = pa.Field(nullable=True, description="any configured detection method (vigila/detect/detection.yaml) alarmed on "
                                  "this series' reconciled count this week; null when no method evaluated the week")
     alarm_methods: pl.Utf8 = pa.Field(nullable=True, description="methods that alarmed (comma-joined), null when none")
     reporting_status: pl.Utf8 = pa.Field(isin=REPORTING_STATUSES, nullable=True, description="the worst reporting status "

@@ -1,6 +1,6 @@
 """Raw contracts: the canonical fields of a source file after column mapping and casting.
 
-Input: the distinct typed values of a field (`vigila.plan` validates each distinct value once,
+Input: the distinct typed values of a field (`vigila.ingest.plan` validates each distinct value once,
 with that field's column schema); output: pandera failure cases, which become quarantine
 records. Optional fields are only checked when the source maps them.
 """
@@ -32,7 +32,7 @@ class RawRecord(pa.DataFrameModel):
 
     class Config:
         strict = False   # unmapped file columns are carried along, not rejected
-        coerce = False   # vigila.cast casts every value itself and reports each failure by row
+        coerce = False   # vigila.ingest.cast casts every value itself and reports each failure by row
 
 
 class RawCounts(RawRecord):

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl
 
-from vigila.publish import commit, current_manifest
-from vigila.storage import Storage
+from vigila.warehouse.publish import commit, current_manifest
+from vigila.warehouse.storage import Storage
 
 REGIONS = [f"R{i}" for i in range(6)]
 STATIC = "static"  # a partition written once and carried over by every later commit

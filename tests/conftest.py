@@ -41,7 +41,7 @@ def demo_ingested(tmp_path_factory) -> Path:
     Read-only: a test that publishes more copies it first (`copy_warehouse`)."""
     import datetime as dt
 
-    from vigila import pipeline
+    from vigila.ingest import pipeline
     from vigila.config import load_source
 
     wh = tmp_path_factory.mktemp("demo") / "warehouse"

@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 import yaml
 
-from vigila import pipeline, read
+from vigila.ingest import pipeline
+from vigila.warehouse import read
 from vigila.config import ConfigError, load_source, source_from_dict
-from vigila.plan import UNIT_DIVISOR
-from vigila.vocab import age_band_expr
+from vigila.ingest.plan import UNIT_DIVISOR
+from vigila.core.vocab import age_band_expr
 
 from conftest import FIXTURES, SOURCES
 from test_flow import run_cli

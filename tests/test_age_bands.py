@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 import yaml
 
-from vigila import agebands, pipeline, read
+from vigila.ingest import agebands, pipeline
+from vigila.warehouse import read
 from vigila.config import load_source, source_from_dict
-from vigila.contract import contract, schema_version
+from vigila.ingest.contract import contract, schema_version
 
 from conftest import FIXTURES, ROOT
 from test_accounting import balanced
@@ -25,7 +26,7 @@ YAML = ARG / "arg_snvs_dengue_age_bands.yaml"
 CSV = ARG / "dengue_zika_nacional_2025_extract.csv"
 ISSUE = dt.date(2025, 10, 1)
 
-#: what each SNVS label must become, written out by hand (not computed by vigila.agebands)
+#: what each SNVS label must become, written out by hand (not computed by vigila.ingest.agebands)
 EXPECTED = {
     "Posneonato (29 hasta 365 días)": ("00-04", None), "De 13 a 24 meses": ("00-04", None),
     "De 2 a 4 años": ("00-04", None), "De 5 a 9 años": ("05-09", None), "De 10 a 14 años": ("10-14", None),

@@ -11,11 +11,13 @@ import polars as pl
 import pytest
 
 from schemas.outputs import Alert
-from vigila import alerts, pipeline, publish, read
+from vigila.detect import alerts
+from vigila.ingest import pipeline
+from vigila.warehouse import publish, read
 from vigila.config import ConfigError, load_source
 from vigila.detect.ears import ears
 from vigila.detect.farrington import farrington_flexible
-from vigila.storage import Storage
+from vigila.warehouse.storage import Storage
 
 from conftest import SOURCES
 

@@ -1,4 +1,4 @@
-"""The weekly bulletin (vigila/bulletin.py): rendered from a weekly_summary frame built here, checked as
+"""The weekly bulletin (vigila/regional/bulletin.py): rendered from a weekly_summary frame built here, checked as
 text and in a real headless Chromium (charts drawn, no console errors, no external URLs).
 
 Set VIGILA_UPDATE_SCREENSHOTS=1 to rewrite docs/bulletin.png from the rendered page.
@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from tests.browser import body_text, chromium, console_errors, wait_for
-from vigila import bulletin
+from vigila.regional import bulletin
 
 ROOT = Path(__file__).resolve().parents[1]
 YEAR, WEEK = 2024, 10

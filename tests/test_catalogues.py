@@ -1,4 +1,4 @@
-"""National place-code catalogues (vigila/reference/catalogues, vigila.catalogues): their contents, the
+"""National place-code catalogues (vigila/reference/catalogues, vigila.core.catalogues): their contents, the
 region's ISO 3166-2 codes all reachable, `place_codes` + `columns.place_parent` in configs, and real national
 files (Argentina SNVS by INDEC codes, Brazil SINAN by IBGE codes) published at admin1 and admin2 with every
 row and case accounted for."""
@@ -12,7 +12,9 @@ import pycountry
 import pytest
 import yaml
 
-from vigila import catalogues, pipeline, read
+from vigila.core import catalogues
+from vigila.ingest import pipeline
+from vigila.warehouse import read
 from vigila.config import load_source, source_from_dict
 
 from conftest import FIXTURES
@@ -321,7 +323,7 @@ MEX_SSA = REAL / "mex_ssa_municipios_inegi" / "MUNICIPIOS_extract.csv"
 def test_mexico_ssa_municipality_codes_are_inegis_by_state_and_municipality():
     """The Secretaría de Salud's catalogue for MUNICIPIO_RES (states 01..09 of April 2020): every municipality
     is found by (ENTIDAD, MUNICIPIO) and named alike, but two renamed since; the 99x codes name no place."""
-    from vigila import places
+    from vigila.core import places
 
     raw = pl.read_csv(MEX_SSA, infer_schema=False)
     got = catalogues.resolve(raw, "CLAVE_MUNICIPIO", "inegi", "admin2", parent="CLAVE_ENTIDAD")

@@ -14,10 +14,12 @@ import pytest
 from epiweeks import Week
 
 from schemas.outputs import Reporting
-from vigila import completeness as cp
-from vigila import notify, pipeline, publish, read
+from vigila.regional import completeness as cp
+from vigila.operate import notify
+from vigila.ingest import pipeline
+from vigila.warehouse import publish, read
 from vigila.config import ConfigError, load_source, source_from_dict
-from vigila.storage import Storage
+from vigila.warehouse.storage import Storage
 
 from conftest import ROOT, SOURCES
 

@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 import yaml
 
-from vigila import configdoc, pipeline
+from vigila import configdoc
+from vigila.ingest import pipeline
 from vigila.config import load_source, source_from_dict
 
 from conftest import FIXTURES, ROOT, SOURCES

@@ -26,7 +26,8 @@ import yaml
 import connectors
 from connectors import FetchError
 from connectors.http import HttpConnector
-from vigila import pipeline, read
+from vigila.ingest import pipeline
+from vigila.warehouse import read
 from vigila.config import ConfigError, deep_merge, load_source, source_from_dict
 
 from conftest import DEMO, SOURCES

@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 
 from connectors import dhis2, fhir
-from vigila import pipeline, read
+from vigila.ingest import pipeline
+from vigila.warehouse import read
 from vigila.config import deep_merge, load_source, source_from_dict
 
 from conftest import FIXTURES, SOURCES

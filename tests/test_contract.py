@@ -13,8 +13,8 @@ import pytest
 
 from schemas.harmonised import CasesWeekly, QuarantineRecord
 from schemas.raw import RAW_MODELS
-from vigila import contract
-from vigila.validate import validate_frame
+from vigila.ingest import contract
+from vigila.ingest.validate import validate_frame
 
 from conftest import ROOT
 

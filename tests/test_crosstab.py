@@ -1,4 +1,4 @@
-"""Cross-tab layouts (vigila/layouts/crosstab.py) on a real TabNet export and an XLSX with merged headers: every
+"""Cross-tab layouts (vigila/ingest/layouts/crosstab.py) on a real TabNet export and an XLSX with merged headers: every
 cell accounted (rows and cases read = published + quarantined + set aside), Total columns, Total rows and
 subtotal rows set aside and never double counted, the published total equal to the file's own Total, and every
 quarantined or set-aside cell located by the file's line and its column header."""
@@ -12,9 +12,10 @@ import polars as pl
 import pytest
 import yaml
 
-from vigila import pipeline, read
+from vigila.ingest import pipeline
+from vigila.warehouse import read
 from vigila.config import ConfigError, load_source, source_from_dict
-from vigila.readers import ReadError
+from vigila.ingest.readers import ReadError
 
 from conftest import FIXTURES
 from test_flow import run_cli

@@ -129,7 +129,7 @@ def s3_root() -> str:
 
 def frame(warehouse: str, name: str) -> pl.DataFrame:
     """A dataset as published, run columns dropped, rows sorted on every column."""
-    from vigila import read
+    from vigila.warehouse import read
 
     df = read.dataset(warehouse, name).collect()
     df = df.drop([c for c in RUN_COLUMNS if c in df.columns])
@@ -153,8 +153,8 @@ def assert_same_alerts(x: pl.DataFrame, y: pl.DataFrame) -> None:
 
 
 def assert_same(a: str, b: str, *names: str) -> None:
-    from vigila import publish, read
-    from vigila.storage import Storage
+    from vigila.warehouse import publish, read
+    from vigila.warehouse.storage import Storage
 
     for name in names:
         if name == "alerts":   # each warehouse's alerts name the cases_weekly version they were computed from
@@ -193,7 +193,7 @@ def artifact_links(key: str) -> list[str]:
 def ingested(cluster, tmp_path_factory):
     """The same sources (3 real: two of one country x disease; 3 synthetic) ingested in one process and through the cluster in one run."""
     from flows.cluster import ingest_sources
-    from vigila import oneoff
+    from vigila.operate import oneoff
 
     base = tmp_path_factory.mktemp("ingest")
     paths = [*REAL_SOURCES, *dask_load.write_sources(base / "synthetic", 3, rows=104)]
@@ -230,7 +230,7 @@ def detect_config(tmp_path: Path, weeks: int = 12) -> str:
 
 def test_detection_by_blocks_on_the_cluster_equals_one_process(cluster, ingested, tmp_path):
     from flows.detect import detect_alerts
-    from vigila import alerts
+    from vigila.detect import alerts
 
     _, one, many, _, _ = ingested
     synthetic_one, synthetic_many = str(tmp_path / "syn-one"), str(tmp_path / "syn-cluster")
@@ -245,7 +245,7 @@ def test_detection_by_blocks_on_the_cluster_equals_one_process(cluster, ingested
         assert_same(single, dist, "alerts")
         assert detect_alerts(dist, config, cluster=cluster.address)["status"] == "unchanged"
     assert any(cluster.dashboard.split("/status")[0] in link for link in artifact_links("detect-dask-dashboard"))
-    from vigila.storage import Storage
+    from vigila.warehouse.storage import Storage
 
     assert Storage.open(synthetic_many).list("staging") == []       # block files removed after the publish
 
@@ -256,14 +256,14 @@ def test_detection_by_blocks_on_the_cluster_equals_one_process(cluster, ingested
 def test_workers_ingest_and_detect_on_s3(cluster, ingested, tmp_path):
     from flows.cluster import ingest_sources
     from flows.detect import detect_alerts
-    from vigila import alerts
+    from vigila.detect import alerts
 
     paths, one, _, _, _ = ingested
     root = s3_root()
     reports = ingest_sources([str(p) for p in paths[:2] + paths[3:]], root, issue_date=ISSUED, cluster=cluster.address)
     assert all(r["status"] == "published" for rs in reports for r in rs)
     local = str(tmp_path / "local")
-    from vigila import oneoff
+    from vigila.operate import oneoff
 
     for p in paths[:2] + paths[3:]:
         oneoff.ingest_source(str(p), local, issue_date=ISSUED)
@@ -280,8 +280,8 @@ RACERS, PER_TASK, ROWS = 20, 5, 3
 
 def racing_commits(root: str, task: int) -> list[str]:
     """Runs on a worker: PER_TASK threads, each one commit appending ROWS rows tagged with its writer number."""
-    from vigila import publish
-    from vigila.storage import Storage
+    from vigila.warehouse import publish
+    from vigila.warehouse.storage import Storage
 
     storage = Storage.open(root)
     done: list[str] = []
@@ -301,8 +301,8 @@ def racing_commits(root: str, task: int) -> list[str]:
 
 
 def test_hundred_racing_publishes_from_both_workers_leave_no_torn_or_duplicated_version(cluster):
-    from vigila import publish
-    from vigila.storage import Storage
+    from vigila.warehouse import publish
+    from vigila.warehouse.storage import Storage
 
     root = s3_root()
     with cluster.client() as c:
@@ -338,8 +338,9 @@ def test_hundred_racing_publishes_from_both_workers_leave_no_torn_or_duplicated_
 
 def test_a_worker_killed_mid_detection_leaves_the_published_version_and_a_rerun_completes(cluster, tmp_path):
     from flows.detect import detect_alerts
-    from vigila import alerts, publish
-    from vigila.storage import Storage
+    from vigila.detect import alerts
+    from vigila.warehouse import publish
+    from vigila.warehouse.storage import Storage
 
     wh = str(tmp_path / "wh")
     dask_load.publish_cases_weekly(wh, 160, weeks=312)

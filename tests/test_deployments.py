@@ -173,8 +173,8 @@ def test_deploy_to_a_real_server_and_a_worker_runs_the_flow(tmp_path, monkeypatc
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from vigila import read
-    from vigila.artifacts import artifact_key
+    from vigila.warehouse import read
+    from vigila.operate.artifacts import artifact_key
 
     monkeypatch.delenv(OVERDUE_CRON_ENV, raising=False)
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"

@@ -25,7 +25,7 @@ from connectors.dhis2 import (
     parse_data_value_sets,
     parse_period,
 )
-from vigila import places
+from vigila.core import places
 from vigila.config import source_from_dict
 
 from conftest import FIXTURES, SOURCES

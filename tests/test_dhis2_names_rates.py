@@ -21,8 +21,10 @@ from connectors.dhis2 import (
     parse_reporting_rates,
     reporting_rate_url,
 )
-from vigila import completeness as cp
-from vigila import pipeline, places, read
+from vigila.regional import completeness as cp
+from vigila.ingest import pipeline
+from vigila.core import places
+from vigila.warehouse import read
 from vigila.config import source_from_dict
 
 from conftest import FIXTURES

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.harmonised import CasesWeekly
-from vigila import dictionary
+from vigila.warehouse import dictionary
 
 from conftest import ROOT
 

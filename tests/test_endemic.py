@@ -1,4 +1,4 @@
-"""Endemic channels (vigila/endemic.py): expected values computed here independently (numpy,
+"""Endemic channels (vigila/regional/endemic.py): expected values computed here independently (numpy,
 statistics, math), never by calling the module; plus the bundled OpenDengue national series."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 
 from schemas.outputs import EndemicChannel
-from vigila import endemic, epiweek
+from vigila.regional import endemic
+from vigila.core import epiweek
 from vigila.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import connectors
 from connectors.file import FileConnector
-from vigila import read
+from vigila.warehouse import read
 from vigila.cli import app
 
 from conftest import ROOT
@@ -122,8 +122,9 @@ def test_a_lossy_run_is_rejected_by_the_flow_and_stays_rejected_in_status(prefec
     """Most rows fail: the flow fails (so Prefect and the operator alert see it), nothing is published,
     the report, quarantine and `vigila status` say rejected and how much was lost; the CLI exits 3."""
     from flows.ingest import ingest_source
-    from vigila import completeness, pipeline
-    from vigila.storage import Storage
+    from vigila.regional import completeness
+    from vigila.ingest import pipeline
+    from vigila.warehouse.storage import Storage
 
     (tmp_path / "drop" / "semana10.csv").write_text(GOOD + "Atlantis,2024,10,300\nNarnia,2024,10,200\n")
     source.write_text(source.read_text().replace("id: gtm_mspas_weekly", "id: gtm_lossy_weekly"))  # its own events
@@ -143,8 +144,8 @@ def test_without_a_prefect_api_ingest_runs_in_process_and_publishes_what_the_flo
     """No PREFECT_API_URL: `vigila ingest` never imports Prefect (no temporary server to start or orphan),
     and publishes the same rows, reports and run record as the `ingest_source` flow run."""
     from flows.ingest import ingest_source
-    from vigila import completeness
-    from vigila.storage import Storage
+    from vigila.regional import completeness
+    from vigila.warehouse.storage import Storage
 
     home = tmp_path / "prefect-home"           # an empty Prefect profile: no API configured anywhere
     env_cli = ["ingest", str(source), "--warehouse", str(tmp_path / "plain"), "--issue-date", "2024-03-20"]

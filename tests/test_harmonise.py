@@ -8,10 +8,11 @@ import polars as pl
 import pytest
 from epiweeks import Week
 
-from vigila import epiweek, plan
-from vigila import harmonise as hz
+from vigila.core import epiweek
+from vigila.ingest import plan
+from vigila.ingest import harmonise as hz
 from vigila.config import source_from_dict
-from vigila.readers import ROW
+from vigila.ingest.readers import ROW
 
 
 def src(**over):

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigila import pipeline
+from vigila.ingest import pipeline
 from vigila.config import ConfigError, load_source, source_from_dict
 
 from conftest import ROOT

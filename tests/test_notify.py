@@ -14,9 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from vigila import log as vlog
-from vigila import completeness, notify, pipeline
-from vigila.storage import Storage
+from vigila.operate import log as vlog
+from vigila.regional import completeness
+from vigila.operate import notify
+from vigila.ingest import pipeline
+from vigila.warehouse.storage import Storage
 from vigila.config import load_source
 
 from conftest import SOURCES

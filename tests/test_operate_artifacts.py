@@ -1,4 +1,4 @@
-"""Operating Vigila: run artifacts (built by vigila.artifacts, read back from a real Prefect API),
+"""Operating Vigila: run artifacts (built by vigila.operate.artifacts, read back from a real Prefect API),
 flow run names, and the two guards against concurrent publishes of one source (the Prefect global
 concurrency limit in the flow; the warehouse lock in `publish.commit`, local and S3).
 
@@ -16,10 +16,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from vigila import artifacts, pipeline, read
+from vigila.operate import artifacts
+from vigila.ingest import pipeline
+from vigila.warehouse import read
 from vigila.config import load_source
-from vigila.publish import current_manifest, list_versions, scan
-from vigila.storage import LockTimeout, Storage, lock_object_key
+from vigila.warehouse.publish import current_manifest, list_versions, scan
+from vigila.warehouse.storage import LockTimeout, Storage, lock_object_key
 
 from test_flow import GOOD, SOURCE as FLOW_SOURCE
 from test_publish import cases, commit_cases
@@ -130,7 +132,7 @@ def test_flow_leaves_artifacts_and_a_meaningful_name(prefect_harness, source: Pa
     assert Path(quarantine).as_uri() in link.data
 
     # the source's last run, whatever its outcome, is what `vigila status` shows
-    from vigila import completeness
+    from vigila.regional import completeness
 
     assert completeness.last_run(Storage.open(wh), "gtm_mspas_weekly")["status"] == "published"
     [again] = ingest_source(str(source), str(wh))
@@ -156,7 +158,7 @@ def test_a_file_that_cannot_be_read_leaves_a_rejected_report_and_fails(tmp_path)
 
 def test_a_rejected_file_gives_the_run_a_data_quality_artifact(prefect_harness, tmp_path: Path) -> None:
     from flows.ingest import ingest_source
-    from vigila import completeness
+    from vigila.regional import completeness
 
     wh = tmp_path / "wh"
     state = ingest_source(_drop(tmp_path, NO_CASES), str(wh), return_state=True)

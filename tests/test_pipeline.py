@@ -12,9 +12,10 @@ import polars as pl
 import pyarrow.dataset as pads
 import pytest
 
-from vigila import pipeline, publish, read
+from vigila.ingest import pipeline
+from vigila.warehouse import publish, read
 from vigila.config import load_source, source_from_dict
-from vigila.storage import Storage
+from vigila.warehouse.storage import Storage
 
 from conftest import DEMO, SOURCES
 from test_storage import s3_settings, store  # noqa: F401  (fixtures: a folder and a real S3 server)

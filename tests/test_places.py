@@ -1,4 +1,4 @@
-"""Tests for vigila.places: normalisation, country/admin1 tables, vectorised mapping."""
+"""Tests for vigila.core.places: normalisation, country/admin1 tables, vectorised mapping."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pycountry
 import pytest
 import yaml
 
-from vigila import places
-from vigila.places import (
+from vigila.core import places
+from vigila.core.places import (
     admin1_table,
     country_table,
     map_places,
@@ -24,7 +24,7 @@ from conftest import SHARED  # noqa: E402
 
 PAHO_CSV = SHARED / "data" / "opendengue" / "National_extract_PAHO_V1_3.csv"
 PERU_CSV = SHARED / "data" / "peru_dengue" / "dengue_peru.csv.gz"
-REFERENCE = Path(places.__file__).parent / "reference"
+REFERENCE = Path(places.__file__).parents[1] / "reference"
 
 # Every distinct (adm_0_name, ISO_A0) pair of OpenDengue V1.3 National_extract_PAHO.
 PAHO_PAIRS = [
@@ -246,7 +246,7 @@ def test_iso_files_are_pycountrys_iso_3166():
     import polars as pl
     import pycountry
 
-    from vigila import places
+    from vigila.core import places
 
     one = pl.read_csv(places.ISO_3166_1, infer_schema=False)
     assert one["alpha_3"].to_list() == [c.alpha_3 for c in pycountry.countries]

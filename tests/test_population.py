@@ -8,7 +8,9 @@ import polars as pl
 import pycountry
 import pytest
 
-from vigila import pipeline, population, read
+from vigila.ingest import pipeline
+from vigila.regional import population
+from vigila.warehouse import read
 from vigila.config import load_source
 
 from conftest import DEMO, SOURCES

@@ -1,4 +1,4 @@
-"""Progress and structured logs: the `vigila.log` stage events the core reports (the hook the CLI's
+"""Progress and structured logs: the `vigila.operate.log` stage events the core reports (the hook the CLI's
 progress display listens to), the display itself on a forced terminal (and its absence when piped
 or `--quiet`), and the `event=... key=value` lines every flow run leaves in the Prefect API."""
 
@@ -16,8 +16,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import flows.ingest  # noqa: F401  Prefect sets up its console logging now, not inside a CliRunner (whose stderr closes)
-from vigila import cli, pipeline
-from vigila import log as vlog
+from vigila import cli
+from vigila.ingest import pipeline
+from vigila.operate import log as vlog
 from vigila.cli import app
 from vigila.config import load_source
 

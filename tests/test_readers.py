@@ -8,9 +8,9 @@ import json
 import polars as pl
 import pytest
 
-from vigila import pipeline
+from vigila.ingest import pipeline
 from vigila.config import source_from_dict
-from vigila.readers import ReadError, read_raw
+from vigila.ingest.readers import ReadError, read_raw
 
 CSV = "departamento;semana;año;casos\nApurímac;1;2023;1.234,0\nLoreto;1;2023;12\nSan Martín;2;2023;7\n"
 

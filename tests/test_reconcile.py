@@ -10,9 +10,12 @@ import pytest
 
 from schemas.harmonised import CasesWeekly
 from schemas.outputs import CasesReconciled, Discrepancy
-from vigila import epiweek, pipeline, publish, read, reconcile
+from vigila.core import epiweek
+from vigila.ingest import pipeline
+from vigila.warehouse import publish, read
+from vigila.regional import reconcile
 from vigila.config import ConfigError, load_source
-from vigila.storage import Storage
+from vigila.warehouse.storage import Storage
 
 from conftest import SOURCES
 

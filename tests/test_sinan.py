@@ -15,9 +15,11 @@ import pytest
 import yaml
 from epiweeks import Week
 
-from vigila import epiweek, pipeline, read
+from vigila.core import epiweek
+from vigila.ingest import pipeline
+from vigila.warehouse import read
 from vigila.config import load_source, source_from_dict
-from vigila.readers import ReadError, detect_format, read_raw
+from vigila.ingest.readers import ReadError, detect_format, read_raw
 
 from conftest import FIXTURES
 from dbc_writer import dbc, dbf

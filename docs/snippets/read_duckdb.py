@@ -11,8 +11,8 @@ totals = duckdb.sql(f"""
     group by all order by all
 """).fetchall()
 
-# or query what vigila.read filtered (DuckDB reads polars frames by their variable name)
-from vigila import read
+# or query what vigila.warehouse.read filtered (DuckDB reads polars frames by their variable name)
+from vigila.warehouse import read
 
 peru = read.cases_weekly("warehouse", country="PER", weeks=2023).collect()
 peru_2023 = duckdb.sql("select sum(cases) from peru").fetchall()[0][0]

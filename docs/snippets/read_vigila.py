@@ -1,4 +1,4 @@
-from vigila import read
+from vigila.warehouse import read
 
 # Peru and Brazil, dengue, epi weeks 1-10 of 2023, as published now (a polars LazyFrame)
 peru_brazil = read.cases_weekly("warehouse", disease="dengue", country=["PER", "Brazil"],

@@ -1,0 +1,241 @@
+"""Alerts: the configured detection methods run on the published `cases_weekly`, published as `alerts`.
+
+Input: a warehouse (`Storage`) and a `DetectionConfig` (vigila/detect/detection.yaml); output: a new
+version of the `alerts` dataset (schemas.outputs.Alert) and a summary dict. No Prefect here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import yaml
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from schemas.harmonised import CasesWeekly
+from schemas.outputs import ALERTS_SCHEMA_VERSION, Alert
+from vigila.core import epiweek
+from vigila.warehouse import publish, read
+from vigila.operate import log as vlog
+from vigila.config import Strict, load_layered
+from vigila.detect import registry
+from vigila.warehouse.storage import Storage
+
+CONFIG_PATH = Path(__file__).with_name("detection.yaml")
+DATASET = "alerts"
+PARTITION_BY = ["method"]
+SERIES_KEY = ["source_id", "country_iso3", "geo_level", "geo_code", "disease"]
+ALERT_COLUMNS = list(Alert.to_schema().columns)
+GapPolicy = Literal["split", "zero"]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """Keyword parameters of a registered method with their defaults (`range` excluded)."""
+    sig = inspect.signature(registry.get_method(method)).parameters
+    return {k: p.default for k, p in sig.items() if p.kind is p.KEYWORD_ONLY and k != "range"}
+
+
+class MethodRun(Strict):
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    min_history: int | None = Field(default=None, ge=0)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        registry.get_method(v)                     # one line naming the methods
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if (method := info.data.get("method")) and (bad := [k for k in v if k not in (valid := method_defaults(method))]):
+            raise ValueError(f"unknown parameter {bad[0]!r} for {method}; valid: {', '.join(valid)}")
+        return v
+
+    @property
+    def label(self) -> str:
+        """The `method` value of its rows: `name`, else e.g. ears_C2 (method + its variant)."""
+        variant = self.params.get("method")
+        return self.name or (f"{self.method}_{variant}" if variant else self.method)
+
+    def effective_params(self) -> dict[str, Any]:
+        return {**method_defaults(self.method), **self.params}
+
+
+class Gaps(Strict):
+    default: GapPolicy = "split"
+    sources: dict[str, GapPolicy] = Field(default_factory=dict)
+
+
+class DetectionConfig(Strict):
+    methods: list[MethodRun] = Field(min_length=1)
+    levels: list[Literal["admin0", "admin1", "admin2", "admin3"]] = Field(min_length=1)
+    diseases: list[str] | None = None
+    weeks: int = Field(default=52, ge=1)
+    min_history: int = Field(default=10, ge=0)
+    gaps: Gaps = Field(default_factory=Gaps)
+
+    @field_validator("diseases")
+    @classmethod
+    def _known_diseases(cls, v: list[str] | None) -> list[str] | None:
+        from vigila.core.vocab import DISEASES, require_known
+
+        require_known(v or [], DISEASES, "disease")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> DetectionConfig:
+        labels = [m.label for m in self.methods]
+        if dup := next((x for x in labels if labels.count(x) > 1), None):
+            raise ValueError(f"two method runs are labelled {dup!r}; give one a distinct `name`")
+        return self
+
+
+def load_config(path: str | Path | None = None) -> DetectionConfig:
+    """vigila/detect/detection.yaml with the YAML at `path` (if given) layered over it; `ConfigError`
+    naming the file, line and key on any problem."""
+    return load_layered(path, CONFIG_PATH, DetectionConfig, what="detection config")
+
+
+# --------------------------------------------------------------------------- series
+
+
+def epi_weeks(dates: pl.Series) -> pl.DataFrame:
+    """week_start -> epi_year, epi_week (MMWR for a Sunday start, ISO for a Monday start)."""
+    sunday = dates.dt.weekday() == 7
+    return pl.concat([epiweek.weeks_of_dates(dates.filter(sunday), "mmwr"),
+                      epiweek.weeks_of_dates(dates.filter(~sunday), "iso")]).select(
+        pl.col("date").alias("week_start"), "epi_year", "epi_week")
+
+
+def weekly_series(rows: pl.LazyFrame | pl.DataFrame, gaps: Gaps) -> pl.DataFrame:
+    week = [*SERIES_KEY, "week_start"]
+    rows = rows.lazy()
+    for col, total in (("classification", "total"), ("sex", "all"), ("age_group", "all")):
+        is_total = pl.col(col) == total          # a source's total row for a week, when present, is used alone
+        rows = rows.filter(is_total | ~is_total.any().over(week))
+    weekly = (rows.group_by(week).agg(pl.col("geo_name", "epi_year", "epi_week").first(), pl.col("cases").sum())
+              .with_columns(pl.lit(False).alias("imputed")).collect())
+    policy = pl.col("source_id").replace_strict(gaps.sources, default=gaps.default, return_dtype=pl.String)
+    zero = weekly.filter(policy == "zero")
+    if zero.height:  # every week of the source's period; a week without a row had no cases
+        period = zero.group_by("source_id", "geo_level", "disease").agg(
+            pl.date_ranges(pl.col("week_start").min(), pl.col("week_start").max(), "1w").alias("week_start")).explode("week_start")
+        grid = zero.select(*SERIES_KEY, "geo_name").unique(SERIES_KEY).join(period, on=["source_id", "geo_level", "disease"])
+        zero = grid.join(zero.drop("geo_name"), on=week, how="left").with_columns(
+            pl.col("cases").is_null().alias("imputed"), pl.col("cases").fill_null(0))
+        weeks = epi_weeks(zero.filter("imputed")["week_start"])
+        zero = zero.join(weeks, on="week_start", how="left", suffix="_i").with_columns(
+            pl.col("epi_year").fill_null(pl.col("epi_year_i")), pl.col("epi_week").fill_null(pl.col("epi_week_i")))
+        weekly = pl.concat([weekly.filter(policy != "zero"), zero.select(weekly.columns)])
+    return (runs(weekly, SERIES_KEY)
+            .select(pl.format("{}|{}|{}", "geo_code", "disease", "source_id").alias("series_id"), "segment", "t",
+                    "week_start", "epi_year", "epi_week", "cases", "imputed", "source_id", "country_iso3", "geo_level",
+                    pl.when(pl.col("geo_level") != "admin0").then("geo_code").alias("place"),
+                    pl.when(pl.col("geo_level") != "admin0").then("geo_name").alias("place_name"), "disease"))
+
+
+def runs(weekly: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Weekly rows of series `keys`, sorted, with `segment` (the unbroken run of weeks a row is in: a missing
+    week starts a new one) and `t` (1-based week index within it) — what the methods read as consecutive weeks."""
+    gap = (pl.col("week_start").diff().over(keys).dt.total_days() != 7).fill_null(False)
+    return (weekly.sort(*keys, "week_start").with_columns(gap.cum_sum().over(keys).cast(pl.Int64).alias("segment"))
+            .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over([*keys, "segment"]).alias("t")))
+
+
+def build_series(cases_weekly: pl.LazyFrame | pl.DataFrame, level: str, disease: str, gaps: Gaps | None = None) -> pl.DataFrame:
+    """`cases_weekly` rows -> one weekly series per source x place at `level` for `disease`: series_id,
+    segment (unbroken run), t (1-based within it), week_start, epi_year, epi_week, cases (summed over
+    classification, sex, age group), imputed, source_id, country_iso3, geo_level, place, place_name, disease."""
+    rows = cases_weekly.lazy().filter(pl.col("geo_level") == level, pl.col("disease") == disease)
+    return weekly_series(rows, gaps or Gaps())
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def evaluate(series: pl.DataFrame, run: MethodRun, *, weeks: int, min_history: int) -> pl.DataFrame:
+    """One call of `run`'s method over every series: the last `weeks` weeks of each series with
+    expected/upperbound/alarm, null where a week has fewer than `min_history` earlier weeks."""
+    need = min_history if run.min_history is None else run.min_history
+    keyed = series.with_columns(pl.format("{}#{}", "series_id", "segment").alias("_key"))
+    window = keyed.filter(pl.col("week_start") > pl.col("week_start").max().over("series_id") - pl.duration(weeks=weeks))
+    evaluable = window.filter(pl.col("t") > need)
+    result = pl.DataFrame(schema={"_key": pl.String, "t": pl.Int64, "expected": pl.Float64,
+                                  "upperbound": pl.Float64, "alarm": pl.Boolean})
+    if evaluable.height:
+        frame = keyed.join(evaluable.select("_key").unique(), on="_key", how="semi")
+        out = registry.detect(frame.select(pl.col("_key").alias("series_id"), "t", "week_start", "cases"), run.method,
+                              run.params, range=(evaluable["t"].min(), evaluable["t"].max()))
+        result = out.select(pl.col("series_id").alias("_key"), *result.columns[1:])
+    ok = pl.col("t") > need
+    return window.join(result, on=["_key", "t"], how="left").with_columns(
+        *(pl.when(ok).then(c).alias(c) for c in ("expected", "upperbound", "alarm")),
+        pl.col("cases").alias("observed"), pl.lit(run.label).alias("method"),
+        pl.lit(json.dumps(run.effective_params(), sort_keys=True)).alias("params"))
+
+
+def published_input(storage: Storage, as_of: dt.date | None) -> tuple[pl.DataFrame, str]:
+    """The weekly counts (as published, or as known on `as_of`) and the version id they were read from."""
+    name = "cases_weekly" if as_of is None else "cases_revisions"
+    manifest = publish.current_manifest(storage, name)
+    if manifest is None:
+        raise FileNotFoundError(f"{storage.root}: no published dataset {name!r}; ingest a source first")
+    rows = read.with_contract_columns(publish.scan(storage, name, version=manifest.version), name)  # pinned version
+    if as_of is not None:
+        rows = read.latest_issue(rows.filter(pl.col("issue_date") <= as_of))
+    return rows.select(list(CasesWeekly.to_schema().columns)).collect(), manifest.version
+
+
+def summarise(alerts: pl.DataFrame, **info: Any) -> dict[str, Any]:
+    """Series evaluated, alarms per method, alarms in each series' latest week per method."""
+    latest = alerts.filter(pl.col("week_start") == pl.col("week_start").max().over("series_id"))
+    count = lambda df: dict(sorted(df.group_by("method").agg(pl.col("alarm").sum()).iter_rows()))  # noqa: E731
+    return {**info, "series": alerts["series_id"].n_unique(), "rows": alerts.height,
+            "evaluated": alerts.filter(pl.col("upperbound").is_not_null()).height,
+            "alarms": count(alerts), "latest_week_alarms": count(latest)}
+
+
+def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run_id: str,
+                  as_of: dt.date | None = None, force: bool = False) -> dict[str, Any]:
+    """Run every configured method on every series and publish `alerts` (the whole dataset,
+    atomically). The same input version, `as_of` and config as the current version publish
+    nothing (status "unchanged") unless `force`."""
+    storage = Storage.open(storage)
+    rows, version = published_input(storage, as_of)
+    fingerprint = publish.fingerprint(input=version, as_of=str(as_of), config=config.model_dump(mode="json"))
+    current = publish.built_from(storage, DATASET, fingerprint)
+    if current and not force:
+        return summarise(publish.scan(storage, DATASET).collect(), status="unchanged", version=current.version,
+                         cases_weekly_version=version)
+    rows = rows.filter(pl.col("geo_level").is_in(config.levels),
+                       pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True))
+    series = weekly_series(rows, config.gaps)
+    computed_at = dt.datetime.now(dt.UTC)
+    parts = []
+    for i, run in enumerate(config.methods, 1):   # one logged `detect` stage per method (the CLI shows them)
+        with vlog.stage("detect", method=run.label, step=f"{i}/{len(config.methods)}",
+                        series=series["series_id"].n_unique()) as logged:
+            parts.append(evaluate(series, run, weeks=config.weeks, min_history=config.min_history))
+            logged.update(rows=parts[-1].height, alarms=int(parts[-1]["alarm"].sum() or 0))
+    alerts = pl.concat(parts)
+    alerts = alerts.with_columns(
+        pl.lit(version).alias("cases_weekly_version"), pl.lit(as_of, pl.Date).alias("as_of"), pl.lit(run_id).alias("run_id"),
+        pl.lit(computed_at).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
+    ).select(ALERT_COLUMNS).sort("method", "series_id", "week_start")
+    Alert.validate(alerts)
+    manifest = publish.commit(storage, DATASET, partition_by=PARTITION_BY, replace_all=alerts, run_id=run_id,
+                              schema_version=ALERTS_SCHEMA_VERSION,
+                              extra={"fingerprint": fingerprint, "input": version, "as_of": str(as_of) if as_of else None,
+                                     "config": config.model_dump(mode="json")})
+    publish.write_catalog(storage)
+    return summarise(alerts, status="published", version=manifest.version, cases_weekly_version=version)
