@@ -36,27 +36,10 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import polars as pl
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel
 
-from vigila.config import Constants, Strict
+from vigila.config import WEEKLY, Breakdown, Constants, DataElement, Dhis2Mapping, OrgUnitNames, week_system_of  # noqa: F401  (the `dhis2:` block)
 from vigila.core.places import admin1_table, normalise, resolve
-from vigila.core.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
-
-# ISO infix -> (DHIS2 period type, first weekday (Monday = 0), Vigila week system)
-WEEKLY: dict[str, tuple[str, int, str]] = {
-    "W": ("Weekly", 0, "iso"),
-    "WedW": ("WeeklyWednesday", 2, "wednesday"),
-    "ThuW": ("WeeklyThursday", 3, "thursday"),
-    "FriW": ("WeeklyFriday", 4, "friday"),
-    "SatW": ("WeeklySaturday", 5, "saturday"),
-    "SunW": ("WeeklySunday", 6, "mmwr"),
-}
-
-
-def week_system_of(period_type: str) -> str:
-    """Vigila's week system of a weekly DHIS2 period type: Weekly -> iso, WeeklySunday -> mmwr, ..."""
-    return next(system for t, _, system in WEEKLY.values() if t == period_type)
-
 
 _WEEKLY_RE = re.compile(r"(\d{4})(W|WedW|ThuW|FriW|SatW|SunW)(\d{1,2})")
 _NOT_WEEKLY = [(re.compile(rx), name) for rx, name in [
@@ -133,85 +116,6 @@ def parse_period(pe: str) -> Period:
     if name is None:
         raise PeriodError(f"{pe!r} is not a DHIS2 period identifier")
     return Period(None, None, None, name)
-
-
-# --------------------------------------------------------------------------- mapping
-
-
-class Breakdown(Strict):
-    """What a category option combo says about its values; unset fields say nothing."""
-
-    classification: str | None = None
-    sex: str | None = None
-    age_group: str | None = None
-
-    @model_validator(mode="after")
-    def _controlled(self) -> Breakdown:
-        for field, allowed in (("classification", CLASSIFICATIONS), ("sex", SEXES), ("age_group", AGE_GROUPS)):
-            v = getattr(self, field)
-            if v is not None and v not in allowed:
-                raise ValueError(f"{field} {v!r} is not one of {', '.join(allowed)}")
-        return self
-
-
-class DataElement(Breakdown):
-    """What a data element counts: its disease, and any breakdown it fixes for all its values."""
-
-    disease: str
-
-    @field_validator("disease")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        require_known([v], DISEASES, "disease")
-        return v
-
-
-class OrgUnitNames(Strict):
-    """`dhis2.org_unit_names`: org units matched by name (case, accents, punctuation ignored) to the
-    admin1 place table of `country` (ISO 3166-2 names plus vigila/reference/admin1/<ISO3>.yaml aliases)."""
-
-    country: str                             # ISO 3166-1 alpha-3 whose admin1 names and aliases name the org units, e.g. LAO
-    strip: str = r"^\s*\d+[\s.)_-]+"         # regex removed from a name before matching: the unit numbers of "01 Vientiane Capital"
-
-    @field_validator("country")
-    @classmethod
-    def _country(cls, v: str) -> str:
-        admin1_table(v.upper())              # ValueError for an unknown code
-        return v.upper()
-
-    @field_validator("strip")
-    @classmethod
-    def _regex(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"strip {v!r} is not a regular expression ({e})") from None
-        return v
-
-
-class Dhis2Mapping(Strict):
-    """The `dhis2:` block of a source config: DHIS2 identifiers -> Vigila vocabulary.
-
-    Keys are what the response carries: UIDs by default, codes with `idScheme=CODE`. A field
-    set by the category option combo wins over the data element's; unset fields take the
-    defaults (classification total, sex all, age_group all)."""
-
-    data_elements: dict[str, DataElement] = Field(min_length=1)   # data element (UID or code) -> {disease, classification...}
-    category_option_combos: dict[str, Breakdown] = Field(default_factory=dict)   # combo -> {sex, age_group, classification}
-    org_units: dict[str, str] = Field(default_factory=dict)          # org unit -> geo code at the source's geo_level
-    attribute_option_combos: list[str] | None = None                 # accepted ones; null: any
-    period_types: list[str] | None = None                            # accepted weekly types, e.g. [WeeklySunday]; null: any
-    org_unit_names: OrgUnitNames | None = None   # {country: LAO[, strip: regex]}: org units not in org_units matched by their metaData.items names to that country's admin1 names and aliases: no UID list
-    data_set: str | None = None   # data set UID: its ACTUAL_REPORTS / EXPECTED_REPORTS are fetched with the data; an absent cell of a reported org unit x week is a published zero
-
-    @field_validator("period_types")
-    @classmethod
-    def _weekly_types(cls, v: list[str] | None) -> list[str] | None:
-        known = [t for t, _, _ in WEEKLY.values()]
-        bad = [t for t in v or [] if t not in known]
-        if bad:
-            raise ValueError(f"{bad[0]!r} is not a weekly DHIS2 period type ({', '.join(known)})")
-        return v
 
 
 # --------------------------------------------------------------------------- parsing

@@ -40,11 +40,11 @@ from collections import defaultdict
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from vigila.config import Strict
+from vigila.config import CountRule, FhirMapping, PlaceRule, StratifierRule  # noqa: F401  (the `fhir:` block)
+from vigila.config import fhir_key as _key
 from vigila.core.epiweek import weeks_of_dates
-from vigila.core.vocab import AGE_GROUPS, CLASSIFICATIONS, DISEASES, SEXES, require_known
+from vigila.core.vocab import AGE_GROUPS, SEXES
 
 ROW_SCHEMA = {
     "country": pl.String, "place": pl.String, "week_start": pl.Date, "epi_year": pl.Int32, "epi_week": pl.Int32,
@@ -55,111 +55,6 @@ PROBLEM_SCHEMA = {"row": pl.Int64, "resource_id": pl.String, "column": pl.String
                   "value": pl.String, "severity": pl.String}
 DIMENSIONS = ("sex", "age_group", "place")
 _VOCAB = {"sex": SEXES, "age_group": AGE_GROUPS}
-
-
-def _key(text: Any) -> str:
-    """Mapping keys and FHIR codes are compared trimmed and case-insensitively."""
-    return str(text).strip().casefold()
-
-
-def _keyed(table: dict[str, str]) -> dict[str, str]:
-    return {_key(k): v for k, v in table.items()}
-
-
-# --------------------------------------------------------------------------- the `fhir:` block
-
-
-class CountRule(Strict):
-    """A population whose count is a number of cases, and the classification it means."""
-
-    population: str                 # population.code: "system|code", "code" or code.text, e.g. initial-population
-    classification: str = "total"   # vigila.core.vocab.CLASSIFICATIONS
-    group: str | None = None        # only in the group with this group.code (same forms); null: any group
-
-    @field_validator("classification")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        require_known([v], CLASSIFICATIONS, "classification")
-        return v
-
-    @field_validator("population", "group")
-    @classmethod
-    def _norm(cls, v: str | None) -> str | None:
-        return None if v is None else _key(v)
-
-
-class StratifierRule(Strict):
-    """A stratifier (stratifier.code, or a component's code) and what its stratum values mean."""
-
-    code: str                                           # "system|code", "code" or code.text
-    dimension: Literal["sex", "age_group", "place"]
-    values: dict[str, str] = Field(default_factory=dict)  # stratum value ("system|code", code or text) -> canonical value
-
-    @field_validator("code")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return _key(v)
-
-    @field_validator("values")
-    @classmethod
-    def _canonical(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        allowed = _VOCAB.get(info.data.get("dimension"))
-        bad = [x for x in v.values() if allowed and x not in allowed]
-        if bad:
-            raise ValueError(f"{info.data['dimension']} value {bad[0]!r} is not one of {', '.join(allowed)}")
-        return _keyed(v)
-
-
-class PlaceRule(Strict):
-    """Where a report's place comes from: its `subject` (R4: a Location or Group) or its `reporter`
-    (Organization, Location, ...), matched by reference ("Location/loreto", also the end of an
-    absolute URL), identifier ("system|value" or value) or display; "none" for national reports."""
-
-    source: Literal["subject", "reporter", "none"] = "subject"   # which reference names the place; none: national reports
-    codes: dict[str, str] = Field(default_factory=dict)   # reference / identifier / display -> geo code
-
-    @field_validator("codes")
-    @classmethod
-    def _norm(cls, v: dict[str, str]) -> dict[str, str]:
-        return _keyed(v)
-
-    @model_validator(mode="after")
-    def _table(self) -> PlaceRule:
-        if self.source != "none" and not self.codes:
-            raise ValueError(f"place.source {self.source} needs place.codes (reference or identifier -> geo code)")
-        return self
-
-
-class FhirMapping(Strict):
-    """How a reporter's MeasureReports become Vigila rows (the source's `fhir:` block)."""
-
-    measures: dict[str, str] = Field(min_length=1)   # Measure canonical URL (any |version) -> disease code
-    counts: list[CountRule] = Field(min_length=1)    # which population counts are cases, of which classification
-    stratifiers: list[StratifierRule] = Field(default_factory=list)   # stratifier code -> sex / age / place breakdown
-    place: PlaceRule = Field(default_factory=PlaceRule)
-    epiweek: Literal["mmwr", "iso"] = "mmwr"          # period.start must open an epi week of this system, 7 days long
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")   # ISO3 of every row, when one country
-    report_types: list[Literal["individual", "subject-list", "summary", "data-collection"]] = ["summary", "subject-list"]  # MeasureReport.type accepted
-    ignore_populations: list[str] = Field(default_factory=list)   # population codes out of scope (set aside), e.g. denominator
-    ignore_stratifiers: list[str] = Field(default_factory=list)   # stratifier codes out of scope (set aside)
-
-    @field_validator("measures")
-    @classmethod
-    def _diseases(cls, v: dict[str, str]) -> dict[str, str]:
-        require_known(v.values(), DISEASES, "disease")
-        return {_key(url.split("|")[0]): d for url, d in v.items()}
-
-    @field_validator("ignore_populations", "ignore_stratifiers")
-    @classmethod
-    def _norm(cls, v: list[str]) -> list[str]:
-        return [_key(x) for x in v]
-
-    @model_validator(mode="after")
-    def _unique(self) -> FhirMapping:
-        codes = [s.code for s in self.stratifiers]
-        if len(set(codes)) != len(codes):
-            raise ValueError("stratifiers: each code once")
-        return self
 
 
 # --------------------------------------------------------------------------- FHIR element helpers

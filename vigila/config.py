@@ -270,6 +270,217 @@ class Layout(Strict):
         return self
 
 
+# --------------------------------------------------------------------------- API mappings
+# The `dhis2:` and `fhir:` blocks of a source config. Defined here so that the config never imports
+# connectors/ (connectors/dhis2.py and connectors/fhir.py import these models and parse with them).
+
+
+# ISO infix -> (DHIS2 period type, first weekday (Monday = 0), Vigila week system)
+WEEKLY: dict[str, tuple[str, int, str]] = {
+    "W": ("Weekly", 0, "iso"),
+    "WedW": ("WeeklyWednesday", 2, "wednesday"),
+    "ThuW": ("WeeklyThursday", 3, "thursday"),
+    "FriW": ("WeeklyFriday", 4, "friday"),
+    "SatW": ("WeeklySaturday", 5, "saturday"),
+    "SunW": ("WeeklySunday", 6, "mmwr"),
+}
+
+
+def week_system_of(period_type: str) -> str:
+    """Vigila's week system of a weekly DHIS2 period type: Weekly -> iso, WeeklySunday -> mmwr, ..."""
+    return next(system for t, _, system in WEEKLY.values() if t == period_type)
+
+
+class Breakdown(Strict):
+    """What a category option combo says about its values; unset fields say nothing."""
+
+    classification: str | None = None
+    sex: str | None = None
+    age_group: str | None = None
+
+    @model_validator(mode="after")
+    def _controlled(self) -> Breakdown:
+        from vigila.core.vocab import AGE_GROUPS, CLASSIFICATIONS, SEXES
+
+        for field, allowed in (("classification", CLASSIFICATIONS), ("sex", SEXES), ("age_group", AGE_GROUPS)):
+            v = getattr(self, field)
+            if v is not None and v not in allowed:
+                raise ValueError(f"{field} {v!r} is not one of {', '.join(allowed)}")
+        return self
+
+
+class DataElement(Breakdown):
+    """What a data element counts: its disease, and any breakdown it fixes for all its values."""
+
+    disease: str
+
+    @field_validator("disease")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from vigila.core.vocab import DISEASES, require_known
+
+        require_known([v], DISEASES, "disease")
+        return v
+
+
+class OrgUnitNames(Strict):
+    """`dhis2.org_unit_names`: org units matched by name (case, accents, punctuation ignored) to the
+    admin1 place table of `country` (ISO 3166-2 names plus vigila/reference/admin1/<ISO3>.yaml aliases)."""
+
+    country: str                             # ISO 3166-1 alpha-3 whose admin1 names and aliases name the org units, e.g. LAO
+    strip: str = r"^\s*\d+[\s.)_-]+"         # regex removed from a name before matching: the unit numbers of "01 Vientiane Capital"
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, v: str) -> str:
+        from vigila.core.places import admin1_table
+
+        admin1_table(v.upper())              # ValueError for an unknown code
+        return v.upper()
+
+    @field_validator("strip")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"strip {v!r} is not a regular expression ({e})") from None
+        return v
+
+
+class Dhis2Mapping(Strict):
+    """The `dhis2:` block of a source config: DHIS2 identifiers -> Vigila vocabulary.
+
+    Keys are what the response carries: UIDs by default, codes with `idScheme=CODE`. A field
+    set by the category option combo wins over the data element's; unset fields take the
+    defaults (classification total, sex all, age_group all)."""
+
+    data_elements: dict[str, DataElement] = Field(min_length=1)   # data element (UID or code) -> {disease, classification...}
+    category_option_combos: dict[str, Breakdown] = Field(default_factory=dict)   # combo -> {sex, age_group, classification}
+    org_units: dict[str, str] = Field(default_factory=dict)          # org unit -> geo code at the source's geo_level
+    attribute_option_combos: list[str] | None = None                 # accepted ones; null: any
+    period_types: list[str] | None = None                            # accepted weekly types, e.g. [WeeklySunday]; null: any
+    org_unit_names: OrgUnitNames | None = None   # {country: LAO[, strip: regex]}: org units not in org_units matched by their metaData.items names to that country's admin1 names and aliases: no UID list
+    data_set: str | None = None   # data set UID: its ACTUAL_REPORTS / EXPECTED_REPORTS are fetched with the data; an absent cell of a reported org unit x week is a published zero
+
+    @field_validator("period_types")
+    @classmethod
+    def _weekly_types(cls, v: list[str] | None) -> list[str] | None:
+        known = [t for t, _, _ in WEEKLY.values()]
+        bad = [t for t in v or [] if t not in known]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a weekly DHIS2 period type ({', '.join(known)})")
+        return v
+
+
+def fhir_key(text: Any) -> str:
+    """Mapping keys and FHIR codes are compared trimmed and case-insensitively."""
+    return str(text).strip().casefold()
+
+
+def fhir_keyed(table: dict[str, str]) -> dict[str, str]:
+    return {fhir_key(k): v for k, v in table.items()}
+
+
+class CountRule(Strict):
+    """A population whose count is a number of cases, and the classification it means."""
+
+    population: str                 # population.code: "system|code", "code" or code.text, e.g. initial-population
+    classification: str = "total"   # vigila.core.vocab.CLASSIFICATIONS
+    group: str | None = None        # only in the group with this group.code (same forms); null: any group
+
+    @field_validator("classification")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from vigila.core.vocab import CLASSIFICATIONS, require_known
+
+        require_known([v], CLASSIFICATIONS, "classification")
+        return v
+
+    @field_validator("population", "group")
+    @classmethod
+    def _norm(cls, v: str | None) -> str | None:
+        return None if v is None else fhir_key(v)
+
+
+class StratifierRule(Strict):
+    """A stratifier (stratifier.code, or a component's code) and what its stratum values mean."""
+
+    code: str                                           # "system|code", "code" or code.text
+    dimension: Literal["sex", "age_group", "place"]
+    values: dict[str, str] = Field(default_factory=dict)  # stratum value ("system|code", code or text) -> canonical value
+
+    @field_validator("code")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        return fhir_key(v)
+
+    @field_validator("values")
+    @classmethod
+    def _canonical(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        from vigila.core.vocab import AGE_GROUPS, SEXES
+
+        allowed = {"sex": SEXES, "age_group": AGE_GROUPS}.get(info.data.get("dimension"))
+        bad = [x for x in v.values() if allowed and x not in allowed]
+        if bad:
+            raise ValueError(f"{info.data['dimension']} value {bad[0]!r} is not one of {', '.join(allowed)}")
+        return fhir_keyed(v)
+
+
+class PlaceRule(Strict):
+    """Where a report's place comes from: its `subject` (R4: a Location or Group) or its `reporter`
+    (Organization, Location, ...), matched by reference ("Location/loreto", also the end of an
+    absolute URL), identifier ("system|value" or value) or display; "none" for national reports."""
+
+    source: Literal["subject", "reporter", "none"] = "subject"   # which reference names the place; none: national reports
+    codes: dict[str, str] = Field(default_factory=dict)   # reference / identifier / display -> geo code
+
+    @field_validator("codes")
+    @classmethod
+    def _norm(cls, v: dict[str, str]) -> dict[str, str]:
+        return fhir_keyed(v)
+
+    @model_validator(mode="after")
+    def _table(self) -> PlaceRule:
+        if self.source != "none" and not self.codes:
+            raise ValueError(f"place.source {self.source} needs place.codes (reference or identifier -> geo code)")
+        return self
+
+
+class FhirMapping(Strict):
+    """How a reporter's MeasureReports become Vigila rows (the source's `fhir:` block)."""
+
+    measures: dict[str, str] = Field(min_length=1)   # Measure canonical URL (any |version) -> disease code
+    counts: list[CountRule] = Field(min_length=1)    # which population counts are cases, of which classification
+    stratifiers: list[StratifierRule] = Field(default_factory=list)   # stratifier code -> sex / age / place breakdown
+    place: PlaceRule = Field(default_factory=PlaceRule)
+    epiweek: Literal["mmwr", "iso"] = "mmwr"          # period.start must open an epi week of this system, 7 days long
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")   # ISO3 of every row, when one country
+    report_types: list[Literal["individual", "subject-list", "summary", "data-collection"]] = ["summary", "subject-list"]  # MeasureReport.type accepted
+    ignore_populations: list[str] = Field(default_factory=list)   # population codes out of scope (set aside), e.g. denominator
+    ignore_stratifiers: list[str] = Field(default_factory=list)   # stratifier codes out of scope (set aside)
+
+    @field_validator("measures")
+    @classmethod
+    def _diseases(cls, v: dict[str, str]) -> dict[str, str]:
+        from vigila.core.vocab import DISEASES, require_known
+
+        require_known(v.values(), DISEASES, "disease")
+        return {fhir_key(url.split("|")[0]): d for url, d in v.items()}
+
+    @field_validator("ignore_populations", "ignore_stratifiers")
+    @classmethod
+    def _norm(cls, v: list[str]) -> list[str]:
+        return [fhir_key(x) for x in v]
+
+    @model_validator(mode="after")
+    def _unique(self) -> FhirMapping:
+        codes = [s.code for s in self.stratifiers]
+        if len(set(codes)) != len(codes):
+            raise ValueError("stratifiers: each code once")
+        return self
+
+
 class SourceConfig(Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")   # unique source id: a lower-case letter, then letters, digits, _ (2-63)
     description: str = ""              # one line for people: what the report is
@@ -299,8 +510,8 @@ class SourceConfig(Strict):
     layout: Layout | None = None       # a file that is not one record per line (a cross-tab): how its cells become rows
     limits: Limits
     http: HttpOptions = Field(default_factory=HttpOptions)
-    dhis2: Any = None                  # connectors.dhis2.Dhis2Mapping: DHIS2 ids -> geo codes, disease, breakdowns
-    fhir: Any = None                   # connectors.fhir.FhirMapping: MeasureReport measures/strata -> the contract
+    dhis2: Any = None                  # Dhis2Mapping: DHIS2 ids -> geo codes, disease, breakdowns
+    fhir: Any = None                   # FhirMapping: MeasureReport measures/strata -> the contract
     weekly_resolution_values: list[str] = Field(default_factory=list)
     issue_date: IssueDate = Field(default_factory=IssueDate)
     schedule: Schedule = Field(default_factory=Schedule)
@@ -309,13 +520,10 @@ class SourceConfig(Strict):
     @field_validator("dhis2", "fhir", mode="before")
     @classmethod
     def _api_mapping(cls, v: Any, info: ValidationInfo) -> Any:
-        """Validated by the connector's own model (imported here: connectors import this module)."""
+        """Validated by its mapping model (above; connectors/ parse with the same models)."""
         if v is None:
             return None
-        if info.field_name == "dhis2":
-            from connectors.dhis2 import Dhis2Mapping as model
-        else:
-            from connectors.fhir import FhirMapping as model
+        model = Dhis2Mapping if info.field_name == "dhis2" else FhirMapping
         return v if isinstance(v, model) else model.model_validate(v)
 
     @field_validator("age_bands")
@@ -427,8 +635,6 @@ class SourceConfig(Strict):
             raise ValueError(f"fhir.epiweek {self.fhir.epiweek} contradicts epiweek {self.epiweek}: set both to the "
                              "reporter's week system (mmwr: Sunday-Saturday, iso: Monday-Sunday)")
         if self.dhis2 is not None and self.dhis2.period_types:
-            from connectors.dhis2 import week_system_of
-
             systems = sorted({week_system_of(t) for t in self.dhis2.period_types})
             if systems != [self.epiweek]:
                 raise ValueError(f"dhis2.period_types {self.dhis2.period_types} are {'/'.join(systems)} weeks but epiweek is "

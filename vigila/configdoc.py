@@ -1,6 +1,6 @@
 """The source-config language, documented from the config models themselves (never by hand).
 
-In: the pydantic models of `vigila.config` (and the `dhis2:` / `fhir:` mappings of `connectors`), the
+In: the pydantic models of `vigila.config` (the `dhis2:` / `fhir:` mappings included), the
 comments of `vigila/defaults.yaml` (the one place defaults live and are explained) and the comments beside each
 model field; an example for each key from the bundled configs. Out: docs/config_reference.md, one row per key:
 type, default, allowed values, meaning, example. `vigila config-reference` writes it; a test keeps it in sync.
@@ -131,10 +131,8 @@ def _short(value: Any) -> str:
 def rows() -> list[dict[str, str]]:
     """One dict per config key (nested models expanded), in the models' order."""
     comments, examples = defaults_comments(), _examples()
-    from connectors.dhis2 import Dhis2Mapping
-    from connectors.fhir import FhirMapping
 
-    from vigila.config import Layout, PeriodColumn, RowLevel
+    from vigila.config import Dhis2Mapping, FhirMapping, Layout, PeriodColumn, RowLevel
 
     mappings = {"dhis2": Dhis2Mapping, "fhir": FhirMapping, "layout": Layout, "layout.rows": RowLevel,
                 "layout.columns": PeriodColumn}
@@ -167,7 +165,7 @@ def rows() -> list[dict[str, str]]:
 
 def markdown() -> str:
     lines = ["# Source config reference", "",
-             "Generated from the config models (`vigila/config.py`, `connectors/dhis2.py`, `connectors/fhir.py`) and "
+             "Generated from the config models (`vigila/config.py`) and "
              "the comments of `vigila/defaults.yaml` by `vigila config-reference`; do not edit by hand. A source YAML "
              "overrides any default; nested mappings merge key by key, lists and scalars are replaced. Secrets are "
              "never in a config: `http.auth.*_env` name environment variables and `http.auth.secret_block` a Prefect "
