@@ -4,7 +4,7 @@ Loads (benchmarks/dask_load.py, seeded): detection on N synthetic admin2 series 
 every week, then Farrington flexible on the last 4 weeks), and an ingest of S small weekly-counts sources at once.
 For each cluster size a fresh `dask scheduler` + K `dask worker` processes (--nworkers 1 --nthreads 1
 --memory-limit 2GiB) on 127.0.0.1; the work is the flows' task bodies (`vigila.detect.scale.plan_detection` /
-`detect_block` / `publish_blocks`, `vigila.operate.oneoff.ingest_source` per source) submitted with a plain
+`detect_block` / `publish_blocks`, `vigila.oneoff.ingest_source` per source) submitted with a plain
 distributed Client, without Prefect (its API round trips are not what scales). Workers are restarted before
 each load, so each worker's peak RSS (ru_maxrss, read on the worker) is that load's. Wall time includes
 the plan and the final atomic publish on the client. A one-process run (`alerts.run_detection`) is the baseline
@@ -103,7 +103,7 @@ def _warm() -> None:
     import vigila.detect.alerts  # noqa: F401
     import vigila.detect.ears  # noqa: F401
     import vigila.detect.farrington  # noqa: F401
-    import vigila.operate.oneoff  # noqa: F401
+    import vigila.oneoff  # noqa: F401
     import vigila.ingest.pipeline  # noqa: F401
     import vigila.detect.scale  # noqa: F401
 
@@ -127,7 +127,7 @@ def detect_on(client, warehouse: str, config_path: Path, block_series: int) -> d
 
 
 def ingest_on(client, sources: list[Path], warehouse: str) -> list[dict]:
-    from vigila.operate import oneoff
+    from vigila import oneoff
 
     futures = [client.submit(oneoff.ingest_source, str(p), warehouse, None, ISSUED, False, pure=False) for p in sources]
     return [r for rs in client.gather(futures) for r in rs]

@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 import connectors
 from connectors import Fetched, FetchError
 from vigila.operate import artifacts
-from vigila.regional import completeness
+from vigila.ingest import completeness
 from vigila.ingest import pipeline
 from vigila.detect import scale
 from vigila.operate import log as vlog

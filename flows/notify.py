@@ -31,7 +31,7 @@ from prefect.events import emit_event
 from prefect.logging import get_logger
 from prefect.runtime import flow_run as current_run
 
-from vigila.regional import completeness
+from vigila.ingest import completeness
 from vigila.operate import notify
 from vigila.operate import log as vlog
 from vigila.config import load_source, source_paths
@@ -181,7 +181,7 @@ def check_overdue(warehouse: str = "warehouse", sources_dir: str = "sources", to
                   weeks: int = 12) -> list[dict[str, Any]]:
     """Emit `vigila.source.overdue` (and deliver it) for every source of `sources_dir` (a folder of
     `*.yaml`/`*.yml` configs, or one YAML) that became overdue since the last alert of it, by
-    `vigila.regional.completeness.status` as of `today` (now); returns the alerts sent this run."""
+    `vigila.ingest.completeness.status` as of `today` (now); returns the alerts sent this run."""
     paths = source_paths(sources_dir)
     with vlog.to_logger(get_run_logger()), vlog.stage("check_overdue", sources=len(paths)) as logged:
         rows = completeness.status(warehouse, [load_source(p) for p in paths], today=today or dt.datetime.now(dt.UTC),

@@ -1,7 +1,7 @@
 """Contracts of derived datasets: `alerts` (early detection per series-week and method), `reporting` (completeness),
 `cases_reconciled` and `discrepancies` (reconciliation across reporters of one country).
 
-Input: the eager polars frames `vigila.detect.alerts`, `vigila.regional.completeness` and `vigila.regional.reconcile` build; output: pandera
+Input: the eager polars frames `vigila.detect.alerts`, `vigila.ingest.completeness` and `vigila.regional.reconcile` build; output: pandera
 validation (raises on a broken contract). The models are also the source of their sections of
 the data dictionary.
 """
@@ -57,7 +57,7 @@ REPORTING_STATUSES = ["on_time", "late", "partial", "missing", "pending"]
 
 
 class Reporting(pa.DataFrameModel):
-    """Reporting completeness and timeliness: one row per source x epi week (vigila/regional/completeness.py)."""
+    """Reporting completeness and timeliness: one row per source x epi week (vigila/ingest/completeness.py)."""
 
     source_id: pl.Utf8 = pa.Field(description="source config id")
     epi_year: pl.Int32 = pa.Field(ge=1900, le=2100, description="epidemiological year (the source's convention: mmwr or iso)")

@@ -16,7 +16,7 @@ import yaml
 from vigila.ingest import agebands, pipeline
 from vigila.warehouse import read
 from vigila.config import load_source, source_from_dict
-from vigila.ingest.contract import contract, schema_version
+from vigila.warehouse.contract import contract, schema_version
 
 from conftest import FIXTURES, ROOT
 from test_accounting import balanced

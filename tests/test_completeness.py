@@ -14,7 +14,7 @@ import pytest
 from epiweeks import Week
 
 from schemas.outputs import Reporting
-from vigila.regional import completeness as cp
+from vigila.ingest import completeness as cp
 from vigila.operate import notify
 from vigila.ingest import pipeline
 from vigila.warehouse import publish, read

@@ -13,7 +13,7 @@ import pytest
 
 from schemas.harmonised import CasesWeekly, QuarantineRecord
 from schemas.raw import RAW_MODELS
-from vigila.ingest import contract
+from vigila.warehouse import contract
 from vigila.ingest.validate import validate_frame
 
 from conftest import ROOT

@@ -193,7 +193,7 @@ def artifact_links(key: str) -> list[str]:
 def ingested(cluster, tmp_path_factory):
     """The same sources (3 real: two of one country x disease; 3 synthetic) ingested in one process and through the cluster in one run."""
     from flows.cluster import ingest_sources
-    from vigila.operate import oneoff
+    from vigila import oneoff
 
     base = tmp_path_factory.mktemp("ingest")
     paths = [*REAL_SOURCES, *dask_load.write_sources(base / "synthetic", 3, rows=104)]
@@ -263,7 +263,7 @@ def test_workers_ingest_and_detect_on_s3(cluster, ingested, tmp_path):
     reports = ingest_sources([str(p) for p in paths[:2] + paths[3:]], root, issue_date=ISSUED, cluster=cluster.address)
     assert all(r["status"] == "published" for rs in reports for r in rs)
     local = str(tmp_path / "local")
-    from vigila.operate import oneoff
+    from vigila import oneoff
 
     for p in paths[:2] + paths[3:]:
         oneoff.ingest_source(str(p), local, issue_date=ISSUED)

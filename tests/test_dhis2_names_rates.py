@@ -21,7 +21,7 @@ from connectors.dhis2 import (
     parse_reporting_rates,
     reporting_rate_url,
 )
-from vigila.regional import completeness as cp
+from vigila.ingest import completeness as cp
 from vigila.ingest import pipeline
 from vigila.core import places
 from vigila.warehouse import read

@@ -122,7 +122,7 @@ def test_a_lossy_run_is_rejected_by_the_flow_and_stays_rejected_in_status(prefec
     """Most rows fail: the flow fails (so Prefect and the operator alert see it), nothing is published,
     the report, quarantine and `vigila status` say rejected and how much was lost; the CLI exits 3."""
     from flows.ingest import ingest_source
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
     from vigila.ingest import pipeline
     from vigila.warehouse.storage import Storage
 
@@ -144,7 +144,7 @@ def test_without_a_prefect_api_ingest_runs_in_process_and_publishes_what_the_flo
     """No PREFECT_API_URL: `vigila ingest` never imports Prefect (no temporary server to start or orphan),
     and publishes the same rows, reports and run record as the `ingest_source` flow run."""
     from flows.ingest import ingest_source
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
     from vigila.warehouse.storage import Storage
 
     home = tmp_path / "prefect-home"           # an empty Prefect profile: no API configured anywhere

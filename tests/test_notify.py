@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from vigila.operate import log as vlog
-from vigila.regional import completeness
+from vigila.ingest import completeness
 from vigila.operate import notify
 from vigila.ingest import pipeline
 from vigila.warehouse.storage import Storage

@@ -132,7 +132,7 @@ def test_flow_leaves_artifacts_and_a_meaningful_name(prefect_harness, source: Pa
     assert Path(quarantine).as_uri() in link.data
 
     # the source's last run, whatever its outcome, is what `vigila status` shows
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
 
     assert completeness.last_run(Storage.open(wh), "gtm_mspas_weekly")["status"] == "published"
     [again] = ingest_source(str(source), str(wh))
@@ -158,7 +158,7 @@ def test_a_file_that_cannot_be_read_leaves_a_rejected_report_and_fails(tmp_path)
 
 def test_a_rejected_file_gives_the_run_a_data_quality_artifact(prefect_harness, tmp_path: Path) -> None:
     from flows.ingest import ingest_source
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
 
     wh = tmp_path / "wh"
     state = ingest_source(_drop(tmp_path, NO_CASES), str(wh), return_state=True)

@@ -17,7 +17,8 @@ import pytest
 
 from schemas.harmonised import KEY
 from vigila.detect import alerts
-from vigila.regional import completeness, reconcile
+from vigila.ingest import completeness
+from vigila.regional import reconcile
 from vigila.ingest import pipeline
 from vigila.warehouse import publish, read
 from vigila.config import load_source

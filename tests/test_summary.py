@@ -13,7 +13,8 @@ import pytest
 
 from schemas.outputs import WeeklySummary
 from vigila.detect import alerts
-from vigila.regional import completeness, reconcile, regional, summary
+from vigila.ingest import completeness
+from vigila.regional import reconcile, regional, summary
 from vigila.warehouse import read
 from vigila.config import ConfigError, load_source
 from vigila.warehouse.storage import Storage

@@ -291,7 +291,7 @@ CLUSTER = Annotated[str | None, typer.Option("--cluster", help="Dask scheduler a
 
 def _cluster(given: str | None) -> str | None:
     """The cluster address (option, else VIGILA_DASK_ADDRESS), after checking a Prefect API is configured."""
-    from vigila.operate.oneoff import cluster_address, prefect_api_configured
+    from vigila.operate.runtime import cluster_address, prefect_api_configured
 
     address = cluster_address(given)
     if address and not prefect_api_configured():
@@ -307,7 +307,7 @@ NO_API_HINT = ("runs are recorded in the warehouse (reports/, `vigila status`); 
 
 
 def _use_flows(flow: bool | None) -> bool:
-    from vigila.operate.oneoff import prefect_api_configured
+    from vigila.operate.runtime import prefect_api_configured
 
     return prefect_api_configured() if flow is None else flow
 
@@ -319,7 +319,7 @@ def _run_source(source: Path, warehouse: str, location: str | None, issue_date: 
 
     load_source(source)  # fail fast, with one line, before anything starts
     if not flows:
-        from vigila.operate import oneoff
+        from vigila import oneoff
 
         return oneoff.ingest_source(str(source), warehouse, location, issue_date, force)
     _import_flows()
@@ -396,7 +396,7 @@ def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "war
             from flows.detect import detect_alerts
             from flows.regional import regional_summary
         else:
-            from vigila.operate.oneoff import detect_alerts, regional_summary
+            from vigila.oneoff import detect_alerts, regional_summary
         with stage_progress(quiet, prefect=flows):
             demo_sources = [ROOT / "sources" / name for name in DEMO_SOURCES]
             if address:
@@ -516,7 +516,7 @@ def config_reference(docs: Annotated[Path, typer.Option(help="folder to write in
 def dictionary(output: Annotated[Path, typer.Option(help="Markdown file to write")] = ROOT / "docs" / "data_dictionary.md") -> None:
     """Write the data dictionary generated from the schemas, and schemas/contracts.json (the contracts the
     ingest checks with polars, compiled from the same models)."""
-    from vigila.ingest import contract
+    from vigila.warehouse import contract
     from vigila.warehouse import dictionary as dd
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -555,7 +555,7 @@ def serve(sources: Annotated[Path, typer.Option(help="folder of source configs")
           cluster: CLUSTER = None) -> None:
     """Serve every scheduled source's deployment (and detect-alerts, check-overdue) from this process until Ctrl-C.
     With --cluster (or VIGILA_DASK_ADDRESS) the ingests and detection run their tasks on that Dask cluster."""
-    from vigila.operate.oneoff import cluster_address
+    from vigila.operate.runtime import cluster_address
 
     with _user_errors():
         found = _deployments(sources, warehouse, from_source=False, cluster=cluster_address(cluster))
@@ -572,7 +572,7 @@ def deploy(work_pool: Annotated[str, typer.Option("--work-pool", help="Prefect w
            cluster: CLUSTER = None) -> None:
     """Register every scheduled source's deployment (and detect-alerts, check-overdue) on the Prefect server at PREFECT_API_URL.
     With --cluster (or VIGILA_DASK_ADDRESS) the deployments carry that Dask scheduler address as their `cluster`."""
-    from vigila.operate.oneoff import cluster_address
+    from vigila.operate.runtime import cluster_address
 
     from prefect.settings import PREFECT_API_URL
 
@@ -600,7 +600,7 @@ def status(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder
                                                     "countries of a multi-country file are late")] = False,
            json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of the table")] = False) -> None:
     """Reporting status per source: last run, last epi week published, completeness, overdue (no Prefect)."""
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
     from vigila.config import ConfigError, load_source, source_paths
 
     with _user_errors():

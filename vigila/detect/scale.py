@@ -22,7 +22,7 @@ import polars as pl
 from vigila.detect import alerts
 from vigila.warehouse import publish, read
 from vigila.operate import log as vlog
-from vigila.operate.oneoff import CLUSTER_ENV, cluster_address  # noqa: F401  (light; the CLI reads them there)
+from vigila.operate.runtime import CLUSTER_ENV, cluster_address  # noqa: F401  (light; flows read them here)
 from vigila.warehouse.storage import Storage
 
 BLOCK_SERIES = 500

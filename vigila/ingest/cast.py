@@ -9,7 +9,8 @@ from __future__ import annotations
 import polars as pl
 
 from vigila.config import SourceConfig
-from vigila.ingest.readers import ROW, ReadError
+from vigila.ingest.readers import ReadError
+from vigila.warehouse.contract import ERROR_SCHEMA, ROW  # noqa: F401  (ERROR_SCHEMA: importers read it here)
 
 FIELD_TYPES: dict[str, str] = {
     "country": "text", "place": "text", "place_parent": "text", "disease": "text", "classification": "text", "sex": "text",
@@ -18,7 +19,6 @@ FIELD_TYPES: dict[str, str] = {
     "epi_year": "int32", "epi_week": "int32", "cases": "int64", "deaths": "int64", "age": "number",
 }
 AUTO_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d")
-ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "check": pl.Utf8, "value": pl.Utf8}
 
 
 LINE, ROW_KEY = "__line", "__row_key"   # hashes of a row's whole line and of its `row_key` columns (count files)

@@ -27,7 +27,7 @@ from vigila.operate import log as vlog
 from vigila.ingest.cast import select_fields
 from vigila.config import SourceConfig
 from vigila.ingest.readers import ROW, ReadError, read_raw
-from vigila.ingest.contract import contract, dictionary_docs, schema_version
+from vigila.warehouse.contract import contract, dictionary_docs, schema_version
 
 PARTITION_BY = ["country_iso3", "disease"]
 Progress = Callable[[int], None]
@@ -418,7 +418,7 @@ def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processe
     them), its report saved as `rejected` with the reasons and recorded as the source's last run."""
     from vigila.warehouse import publish
 
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
 
     quarantine = pl.read_parquet(processed.quarantine)
     versions = _publish_quarantine(storage, source, landed.sha256, quarantine,

@@ -18,7 +18,7 @@ import polars as pl
 from vigila.core import catalogues, epiweek, places
 from vigila.ingest import harmonise as hz
 from vigila.ingest.cast import FIELD_TYPES, LINE, ROW_KEY, typed_expr
-from vigila.ingest.contract import Contract, contract
+from vigila.warehouse.contract import Contract, contract
 from vigila.config import SourceConfig
 from vigila.ingest.readers import ROW, ReadError
 from vigila.core.vocab import age_band_expr

@@ -21,8 +21,8 @@ from pathlib import Path
 import polars as pl
 
 from vigila.config import SourceConfig
+from vigila.warehouse.contract import ROW
 
-ROW = "_row"
 SNIFF_BYTES = 1 << 16
 _CHUNK = 1 << 24
 

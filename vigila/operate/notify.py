@@ -59,7 +59,7 @@ def run_failed_alert(flow_name: str, flow_run_name: str | None, flow_run_id: str
 
 
 def overdue_alerts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`vigila.source.overdue`, one per overdue source among `vigila.regional.completeness.status` rows."""
+    """`vigila.source.overdue`, one per overdue source among `vigila.ingest.completeness.status` rows."""
     alerts = []
     for r in rows:
         if not r.get("overdue"):

@@ -15,7 +15,8 @@ import polars as pl
 
 from schemas.outputs import ENDEMIC_SCHEMA_VERSION, SUMMARY_SCHEMA_VERSION, EndemicChannel, WeeklySummary
 from vigila.detect import alerts
-from vigila.regional import bulletin, completeness, endemic, summary
+from vigila.regional import bulletin, endemic, summary
+from vigila.ingest import completeness
 from vigila.warehouse import publish
 from vigila.regional import population as pop
 from vigila.warehouse.storage import Storage

@@ -23,7 +23,7 @@ DATASETS: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "reporting": (Reporting, f"Reporting completeness and timeliness (schema {REPORTING_SCHEMA_VERSION}): one row per source x epi "
                   "week, from the source's first published week (or its schedule.expected_from while it has published nothing) "
                   "to the last week ended, with expected vs received units "
-                  "and the status against the source's schedule.deadline (vigila/regional/completeness.py). A unit is a place x "
+                  "and the status against the source's schedule.deadline (vigila/ingest/completeness.py). A unit is a place x "
                   "disease (a disease for a line list), expected from its first published week on. Partitioned by source_id."),
     "endemic_channel": (EndemicChannel, f"Endemic channels (schema {ENDEMIC_SCHEMA_VERSION}): one row per series x target epi "
                         "week x method, the band from the same week of earlier years (vigila/regional/endemic.py, vigila/regional/endemic.yaml)."),

@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 import pycountry
 
-from vigila.ingest.contract import contract
+from vigila.warehouse.contract import contract
 from vigila.core import places, vocab
 from vigila.warehouse import publish
 from vigila.warehouse.storage import Storage

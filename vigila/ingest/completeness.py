@@ -28,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from vigila.ingest.contract import contract, schema_version
+from vigila.warehouse.contract import contract, schema_version
 from vigila.core import epiweek
 from vigila.warehouse import publish
 from vigila.config import SourceConfig, parse_deadline

@@ -4,44 +4,16 @@ flows as plain calls, for `vigila ingest` / `vigila demo` when no Prefect API is
 In: a source YAML (or a warehouse) as the flows take them; out: the same reports, datasets and run records
 (`reports/<source>/last_run.json`, the `reporting` dataset) as the flows, with no server to start. Flows
 stay the unit of scheduled work (`vigila serve`, `vigila deploy`); `prefect_api_configured` says which path
-a command takes, `cluster_address` whether the flows' tasks go to a Dask cluster (`flows/cluster.py`).
+a command takes, `cluster_address` whether the flows' tasks go to a Dask cluster (`flows/cluster.py`): both in
+`vigila.operate.runtime`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tomllib
 from pathlib import Path
 
 from vigila.operate import log as vlog
-
-
-CLUSTER_ENV = "VIGILA_DASK_ADDRESS"
-"""Environment variable holding the Dask scheduler address (e.g. tcp://10.0.0.5:8786); unset or empty: no cluster."""
-
-
-def cluster_address(given: str | None = None) -> str | None:
-    """The Dask scheduler address to use: `given` (a `--cluster` option or a flow parameter), else
-    `VIGILA_DASK_ADDRESS`; None (run in this process, as without Dask) when neither is set or it is empty."""
-    address = given if given is not None else os.environ.get(CLUSTER_ENV)
-    return (address.strip() or None) if address else None
-
-
-def prefect_api_configured() -> bool:
-    """True when runs have a Prefect API to go to: `PREFECT_API_URL` in the environment or in the active
-    Prefect profile (`PREFECT_PROFILES_PATH`, else `$PREFECT_HOME/profiles.toml`). Read without importing
-    Prefect (seconds of start-up)."""
-    if os.environ.get("PREFECT_API_URL"):
-        return True
-    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
-    try:
-        profiles = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
-    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
-    return bool((profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL"))
 
 
 def ingest_source(source_path: str | Path, warehouse: str = "warehouse", location: str | None = None,
@@ -49,7 +21,7 @@ def ingest_source(source_path: str | Path, warehouse: str = "warehouse", locatio
     """What the `ingest_source` flow does, in this process: every report fetched, landed, checked and
     published (a rejected one raises `RunRejected` once all were tried), the run recorded as the source's
     last run and its weeks refreshed in `reporting`."""
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
     from vigila.ingest import pipeline
     from vigila.config import load_source
     from vigila.warehouse.storage import Storage
@@ -80,7 +52,7 @@ def ingest_source(source_path: str | Path, warehouse: str = "warehouse", locatio
 
 
 def _refresh_reporting(storage, source) -> None:
-    from vigila.regional import completeness
+    from vigila.ingest import completeness
 
     with vlog.stage("reporting", source=source.id) as logged:
         logged["version"] = completeness.publish_completeness(storage, [source], dt.datetime.now(dt.UTC)).version

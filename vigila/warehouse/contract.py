@@ -20,8 +20,8 @@ from typing import Any
 
 import polars as pl
 
-from vigila.ingest.cast import ERROR_SCHEMA
-from vigila.ingest.readers import ROW
+ROW = "_row"   # 1-based data row of the original file, carried by every ingest frame and error record
+ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "check": pl.Utf8, "value": pl.Utf8}   # one failed check of a row
 
 CONTRACTS_PATH = Path(__file__).resolve().parents[2] / "schemas" / "contracts.json"
 DTYPES = {"String": pl.Utf8, "Int32": pl.Int32, "Int64": pl.Int64, "Float64": pl.Float64, "Date": pl.Date,
@@ -132,7 +132,7 @@ class Contract:
             return col.str.contains(pattern if pattern.startswith("^") else f"^{pattern}")
         if kind == "in_range":
             return col.is_between(stats["min_value"], stats["max_value"])
-        raise NotImplementedError(f"contract {self.name}: check {kind} has no polars form; add it to vigila.ingest.contract")
+        raise NotImplementedError(f"contract {self.name}: check {kind} has no polars form; add it to vigila.warehouse.contract")
 
     def first_failure(self, values: pl.Series, column: str) -> pl.Series:
         """For each typed value, the name of the first check it fails (null when it passes)."""
