@@ -14,7 +14,7 @@ import yaml
 from vigila.ingest import pipeline
 from vigila.warehouse import read
 from vigila.config import ConfigError, load_source, source_from_dict
-from vigila.ingest.plan import UNIT_DIVISOR
+from vigila.ingest.fields import UNIT_DIVISOR
 from vigila.core.vocab import age_band_expr
 
 from conftest import FIXTURES, SOURCES

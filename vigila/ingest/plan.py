@@ -5,288 +5,41 @@ Output: harmonised rows (line lists already counted) and error records (_row, fi
 value, severity). The file is read in eager batches. In each batch, every *distinct* raw value
 of each mapped field (surveillance columns repeat a few hundred values over millions of rows)
 is cast, validated against the raw pandera contract and harmonised once, into a small *domain
-table*; rows are then matched to their domain rows by index and split into good and bad.
+table* (by the field handlers of `vigila.ingest.fields`); rows are then matched to their domain rows
+by index and split into good and bad.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl
 
-from vigila.core import catalogues, epiweek, places
+from vigila.ingest import fields as handlers
 from vigila.ingest import harmonise as hz
-from vigila.ingest.cast import FIELD_TYPES, LINE, ROW_KEY, typed_expr
-from vigila.warehouse.contract import Contract, contract
+from vigila.ingest.cast import LINE, ROW_KEY
+from vigila.ingest.fields import Domain, country_names
+from vigila.warehouse.contract import contract
 from vigila.config import SourceConfig
 from vigila.ingest.readers import ROW, ReadError
-from vigila.core.vocab import age_band_expr
 
 ERROR_SCHEMA = hz.HARMONISE_ERROR_SCHEMA  # _row, field, check, value, severity
 
 
-@dataclass
-class Domain:
-    """Distinct raw values of `on` -> harmonised `outputs`, with the failed check (or null)."""
-
-    id: str
-    field: str              # reported in error records (mapped back to the file's column)
-    on: list[str]           # raw canonical columns joined on
-    table: pl.DataFrame     # on + outputs + chk + sev
-
-    @property
-    def chk(self) -> str:
-        return f"__chk_{self.id}"
-
-    @property
-    def sev(self) -> str:
-        return f"__sev_{self.id}"
-
-    def canonical(self) -> pl.Series:
-        """For each table row, the first row with the same outputs: raw values that harmonise
-        alike (dates of one week, ages of one band) share it, so counting groups by it."""
-        outputs = [c for c in self.table.columns if c not in (*self.on, self.chk, self.sev)]
-        if not outputs:
-            return pl.repeat(0, self.table.height, dtype=pl.UInt32, eager=True)
-        t = self.table.select(outputs).with_row_index("__i")
-        first = t.group_by(outputs, maintain_order=True).agg(pl.col("__i").first().alias("__f"))
-        return t.join(first, on=outputs, how="left", nulls_equal=True, maintain_order="left")["__f"]
-
-
-def _finish(df: pl.DataFrame, id_: str, field: str, on: list[str], check: pl.Expr, severity: str = "error") -> Domain:
-    d = Domain(id_, field, on, df)
-    d.table = df.with_columns(check.cast(pl.Utf8).alias(d.chk)).with_columns(
-        pl.when(pl.col(d.chk).is_not_null()).then(pl.lit(severity)).alias(d.sev))
-    return d
-
-
-def _typed_domain(field: str, raw: pl.DataFrame, source: SourceConfig, model: Contract) -> tuple[pl.DataFrame, pl.Expr]:
-    """Distinct raw values with their typed value `__t` and the failed check expression."""
-    df = raw.with_columns(typed_expr(field, source, pl.col(field)).alias("__t"))
-    df = df.with_columns(model.first_failure(df["__t"], field).alias("__contract"))
-    kind = FIELD_TYPES[field]
-    bad_cast = pl.col(field).is_not_null() & (pl.col(field).str.strip_chars() != "") & pl.col("__t").is_null()
-    return df, pl.when(bad_cast).then(pl.lit(f"type:{kind}")).otherwise(pl.col("__contract"))
-
-
 def build_domains(distinct: dict[str, pl.DataFrame], source: SourceConfig, ctx: hz.Context) -> list[Domain]:
-    """One domain table per mapped field (and per dependent pair of fields)."""
-    model = contract(f"raw_{source.shape}")
-    soft = hz.SOFT_FIELDS.get(source.shape, set())
-    out: list[Domain] = []
-    for f, raw in distinct.items():
-        if "+" in f and f != "age+age_unit":
-            continue
-        if f in ("age", "age+age_unit"):
-            out.append(_age_domain(raw, source, model, "warning" if "age" in soft else "error"))
-        elif f == "deaths" and source.shape == "line_list":
-            out.append(_death_flags(raw, source))
-        elif FIELD_TYPES[f] != "text":
-            df, check = _typed_domain(f, raw, source, model)
-            if f in ("date", "week_start"):
-                weeks = epiweek.weeks_of_dates(df["__t"], source.epiweek)
-                df = df.join(weeks.rename({"date": "__t", **{c: f"__d_{c}" for c in epiweek.WEEK_SCHEMA}}), on="__t", how="left")
-                check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit(f"missing_{f}")),
-                                    _implausible("__d_", source, ctx))
-                out.append(_finish(df.select(f, *(f"__d_{c}" for c in epiweek.WEEK_SCHEMA), check.alias("c")), f, f, [f], pl.col("c")))
-            elif f in ("epi_year", "epi_week"):
-                check = pl.coalesce(check, pl.when(pl.col("__t").is_null()).then(pl.lit("missing_epi_week")))
-                out.append(_finish(df.select(f, check.alias("c")), f, f, [f], pl.col("c")))
-            else:
-                out.append(_finish(df.select(f, pl.col("__t").alias(f"__v_{f}"), check.alias("c")), f, f, [f], pl.col("c")))
-        elif f == "resolution":
-            weekly = [places.normalise(v) for v in source.weekly_resolution_values]
-            off = pl.col(f).is_not_null() & ~places.normalise_expr(pl.col(f)).is_in(weekly)
-            out.append(_finish(raw, f, f, [f], pl.when(off).then(pl.lit("temporal_resolution")), "set_aside"))
-        elif f == "country":
-            df = _lookup(raw, f, ctx.tables["country"], {"iso3": "country_iso3"})
-            if source.geo_level == "admin0":
-                df = df.with_columns(pl.col("country_iso3").alias("geo_code")).join(_country_names(), on="country_iso3", how="left")
-            out.append(_finish(df, f, f, [f], pl.when(pl.col("country_iso3").is_null()).then(pl.lit("unknown_country"))))
-        elif f == "place" and source.country and source.geo_level != "admin0":
-            df = _places(raw, source, ctx)
-            out.append(_finish(df, f, f, [f], pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
-        elif f in ("classification", "sex", "age_group", "disease"):
-            table, col = (ctx.tables["disease"], "disease") if f == "disease" else (ctx.tables[f], "value")
-            outputs = {col: f"__v_{f}", **({"age_band_source": "__v_age_band_source"} if "age_band_source" in table.columns else {})}
-            df = _lookup(raw, f, table, outputs)
-            missing = pl.col(f"__v_{f}").is_null()
-            if f == "disease":
-                missing = missing | ~pl.col(f"__v_{f}").is_in(source.diseases)
-                out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit("unknown_disease"))))
-            elif f in soft:  # a line-list case with an odd sex still counts, as 'unknown'
-                df = df.with_columns(pl.when(missing & pl.col(f).is_not_null()).then(pl.lit(f"unmapped_{f}")).alias("c"),
-                                     pl.col(f"__v_{f}").fill_null("unknown"))
-                out.append(_finish(df.drop("c"), f, f, [f], df["c"], "warning"))
-            elif f in ("sex", "age_group"):  # a blank breakdown of a count: 'unknown', with a warning (as on line lists)
-                blank = pl.col(f).is_null() | (pl.col(f).str.strip_chars() == "")
-                df = df.with_columns(pl.when(blank).then(pl.lit("unknown")).otherwise(pl.col(f"__v_{f}")).alias(f"__v_{f}"))
-                d = _finish(df, f, f, [f], pl.when(blank).then(pl.lit(f"missing_{f}"))
-                            .when(pl.col(f"__v_{f}").is_null()).then(pl.lit(f"unmapped_{f}")))
-                d.table = d.table.with_columns(pl.when(pl.col(d.chk) == f"missing_{f}").then(pl.lit("warning"))
-                                               .otherwise(pl.col(d.sev)).alias(d.sev))
-                out.append(d)
-            else:
-                out.append(_finish(df, f, f, [f], pl.when(missing).then(pl.lit(f"unmapped_{f}"))))
-    if "place_parent+place" in distinct:   # exclude/include of `place` apply to its raw values, whatever the parent
-        df = _places(distinct["place_parent+place"], source, ctx)
-        out.append(_finish(df, "place_pair", "place", ["place_parent", "place"],
-                           pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place"))))
-    own = {d.id for d in out if d.on == [d.field]} | {"place_pair"}
-    out = [_excluding(d, source.exclude[d.field]) if d.field in source.exclude and d.id in own else d for d in out]
-    out = [_including(d, source.include[d.field]) if d.field in source.include and d.id in own else d for d in out]
-    if "epi_year+epi_week" in distinct:
-        out.append(_week_pairs(distinct["epi_year+epi_week"], source, ctx))
-    if "country+place" in distinct:
-        out.append(_country_places(distinct["country+place"], ctx))
+    """One domain table per distinct-value group, built by its field handler (`handlers.HANDLERS`), in stage
+    order; the source's exclude / include lists then apply to the groups they name (`Handler.scoped`)."""
+    env = handlers.Env(source, ctx, contract(f"raw_{source.shape}"), frozenset(hz.SOFT_FIELDS.get(source.shape, set())))
+    built = [(h, h.build(raw, env, group)) for group, raw in distinct.items() if (h := handlers.handler_for(group, source))]
+    built.sort(key=lambda hd: hd[0].stage)   # stable: within a stage, the order of distinct_values
+    out = []
+    for h, d in built:
+        if h.scoped and d.field in source.exclude:
+            d = handlers.excluding(d, source.exclude[d.field])
+        if h.scoped and d.field in source.include:
+            d = handlers.including(d, source.include[d.field])
+        out.append(d)
     return out
-
-
-def _places(raw: pl.DataFrame, source: SourceConfig, ctx: hz.Context) -> pl.DataFrame:
-    """Distinct raw places (or (parent, place) pairs) -> geo_code, geo_name and the admin1 they lie in
-    (admin1_code, admin1_name): by name (ISO 3166-2, aliases, value_maps.place), or by the national codes of
-    the `place_codes` catalogue (vigila.core.catalogues). Unknown places get null codes."""
-    outputs = {"geo_code": "geo_code", "geo_name": "geo_name"}
-    if source.place_codes is None:
-        df = _lookup(raw, "place", ctx.place_table(source.country), outputs)
-        admin1 = source.geo_level == "admin1"
-        return df.with_columns((pl.col("geo_code") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_code"),
-                               (pl.col("geo_name") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_name"))
-    if source.geo_level == "admin1":
-        table = catalogues.admin1_lookup(source.country)
-        if source.value_maps.place:
-            table = places.table_from_aliases(source.value_maps.place, table)
-        right = table.select(pl.col("key").alias("__k"), "geo_code", "geo_name").unique("__k")
-        df = (raw.with_columns(catalogues.place_key_expr(pl.col("place")).alias("__k"))
-              .join(right, on="__k", how="left", maintain_order="left").drop("__k"))
-        return df.with_columns(pl.col("geo_code").alias("admin1_code"), pl.col("geo_name").alias("admin1_name"))
-    parent = "place_parent" if "place_parent" in raw.columns else None
-    return catalogues.resolve(raw, "place", source.place_codes, source.geo_level, parent=parent)
-
-
-def _excluding(d: Domain, values: list[str]) -> Domain:
-    """Raw values the source declares out of scope: set aside (reported), whatever else they are."""
-    keys = [places.normalise(v) for v in values]
-    hit = places.normalise_expr(pl.col(d.field)).is_in(keys).fill_null(False)
-    d.table = d.table.with_columns(pl.when(hit).then(pl.lit("excluded_value")).otherwise(pl.col(d.chk)).alias(d.chk),
-                                   pl.when(hit).then(pl.lit("set_aside")).otherwise(pl.col(d.sev)).alias(d.sev))
-    return d
-
-
-def _including(d: Domain, values: list[str]) -> Domain:
-    """Only these raw values are in scope: any other value (or none) is set aside, whatever else it is."""
-    keys = [places.normalise(v) for v in values]
-    out = ~places.normalise_expr(pl.col(d.field)).is_in(keys).fill_null(False)
-    d.table = d.table.with_columns(pl.when(out).then(pl.lit("not_included_value")).otherwise(pl.col(d.chk)).alias(d.chk),
-                                   pl.when(out).then(pl.lit("set_aside")).otherwise(pl.col(d.sev)).alias(d.sev))
-    return d
-
-
-#: spellings of the age unit (compared normalised: upper case, no accents)
-AGE_UNITS = {"years": ["A", "Y", "ANO", "ANOS", "YEAR", "YEARS", "AÑO", "AÑOS"],
-             "months": ["M", "MES", "MESES", "MONTH", "MONTHS"],
-             "days": ["D", "DIA", "DIAS", "DAY", "DAYS"],
-             "hours": ["H", "HORA", "HORAS", "HOUR", "HOURS"], "minutes": ["MIN", "MINUTO", "MINUTOS", "MINUTES"]}
-UNIT_DIVISOR = {"years": 1.0, "months": 12.0, "days": 365.25, "hours": 8766.0, "minutes": 525960.0}
-SINAN_UNITS = {1: "hours", 2: "days", 3: "months", 4: "years"}
-
-
-def _age_domain(raw: pl.DataFrame, source: SourceConfig, model: Contract, severity: str) -> Domain:
-    """Distinct ages (with their unit, or SINAN-coded) -> age band. The raw contract (0..120 years) is
-    checked on the age in years; an unknown unit or code is `unmapped_age_unit` and the band `unknown`."""
-    number = typed_expr("age", source, pl.col("age"))
-    if source.age_coding == "sinan":
-        code = number.cast(pl.Int64, strict=False)
-        unit = (code // 1000).replace_strict(SINAN_UNITS, default=None, return_dtype=pl.Utf8)
-        value = (code % 1000).cast(pl.Float64)
-    elif "age_unit" in raw.columns:
-        spelled = {places.normalise(k): u for u, ks in AGE_UNITS.items() for k in ks}
-        spelled.update({places.normalise(k): u for k, u in source.value_maps.age_unit.items()})
-        unit = places.normalise_expr(pl.col("age_unit")).replace_strict(spelled, default=None, return_dtype=pl.Utf8)
-        value = number
-    else:
-        unit, value = pl.lit("years"), number
-    df = raw.with_columns(unit.alias("__unit"), value.alias("__value"))
-    df = df.with_columns((pl.col("__value") / pl.col("__unit").replace_strict(UNIT_DIVISOR, default=None,
-                                                                              return_dtype=pl.Float64)).alias("__t"))
-    df = df.with_columns(model.first_failure(df["__t"], "age").alias("__contract"))
-    given = pl.col("age").is_not_null() & (pl.col("age").str.strip_chars() != "")
-    check = (pl.when(given & pl.col("__value").is_null()).then(pl.lit("type:number"))
-             .when(given & pl.col("__unit").is_null()).then(pl.lit("unmapped_age_unit"))
-             .otherwise(pl.col("__contract")))
-    band = pl.when(check.is_null()).then(age_band_expr(pl.col("__t"))).otherwise(pl.lit("unknown"))
-    on = [c for c in ("age", "age_unit") if c in raw.columns]
-    return _finish(df.select(*on, band.alias("age_group"), check.alias("c")), "age" if len(on) == 1 else "age_pair", "age",
-                   on, pl.col("c"), severity)
-
-
-#: line-list death flags (compared normalised); any valid date also means a death (a date of death)
-#: (numeric codes differ between systems, e.g. SIVIGILA CON_FIN 1 = alive, 2 = dead: map them in value_maps.deaths)
-DEATH_YES = ["S", "SI", "Y", "YES", "TRUE", "FALLECIDO", "FALLECIDA", "MUERTO", "MUERTA", "OBITO", "DEFUNCION", "DEAD", "DIED"]
-DEATH_NO = ["N", "NO", "FALSE", "VIVO", "VIVA", "CURA", "ALIVE", "RECUPERADO"]
-
-
-def _death_flags(raw: pl.DataFrame, source: SourceConfig) -> Domain:
-    """Line lists: distinct values of the deaths column -> 1 (a death) / 0. A date is a date of death; an
-    empty cell is no death; any other value is `unmapped_deaths` (warning: the case counts, not as a death)."""
-    table = {**{places.normalise(k): 1 for k in DEATH_YES}, **{places.normalise(k): 0 for k in DEATH_NO},
-             **{places.normalise(k): int(v == "yes") for k, v in source.value_maps.deaths.items()}}
-    flag = places.normalise_expr(pl.col("deaths")).replace_strict(table, default=None, return_dtype=pl.Int64)
-    dated = typed_expr("date", source, pl.col("deaths")).is_not_null()
-    blank = pl.col("deaths").is_null() | (pl.col("deaths").str.strip_chars() == "")
-    df = raw.with_columns(pl.coalesce(flag, pl.when(dated).then(pl.lit(1, pl.Int64)), pl.when(blank).then(pl.lit(0, pl.Int64)))
-                          .alias("__v_deaths"))
-    df = df.with_columns(pl.when(pl.col("__v_deaths").is_null()).then(pl.lit("unmapped_deaths")).alias("c"),
-                         pl.col("__v_deaths").fill_null(0))
-    return _finish(df.drop("c"), "deaths", "deaths", ["deaths"], df["c"], "warning")
-
-
-def _implausible(prefix: str, source: SourceConfig, ctx: hz.Context) -> pl.Expr:
-    """A week that starts more than limits.future_weeks after the issue date, or an epi year before
-    limits.min_epi_year: data nobody can have reported (year 2099, a typo'd 2031) never publishes."""
-    limits = source.limits
-    latest = ctx.issue_date + dt.timedelta(weeks=limits.future_weeks)
-    return (pl.when(pl.col(f"{prefix}week_start") > latest).then(pl.lit("week_in_future"))
-            .when(pl.col(f"{prefix}epi_year") < limits.min_epi_year).then(pl.lit("implausible_year")))
-
-
-def _week_pairs(raw: pl.DataFrame, source: SourceConfig, ctx: hz.Context) -> Domain:
-    """Distinct (epi_year, epi_week) text pairs -> typed week and its start; week 53 of a 52-week year fails."""
-    typed = raw.select(*(typed_expr(f, source, pl.col(f)).alias(f) for f in ("epi_year", "epi_week")))
-    weeks = epiweek.add_week_start(typed, source.epiweek)
-    df = raw.with_columns(*(weeks[c].alias(f"__w_{c}") for c in ("epi_year", "epi_week", "week_start")))
-    in_range = pl.col("__w_epi_week").is_between(1, 53) & pl.col("__w_epi_year").is_between(1900, 2100)
-    check = pl.coalesce(pl.when(in_range & pl.col("__w_week_start").is_null()).then(pl.lit("week_not_in_year")),
-                        _implausible("__w_", source, ctx))
-    return _finish(df, "week_pair", "epi_week", ["epi_year", "epi_week"], check)
-
-
-def _country_places(raw: pl.DataFrame, ctx: hz.Context) -> Domain:
-    df = _lookup(raw, "country", ctx.tables["country"], {"iso3": "__iso3"})
-    parts = []
-    for iso3 in df["__iso3"].drop_nulls().unique().sort().to_list():
-        part = df.filter(pl.col("__iso3") == iso3)
-        parts.append(_lookup(part, "place", ctx.place_table(iso3), {"geo_code": "geo_code", "geo_name": "geo_name"}))
-    rest = df.filter(pl.col("__iso3").is_null()).with_columns(pl.lit(None, pl.Utf8).alias("geo_code"),
-                                                               pl.lit(None, pl.Utf8).alias("geo_name"))
-    df = pl.concat([*parts, rest]).drop("__iso3")
-    admin1 = ctx.source.geo_level == "admin1"   # names of several countries: admin1 (ISO 3166-2) or value_maps.place
-    df = df.with_columns((pl.col("geo_code") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_code"),
-                         (pl.col("geo_name") if admin1 else pl.lit(None, pl.Utf8)).alias("admin1_name"))
-    return _finish(df, "country_place", "place", ["country", "place"],
-                   pl.when(pl.col("geo_code").is_null()).then(pl.lit("unknown_place")))
-
-
-def _lookup(df: pl.DataFrame, raw: str, table: pl.DataFrame, outputs: dict[str, str]) -> pl.DataFrame:
-    keyed = df.with_columns(places.normalise_expr(pl.col(raw)).alias("__k"))
-    right = table.select(pl.col("key").alias("__k"), *(pl.col(t).alias(o) for t, o in outputs.items())).unique("__k")
-    return keyed.join(right, on="__k", how="left", maintain_order="left").drop("__k")
-
-
-def _country_names() -> pl.DataFrame:
-    return places.country_table().unique("iso3", keep="first", maintain_order=True).select(
-        pl.col("iso3").alias("country_iso3"), pl.col("name").alias("geo_name"))
 
 
 # --------------------------------------------------------------------------- pass 1 and 2
@@ -350,7 +103,7 @@ def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) 
     if source.country:
         exprs.append(pl.lit(source.country).alias("country_iso3"))
         if source.geo_level == "admin0":
-            name = _country_names().filter(pl.col("country_iso3") == source.country)["geo_name"]
+            name = country_names().filter(pl.col("country_iso3") == source.country)["geo_name"]
             exprs += [pl.lit(source.country).alias("geo_code"), pl.lit(name[0] if name.len() else source.country).alias("geo_name")]
     if "admin1_code" not in have:   # admin0 rows (or no place mapped): no admin1
         exprs += [pl.lit(None, pl.Utf8).alias("admin1_code"), pl.lit(None, pl.Utf8).alias("admin1_name")]
