@@ -88,10 +88,13 @@ def read_raw(path: str | Path, source: SourceConfig, workdir: Path | None = None
     if size > source.limits.max_bytes:
         raise ReadError(f"{path.name}: {size / 2**30:.1f} GiB is over the source limit of "
                         f"{source.limits.max_bytes / 2**30:.1f} GiB (limits.max_bytes)")
-    if source.layout is not None:       # a cross-tab...: its layout makes the rows (vigila.ingest.layouts)
-        from vigila.ingest.layouts import read_layout
+    from vigila.ingest.layouts import read_layout   # the source's layout makes the rows (records, a cross-tab...)
 
-        return read_layout(path, source, workdir)
+    return read_layout(path, source, workdir)
+
+
+def read_records(path: Path, source: SourceConfig, workdir: Path | None = None) -> RawTable:
+    """The "records" layout: a file of one record per line (row), in whatever format it comes."""
     fmt = detect_format(path, source.format)
     table = {"csv": _read_csv, "xlsx": _read_xlsx, "json": _read_json, "parquet": _read_parquet,
              "dhis2": _read_api, "fhir": _read_api, "dbc": _read_dbase, "dbf": _read_dbase}[fmt](path, source, workdir)
