@@ -39,7 +39,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from vigila.config import WEEKLY, Breakdown, Constants, DataElement, Dhis2Mapping, OrgUnitNames, week_system_of  # noqa: F401  (the `dhis2:` block)
-from vigila.core.places import admin1_table, normalise, resolve
+from vigila.core.places import admin1_parts, admin1_table, normalise, resolve
 
 _WEEKLY_RE = re.compile(r"(\d{4})(W|WedW|ThuW|FriW|SatW|SunW)(\d{1,2})")
 _NOT_WEEKLY = [(re.compile(rx), name) for rx, name in [
@@ -223,21 +223,30 @@ def org_unit_places(units: dict[str, str | None], mapping: Dhis2Mapping) -> pl.D
     __ou_label (PLACE_SCHEMA + name). A UID listed in `org_units` takes its code; with
     `org_unit_names`, the others are matched by name (minus `strip`) to the country's admin1 table.
     An org unit matching a place another one already holds (two "Vientiane" units, or a name
-    match on a place `org_units` maps) is `duplicate_geo_code` (Vigila would count the place twice);
+    match on a place `org_units` maps) is `duplicate_geo_code` (Vigila would count the place twice),
+    except org units that are all distinct declared parts of that place (vigila/reference/admin1/parts:
+    health areas such as Guatemala's three Petén DAS), whose rows the source sums (`aggregate: sum`);
     no match is `unknown_place`. The problem value names the UID and the name: "W6sNfkJcXGC (01 ...)"."""
     schema = {"orgUnit": pl.String, "name": pl.String}
     frame = pl.DataFrame(list(units.items()), schema=schema, orient="row")
     listed = frame["orgUnit"].is_in(list(mapping.org_units))
     by_uid = frame["orgUnit"].replace_strict(mapping.org_units, default=None, return_dtype=pl.String)
     by_name = pl.Series([None] * frame.height, dtype=pl.String)
+    key = pl.Series([None] * frame.height, dtype=pl.String)
+    parts: frozenset[str] = frozenset()
     if mapping.org_unit_names is not None:
         cfg = mapping.org_unit_names
         table = admin1_table(cfg.country)
         cleaned = frame["name"].str.replace(cfg.strip, "")
         by_name = resolve(cleaned, table)[table.columns[1]]
-    frame = frame.with_columns(pl.when(listed).then(by_uid).otherwise(by_name).alias("place"), listed.alias("__listed"))
+        key, parts = pl.Series([None if n is None else normalise(n) for n in cleaned], dtype=pl.String), admin1_parts(cfg.country)
+    frame = frame.with_columns(pl.when(listed).then(by_uid).otherwise(by_name).alias("place"), listed.alias("__listed"),
+                               key.alias("__key"), (key.is_in(list(parts)) & ~listed).alias("__part"))
+    # several org units on one place: a double count, unless all of them are distinct declared parts of it
+    # (admin1/parts/<ISO3>.yaml: Guatemala's DAS Petén Norte, Sur Occidental, Sur Oriental make up Petén)
+    summed = pl.col("__part").all().over("place") & (pl.col("__key").n_unique().over("place") == pl.len().over("place"))
     taken = pl.col("place").is_not_null() & ~pl.col("__listed") & (
-        (pl.len().over("place") > 1) | pl.col("place").is_in(list(mapping.org_units.values())))
+        ((pl.len().over("place") > 1) & ~summed) | pl.col("place").is_in(list(mapping.org_units.values())))
     frame = frame.with_columns(
         pl.when(taken).then(pl.lit("duplicate_geo_code")).when(pl.col("place").is_null()).then(pl.lit("unknown_place"))
         .alias("__ou_check"),

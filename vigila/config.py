@@ -325,7 +325,9 @@ class DataElement(Breakdown):
 
 class OrgUnitNames(Strict):
     """`dhis2.org_unit_names`: org units matched by name (case, accents, punctuation ignored) to the
-    admin1 place table of `country` (ISO 3166-2 names plus vigila/reference/admin1/<ISO3>.yaml aliases)."""
+    admin1 place table of `country` (ISO 3166-2 names plus vigila/reference/admin1/<ISO3>.yaml aliases, and
+    the health areas of vigila/reference/admin1/parts/<ISO3>.yaml, e.g. Guatemala's DAS Petén Norte: parts
+    of one admin1 are summed into it with `aggregate: sum`)."""
 
     country: str                             # ISO 3166-1 alpha-3 whose admin1 names and aliases name the org units, e.g. LAO
     strip: str = r"^\s*\d+[\s.)_-]+"         # regex removed from a name before matching: the unit numbers of "01 Vientiane Capital"

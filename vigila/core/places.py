@@ -130,7 +130,8 @@ def admin1_table(country_iso3: str) -> pl.DataFrame:
     Keys are the normalised subdivision name, the full code ("PE-AMA") and the part after the
     dash ("AMA"); names win over codes on collisions, and top-level subdivisions win over
     nested ones (all levels are kept, e.g. Dominican provinces sit under regions).
-    Aliases come from reference/admin1/<ISO3>.yaml when present, published names that replace
+    Aliases come from reference/admin1/<ISO3>.yaml when present, health areas that are parts of one
+    admin1 from reference/admin1/parts/<ISO3>.yaml (`admin1_parts`), published names that replace
     pycountry's from reference/admin1/names/<ISO3>.yaml.
     """
     country = _iso1().filter(pl.col("alpha_3") == country_iso3.upper())
@@ -146,7 +147,18 @@ def admin1_table(country_iso3: str) -> pl.DataFrame:
     rows = [(s["name"], s["code"], s["name"]) for s in subs] + [(s["key"], s["code"], s["name"]) for s in subs]
     rows += [(key, s["code"], s["name"]) for s in subs for key in (s["code"], s["code"].split("-", 1)[1])]
     base = _table(rows, "geo_code", "geo_name")
-    return table_from_aliases(_load_aliases(f"admin1/{alpha_3}.yaml"), base)
+    # admin1/parts/<ISO3>.yaml: health areas that are parts of one admin1 (summed into it, see admin1_parts)
+    return table_from_aliases({**_load_aliases(f"admin1/{alpha_3}.yaml"), **_load_aliases(f"admin1/parts/{alpha_3}.yaml")},
+                              base)
+
+
+@functools.cache
+def admin1_parts(country_iso3: str) -> frozenset[str]:
+    """Normalised names of the health areas declared in reference/admin1/parts/<ISO3>.yaml: each lies wholly in
+    one admin1 and, with the other parts of it, makes it up (Guatemala's DAS Petén Norte, Sur Occidental and
+    Sur Oriental are Petén). `admin1_table` resolves them to their admin1; several of them may be summed into
+    it, which two units named by the admin1 itself may not."""
+    return frozenset(normalise(k) for k in _load_aliases(f"admin1/parts/{country_iso3.upper()}.yaml"))
 
 
 def map_places(
