@@ -101,7 +101,7 @@ def write(res: dict, args) -> None:
         f"{res['when']}, {res['machine']}. Scheduler + 2 `dask worker` processes on this machine (`--nthreads 1 "
         f"--memory-limit 2GiB`), restarted before each load; the machine was shared with other jobs (load average per row).",
         f"Input: {e['series']:,} synthetic admin2 series x 520 weeks ({res['build']['rows']:,} `cases_weekly` rows, local "
-        f"warehouse, built in {res['build']['seconds']} s), blocks of {args.block_series} series.", "",
+        f"warehouse, built in {b if isinstance(b := res['build']['seconds'], str) else f'{b} s'}), blocks of {args.block_series} series.", "",
         "| load | blocks run / planned (series run) | plan s (all 300 k series) | blocks s on 2 workers | all blocks, projected s | rows out (blocks run) | peak MB per worker | 1-min load start / end |",
         "|---|---:|---:|---:|---:|---:|---|---|",
         *(f"| {label} | {d['blocks_run']} / {d['blocks']} ({d['series_run']:,}) | {d['plan_s']} | {d['blocks_s']} | "
@@ -119,8 +119,8 @@ def write(res: dict, args) -> None:
         f"{2 * f['blocks_s'] / f['series_run'] * 1000:.2f} worker-ms for Farrington flexible x 4 weeks (blocks wall x 2 "
         "workers / series run). 'projected' = plan + blocks wall x planned / run blocks: an extrapolation, not a "
         "measurement, at this run's load.", "",
-        "Not done at this scale: the `alerts` publish of the whole region (only every block was planned; a sample "
-        "ran). EARS on all 520 weeks of 300 k series gives ~468 M rows; `scale.publish_blocks` concatenates and sorts every staged block on the flow's machine "
+        "Not done at this scale: the `alerts` publish of the whole region (every block was planned, "
+        f"{e['blocks_run']} of {e['blocks']} ran). EARS on all 520 weeks of 300 k series gives ~468 M rows; `scale.publish_blocks` concatenates and sorts every staged block on the flow's machine "
         "before one `publish.commit`, which does not fit in this machine's 24 GiB (nor any one machine's comfortably). "
         "The blocks were computed and staged (`staging/detect/<run>/`) and then deleted. With the flow's default "
         "52-week window the result is 10x smaller. A streaming publish (per-method partition files written from "
