@@ -125,6 +125,7 @@ def write(res: dict, args) -> None:
         "The blocks were computed and staged (`staging/detect/<run>/`) and then deleted. With the flow's default "
         "52-week window the result is 10x smaller. A streaming publish (per-method partition files written from "
         "the staged blocks) is what would remove this limit.", ""]
+    lines += [*res.get("notes", []), ""] if res.get("notes") else []
     (RESULTS / "dask_region.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
