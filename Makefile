@@ -6,7 +6,7 @@ UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test bench bench-detect bench-dask torture install clean
+.PHONY: demo test bench bench-detect bench-dask bench-region torture install clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +35,9 @@ bench-detect: $(STAMP)
 
 bench-dask: $(STAMP)   # 1 vs 2 Dask worker processes (scheduler + workers started here), then the region projection
 	$(VENV)/bin/python benchmarks/bench_dask.py
+
+bench-region: $(STAMP)   # the region load (300 k series x 520 weeks, 50 sources) on scheduler + 2 workers; --sample N to run N blocks
+	$(VENV)/bin/python benchmarks/bench_region.py
 
 torture: $(STAMP)
 	$(VENV)/bin/python benchmarks/torture.py

@@ -241,7 +241,9 @@ def projection(res: dict, args) -> list[str]:
               "weeks, ~50x fewer with the default 52-week window) - at region scale run EARS on the last weeks only, or "
               "give the flow's machine the memory.",
               "This machine was shared with other jobs (load average in the header), so the per-series and per-source "
-              "costs are pessimistic; re-run `make bench-dask` on an idle machine for clean figures."]
+              "costs are pessimistic; re-run `make bench-dask` on an idle machine for clean figures.",
+              "The region load itself (300,000 series planned, a spread sample of its blocks run on 2 workers, 50 sources "
+              "ingested at once): `make bench-region`, results/dask_region.md."]
     return lines
 
 

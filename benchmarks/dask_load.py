@@ -23,11 +23,12 @@ SOURCE_COUNTRIES = [*COUNTRIES, "CRI", "CUB", "DOM", "GTM", "HND", "MEX", "NIC",
 FIRST_WEEK = dt.date(2015, 1, 4)   # a Sunday: MMWR week 1 of 2015
 
 
-def synthetic_cases_weekly(n_series: int, weeks: int = 520, seed: int = 20240101) -> pl.DataFrame:
+def synthetic_cases_weekly(n_series: int, weeks: int = 520, seed: int = 20240101, first: int = 0) -> pl.DataFrame:
+    """Series `first`..`first + n_series - 1` (a region built in chunks: each chunk its own random stream)."""
     from vigila.detect import alerts
 
-    rng = np.random.default_rng(seed)
-    idx = np.arange(n_series)
+    rng = np.random.default_rng(seed if first == 0 else (seed, first))
+    idx = np.arange(first, first + n_series)
     country = np.array(COUNTRIES)[idx % len(COUNTRIES)]
     disease = np.array(DISEASES)[(idx // len(COUNTRIES)) % len(DISEASES)]
     level = np.exp(rng.uniform(np.log(0.5), np.log(200), n_series))

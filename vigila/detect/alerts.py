@@ -119,8 +119,13 @@ def epi_weeks(dates: pl.Series) -> pl.DataFrame:
 
 def weekly_series(rows: pl.LazyFrame | pl.DataFrame, gaps: Gaps) -> pl.DataFrame:
     week = [*SERIES_KEY, "week_start"]
+    only_totals = ([col for col, total in (("classification", "total"), ("sex", "all"), ("age_group", "all"))
+                    if rows[col].null_count() == 0 and (rows[col] == total).all()]
+                   if isinstance(rows, pl.DataFrame) and rows.height else [])
     rows = rows.lazy()
     for col, total in (("classification", "total"), ("sex", "all"), ("age_group", "all")):
+        if col in only_totals:                   # every row a total: the filter would keep them all (no window)
+            continue
         is_total = pl.col(col) == total          # a source's total row for a week, when present, is used alone
         rows = rows.filter(is_total | ~is_total.any().over(week))
     weekly = (rows.group_by(week).agg(pl.col("geo_name", "epi_year", "epi_week").first(), pl.col("cases").sum())

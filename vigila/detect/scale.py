@@ -70,7 +70,7 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
                                 version=current.version, cases_weekly_version=manifest.version)
     keys = (_rows(storage, name, manifest.version, as_of, config).select(alerts.SERIES_KEY).unique()
             .group_by([*GROUP, "geo_code"]).agg(pl.len().alias("series"), pl.col("country_iso3").unique().alias("countries"))
-            .sort([*GROUP, "geo_code"]).collect())
+            .sort([*GROUP, "geo_code"]).collect(engine="streaming"))   # region scale: never all rows' keys at once
     units: list[list[Any]] = []   # [source, disease, first place, last place, series, countries]: never cut inside
     for source_id, disease, code, n, countries in keys.iter_rows():
         whole = config.gaps.sources.get(source_id, config.gaps.default) == "zero"   # its period spans the group
