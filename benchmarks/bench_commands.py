@@ -2,14 +2,14 @@
 
 Rows (issue "fast where the user stands"): `vigila --help`; `vigila check` and `vigila ingest` of the demo line
 list (171 k rows); `vigila ingest` of a DHIS2 analytics response (the bundled fixture); `vigila ingest` of a
-SINAN-shaped line list of --rows rows (default 10 M) beside a minimal polars read -> count -> Parquet process;
+SINAN-shaped line list of each --rows size (default 10 M and 50 M) beside a minimal polars read -> count -> Parquet process;
 `vigila detect` farrington_flexible (10 k series x 520 weeks, last 104) and ears C1, C2, C3 (100 k x 520, all weeks, to
 Parquet) beside R surveillance on a sample of the same series, results compared on that sample. Each figure is
 the best of --repeat wall-clock times of a fresh process (imports, start-up and writing included); peak MB is
 the process's ru_maxrss. No Prefect API is configured (the one-off path). Writes results/commands.md/.json
 (--quick: commands_quick.*); the 1-minute load average at start and end goes in the table (a shared machine).
 
-    python benchmarks/bench_commands.py [--quick] [--repeat 3] [--rows 10000000] [--only startup,big_ingest,detect]
+    python benchmarks/bench_commands.py [--quick] [--repeat 3] [--rows 10000000,50000000] [--only startup,big_ingest,detect]
                                         [--detect farrington_flexible,ears_C1,ears_C2,ears_C3]
 """
 
@@ -93,9 +93,10 @@ def bench_big_ingest(work: Path, rows: int, repeat: int) -> list[dict]:
     ingest = timed([VIGILA, "ingest", str(HERE / "source_brazil_sinan.yaml"), "--file", csv["path"], "--warehouse", str(wh),
                     "--quiet"], repeat, before=fresh(wh))
     ratio = ingest["seconds"] / minimal["seconds"]
+    load = os.getloadavg()[0]
     return [row(f"`vigila ingest` SINAN-shaped line list, {rows:,} rows ({csv['mb']} MB)", ingest, "≤ 3× yardstick, < 2 GB",
                 ratio <= 3 and ingest["peak_mb"] < 2048, f"minimal polars read→count→Parquet process: {minimal['seconds']} s, "
-                f"{minimal['peak_mb']} MB", f"{ratio:.1f}×")]
+                f"{minimal['peak_mb']} MB; load {load:.1f}", f"{ratio:.1f}×")]
 
 
 DETECT_JOBS = {   # name: (method, --param/--range args, series (full, --quick), R sample (full, quick), R call, weeks R evaluates, goal x R)
@@ -204,11 +205,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 M rows, small detection sizes")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--rows", default=None, help="line-list sizes for the big ingest rows, comma-separated "
+                    "(default 10000000,50000000; --quick 1000000)")
     ap.add_argument("--only", default="startup,big_ingest,detect")
     ap.add_argument("--detect", default=",".join(DETECT_JOBS), help=f"detection rows: {', '.join(DETECT_JOBS)}")
     args = ap.parse_args()
-    rows = args.rows or (1_000_000 if args.quick else 10_000_000)
+    rows = [int(n) for n in args.rows.split(",")] if args.rows else [1_000_000] if args.quick else [10_000_000, 50_000_000]
     started = os.getloadavg()[0]          # the machine may be shared: its 1-minute load, at start and end, goes in the table
     only = set(args.only.split(","))
     out: list[dict] = []
@@ -217,7 +219,8 @@ def main() -> None:
         if "startup" in only:
             out += [{**r, "section": "startup"} for r in bench_startup(work, args.repeat)]
         if "big_ingest" in only:
-            out += [{**r, "section": "big_ingest"} for r in bench_big_ingest(work, rows, args.repeat)]
+            for n in rows:
+                out += [{**r, "section": "big_ingest"} for r in bench_big_ingest(work, n, args.repeat)]
         if "detect" in only:
             out += [{**r, "section": "detect"} for r in
                     bench_detect(work, args.quick, max(1, args.repeat - 1), args.detect.split(","))]

@@ -42,7 +42,7 @@ def select_fields(frame: pl.LazyFrame, columns: list[str], source: SourceConfig)
             hashes.append(pl.struct(pl.col(c) for c in source.row_key).hash(11).alias(ROW_KEY))
     out = frame.select(*(pl.col(c).alias(f) for f, c in source.mapped.items()), *hashes)
     if source.columns.epi_yearweek:
-        out = out.with_columns(split_yearweek(pl.col("epi_week")))
+        out = out.with_columns(split_yearweek(pl.col("epi_week").cast(pl.Utf8)))
     return out.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
 
 

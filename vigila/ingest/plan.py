@@ -59,23 +59,61 @@ def distinct_values(batch: pl.DataFrame, source: SourceConfig) -> dict[str, pl.D
     if "age_unit" in groups:   # an age means nothing without its unit
         del groups["age"], groups["age_unit"]
         groups["age+age_unit"] = ["age", "age_unit"]
-    return {name: batch.select(cols).unique() for name, cols in groups.items()}
+    # raw columns arrive dictionary-encoded (Categorical, see `encoded`): the first row of each distinct code
+    # (an integer hash), decoded to text; a batch of text (a caller other than harmonise_batch) is encoded here
+    batch = encoded(batch)
+    dtypes = dict(batch.schema)
+    firsts = batch.select(_key(cols, dtypes).arg_unique().implode().alias(name) for name, cols in groups.items()).row(0)
+    return {name: decoded(batch.select(cols)[first]) for (name, cols), first in zip(groups.items(), firsts)}
 
 
-_NULL_KEY = "\x00"  # stands for a missing raw value, so a domain can map it too
+def encoded(batch: pl.DataFrame) -> pl.DataFrame:
+    """The batch with its text columns dictionary-encoded (Categorical, one fresh dictionary per batch unless
+    the reader already encoded them): distinct values and the row -> domain match then hash integers, not text."""
+    text = [c for c, t in batch.schema.items() if t == pl.Utf8]
+    if not text:
+        return batch
+    dtype = pl.Categorical(pl.Categories.random())
+    return batch.with_columns(pl.col(text).cast(dtype))
 
 
-def _key(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
-    cols = [frame[c].fill_null(_NULL_KEY) for c in columns]
-    return cols[0] if len(cols) == 1 else pl.select(pl.concat_str(cols, separator="\x1f")).to_series()
+def decoded(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col(pl.Categorical).cast(pl.Utf8))
+
+
+def _key(columns: list[str], dtypes: dict[str, pl.DataType]) -> pl.Expr:
+    """An integer key per row from the dictionary codes of `columns` (text cast to the batch's Categorical
+    `dtypes`): one column, its code (null when missing); a pair, both codes + 1 (0 when missing) in one UInt64."""
+    codes = [pl.col(c).cast(dtypes[c]).to_physical() for c in columns]
+    if len(codes) == 1:
+        return codes[0]
+    key = None
+    for code in codes:
+        code = (code.cast(pl.UInt64) + 1).fill_null(0)
+        key = code if key is None else key * (1 << 32) + code
+    return key
 
 
 def domain_rows(batch: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
-    """For every row, the matching row of each domain table (one hash lookup per domain)."""
-    return pl.DataFrame({
-        d.id: _key(batch, d.on).replace_strict(_key(d.table, d.on), pl.int_range(d.table.height, eager=True),
-                                              default=None, return_dtype=pl.UInt32)
-        for d in domains})
+    """For every row, the matching row of each domain table: one column's codes index a lookup array (a
+    gather), a pair's combined codes go through an integer hash lookup."""
+    dtypes = dict(batch.schema)
+    keys = batch.select(_key(d.on, dtypes).alias(d.id) for d in domains)
+    out = {}
+    for d in domains:
+        key, table_key = keys[d.id], d.table.select(_key(d.on, dtypes)).to_series()
+        index = pl.int_range(d.table.height, dtype=pl.UInt32, eager=True)
+        if len(d.on) == 1:
+            top = max(key.max() or 0, table_key.max() or 0)
+            present = table_key.is_not_null()
+            lookup = pl.repeat(None, top + 1, dtype=pl.UInt32, eager=True).scatter(table_key.filter(present),
+                                                                                    index.filter(present))
+            missing = index.filter(~present)
+            rows = lookup.gather(key)
+            out[d.id] = rows.fill_null(missing[0]) if missing.len() else rows
+        else:
+            out[d.id] = key.replace_strict(table_key, index, default=None, return_dtype=pl.UInt32)
+    return pl.DataFrame(out)
 
 
 def gather_outputs(rows: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
@@ -93,6 +131,23 @@ def _any(rows: pl.DataFrame, domains: list[Domain], test) -> pl.Series:
     for d in domains:
         mask = mask | test(d).fill_null(False).gather(rows[d.id]).fill_null(False)
     return mask
+
+
+def _flags(rows: pl.DataFrame, domains: list[Domain]) -> tuple[pl.Series, pl.Series]:
+    """Per row: any failed check (flagged), any failed check that holds the row back (error or set aside).
+    Each domain row's two flags are one small integer (1 flagged, 2 held), gathered once per domain."""
+    if not domains:
+        none = pl.repeat(False, rows.height, eager=True)
+        return none, none
+    status = {}
+    for d in domains:
+        code = (d.table[d.chk].is_not_null().cast(pl.UInt8) + d.table[d.sev].is_in(["error", "set_aside"]).fill_null(False)
+                .cast(pl.UInt8) * 2)
+        status[d.id] = code.gather(rows[d.id])
+        if rows[d.id].null_count():    # a value no domain row matches: no flag from this domain
+            status[d.id] = status[d.id].fill_null(0)
+    both = pl.DataFrame(status).select(pl.reduce(lambda a, b: a | b, pl.all()).fill_null(0).alias("s"))["s"]
+    return (both & 1) > 0, (both & 2) > 0
 
 
 def dimensions(source: SourceConfig, domains: list[Domain], columns: list[str]) -> list[pl.Expr]:
@@ -152,14 +207,20 @@ def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Ser
         goods.append(good)
         errors.append(bad)
         ledgers.append(ledger)
+        if source.shape == "line_list" and len(goods) >= 4:   # every batch repeats most place-weeks: add them up as
+            goods = [_sum_counts(goods)]                       # we go, so memory stays flat however long the file
     empty_ledger = pl.DataFrame(schema=LEDGER_SCHEMA)
     if not goods:
         return Planned(pl.DataFrame(), pl.DataFrame(schema=ERROR_SCHEMA), 0, empty_ledger)
-    good = pl.concat(goods)
-    if source.shape == "line_list" and len(goods) > 1:
-        good = good.group_by(hz.DIMS).agg(pl.col("cases", *(["deaths"] if "deaths" in good.columns else [])).sum(),
-                                          pl.col(ROW).min())
+    good = _sum_counts(goods) if source.shape == "line_list" and len(goods) > 1 else pl.concat(goods)
     return Planned(good, pl.concat(errors), n_rows, pl.concat([empty_ledger, *ledgers], how="diagonal_relaxed"))
+
+
+def _sum_counts(goods: list[pl.DataFrame]) -> pl.DataFrame:
+    """Line-list counts of several batches -> one row per harmonised dimension (cases and deaths summed, first row)."""
+    good = pl.concat(goods)
+    return good.group_by(hz.DIMS).agg(pl.col("cases", *(["deaths"] if "deaths" in good.columns else [])).sum(),
+                                      pl.col(ROW).min())
 
 
 def _batches(lf: pl.LazyFrame, batch_rows: int):
@@ -187,6 +248,8 @@ def _ledger(batch: pl.DataFrame, rows: pl.DataFrame, domains: list[Domain], sour
         return d.table[f"__v_{field}"].cast(pl.Int64).gather(rows[field])
 
     if source.shape == "line_list":
+        if "deaths" not in by_id:      # no deaths mapped: no row is a death
+            return pl.DataFrame(schema={ROW: pl.Int64, "cases": pl.Int64, "deaths": pl.Int64})
         deaths = value("deaths").fill_null(0)
         return pl.DataFrame({ROW: batch[ROW], "cases": pl.repeat(1, batch.height, dtype=pl.Int64, eager=True),
                              "deaths": deaths}).filter(pl.col("deaths") > 0)
@@ -201,18 +264,17 @@ def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, 
 
     Rows are matched to domain rows once; line lists are counted by domain rows (integers)
     before any harmonised text is materialised."""
+    batch = encoded(batch)
     domains = build_domains(distinct_values(batch, source), source, ctx)
     rows = domain_rows(batch, domains)
-    flagged = _any(rows, domains, lambda d: d.table[d.chk].is_not_null())
-    held = _any(rows, domains, lambda d: d.table[d.sev].is_in(["error", "set_aside"]))
+    flagged, held = _flags(rows, domains)
     if exclude is not None and exclude.len():      # already reported (parse stage): no further checks
         excluded = batch[ROW].is_in(exclude.implode())
         held, flagged = held | excluded, flagged & ~excluded
-    bad = pl.concat([batch.filter(flagged), gather_outputs(rows.filter(flagged), domains)], how="horizontal")
+    bad = pl.concat([decoded(batch.filter(flagged)), gather_outputs(rows.filter(flagged), domains)], how="horizontal")
     good = rows.with_columns(batch[ROW]).filter(~held)
     if source.shape == "line_list":  # count by harmonised value (as integers) before any text is built
-        good = good.with_columns(d.canonical().gather(good[d.id]).alias(d.id) for d in domains)
-        good = good.group_by([d.id for d in domains]).agg(pl.len().cast(pl.Int64).alias("cases"), pl.col(ROW).min())
+        good = _count_by_domains(good, domains)
     frame = pl.concat([good.select(ROW, *[c for c in ("cases",) if c in good.columns]), gather_outputs(good, domains)],
                       how="horizontal")
     frame = frame.with_columns(dimensions(source, domains, frame.columns))
@@ -222,6 +284,25 @@ def harmonise_batch(batch: pl.DataFrame, source: SourceConfig, ctx: hz.Context, 
     else:
         frame = frame.select(ROW, *hz.DIMS, *[c for c in ("cases", "deaths", "issue_date") if f"__v_{c}" in frame.columns])
     return frame, error_records(bad, domains), _ledger(batch, rows, domains, source)
+
+
+def _count_by_domains(good: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
+    """Line-list rows counted by the canonical domain row of each domain (cases, first row). The domain rows
+    are packed into one integer (mixed radix: each domain's table height) when it fits, so the count hashes
+    one UInt64 column instead of one per domain."""
+    ids, sizes = [d.id for d in domains], [max(d.table.height, 1) for d in domains]
+    canonical = [pl.lit(d.canonical()).gather(pl.col(d.id)) for d in domains]
+    strides, total = [], 1
+    for n in sizes:
+        strides.append(total)
+        total *= n
+    count = [pl.len().cast(pl.Int64).alias("cases"), pl.col(ROW).min()]
+    if total >= 2**63 or any(good[i].null_count() for i in ids):
+        return good.with_columns(c.alias(i) for c, i in zip(canonical, ids)).group_by(ids).agg(*count)
+    packed = pl.sum_horizontal(*(c.cast(pl.UInt64) * stride for c, stride in zip(canonical, strides)))
+    counted = good.lazy().select(packed.alias("__k"), ROW).group_by("__k").agg(*count).collect()
+    return counted.select(*(((pl.col("__k") // stride) % n).cast(pl.UInt32).alias(i) for i, stride, n in zip(ids, strides, sizes)),
+                          "cases", ROW)
 
 
 def error_records(bad: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:

@@ -242,9 +242,13 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
     if bad["odd_quotes"].any():  # a quoted field spans lines: line numbers are not row numbers
         notes.append("quoted fields span several lines: field counts not checked per row")
         bad = bad.clear()
+    # a line list's mapped columns are read dictionary-encoded (Categorical: a few hundred distinct values over
+    # millions of rows), so the plan hashes integers; vigila.plan decodes the values it reports
+    encode = {c: pl.Categorical(pl.Categories.random()) for c in source.mapped.values()
+              if c in columns} if source.shape == "line_list" else None
     frame = pl.scan_csv(
         text_path, separator=delimiter, infer_schema=False, null_values=opts.na_values or None,
-        truncate_ragged_lines=True, encoding="utf8",
+        truncate_ragged_lines=True, encoding="utf8", schema_overrides=encode,
     )
     bad_rows = None
     if bad.height:
