@@ -103,8 +103,10 @@ def test_runs_page_lists_the_run_by_name_completed(server: str, flow_run_id: str
         row = wait_for(lambda: _run_row(driver), timeout=120, what=f"{RUN_NAME} in the runs list")
         wait_for(lambda: "Completed" in _run_row(driver).text.splitlines(), timeout=60,
                  what=f"state Completed on the row of {RUN_NAME}")
+        # the flow's name, before the run's: the UI fetches flows apart from runs, so under load it comes later
+        wait_for(lambda: "ingest_source" in _run_row(driver).text.splitlines(), timeout=60,
+                 what=f"the flow name ingest_source on the row of {RUN_NAME}")
         row = _run_row(driver)
-        assert "ingest_source" in row.text.splitlines()  # the flow's name, before the run's
         link = row.find_element(By.XPATH, f".//a[normalize-space(.)='{RUN_NAME}']")
         assert link.get_attribute("href").endswith(f"/runs/flow-run/{flow_run_id}")
         if UPDATE_SCREENSHOTS:
