@@ -61,7 +61,8 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
     was built from the same input version, as_of and config (and not `force`), else {"input", "version",
     "fingerprint", "series", "blocks": [{"ranges": [[source, disease, first place, last place]...], "partitions":
     [[country, disease]...], "series": n}]}: blocks of about `block_series` series, cut only between places (and
-    never inside a (source, disease) of a source under the `zero` gap policy). Reads only the key columns."""
+    never inside a (source, disease) of a source under the `zero` gap policy), in `alerts.ORDER` (source, disease,
+    then places in series id order: "first"/"last" place bound that order). Reads only the key columns."""
     storage = Storage.open(warehouse)
     name, manifest = _input(storage, as_of)
     fingerprint = publish.fingerprint(input=manifest.version, as_of=str(as_of), config=config.model_dump(mode="json"))
