@@ -215,6 +215,8 @@ def test_streamed_replace_all_failing_midway_commits_nothing(store: Storage) -> 
     with pytest.raises(ValueError, match="!="):   # a batch whose columns differ from the first's
         commit_cases(store, replace_all=iter([cases("BR", ["W02"], [2]),
                                               cases("AR", ["W02"], [3]).with_columns(pl.col("cases").cast(pl.Float64))]))
+    with pytest.raises(TypeError, match="LazyFrame"):
+        commit_cases(store, replace_all=cases("BR", ["W02"], [2]).lazy())
     assert current_manifest(store, "cases") == before and rows(store, "cases") == [(1, "BR", "W01")]
     after = commit_cases(store, replace_all=iter([]))   # an empty stream: an empty version with the parent's schema
     assert after.rows == 0 and after.columns == before.columns

@@ -412,6 +412,8 @@ def commit(
         raise ValueError("replace_all cannot be combined with replace/append")
     partition_by = list(partition_by)
     base = _dataset_key(name)
+    if isinstance(replace_all, pl.LazyFrame):
+        raise TypeError("replace_all: a DataFrame or an iterable of DataFrames, not a LazyFrame")
     streamed = replace_all is not None and not isinstance(replace_all, pl.DataFrame)
     with storage.lock(f"{base}/.lock"):
         vacuum(storage, name, keep, grace_seconds)
