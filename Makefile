@@ -6,7 +6,7 @@ UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test bench bench-detect bench-dask bench-region torture install clean
+.PHONY: demo test bench bench-detect bench-dask bench-region bench-publish torture install clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,6 +38,9 @@ bench-dask: $(STAMP)   # 1 vs 2 Dask worker processes (scheduler + workers start
 
 bench-region: $(STAMP)   # the region load (300 k series x 520 weeks, 50 sources) on scheduler + 2 workers; --sample N to run N blocks
 	$(VENV)/bin/python benchmarks/bench_region.py
+
+bench-publish: $(STAMP)   # peak memory of the streaming alerts publish vs the whole-frame one (20 M staged rows)
+	$(VENV)/bin/python benchmarks/bench_publish_blocks.py
 
 torture: $(STAMP)
 	$(VENV)/bin/python benchmarks/torture.py

@@ -181,6 +181,49 @@ def test_replace_all_rewrites_everything(store: Storage) -> None:  # noqa: F811
         commit_cases(store, replace_all=new, append={("BR",): new})
 
 
+def test_streamed_replace_all_equals_the_whole_frame_and_holds_one_batch(store: Storage, monkeypatch) -> None:  # noqa: F811
+    import pyarrow.parquet as pq
+
+    whole = pl.concat([cases(c, [f"W{w:02d}" for w in range(k, k + 5)], list(range(k, k + 5)))
+                       for k in range(6) for c in ("BR", "AR", "CL")[: 1 + k % 3]])
+    batches = [whole.slice(i, 7) for i in range(0, whole.height, 7)]
+    written: list[int] = []
+    real = pq.ParquetWriter.write_table
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", lambda self, t, *a, **k: (written.append(t.num_rows),
+                                                                                     real(self, t, *a, **k))[1])
+    a = commit(store, "whole", partition_by=["country"], schema_version="1", run_id="r", replace_all=whole)
+    b = commit(store, "streamed", partition_by=["country"], schema_version="1", run_id="r", replace_all=iter(batches))
+    assert written and max(written) <= 7 and sum(written) == whole.height     # batch by batch, each row once
+    assert (a.columns, a.arrow_schema, a.rows) == (b.columns, b.arrow_schema, b.rows)
+    assert [(f.partition, f.rows) for f in a.files] == [(f.partition, f.rows) for f in b.files]   # one file each
+    for part in a.files:   # same rows in the same order, file by file
+        x, y = (scan(store, n, partitions=[part.partition]).collect() for n in ("whole", "streamed"))
+        assert x.height and x.equals(y)
+    assert summaries(store, "streamed", ["country"])["duckdb"] == summaries(store, "whole", ["country"])["duckdb"]
+
+
+def test_streamed_replace_all_failing_midway_commits_nothing(store: Storage) -> None:  # noqa: F811
+    before = commit_cases(store, replace={("BR",): cases("BR", ["W01"], [1])})
+
+    def failing():
+        yield cases("BR", ["W02"], [2])
+        yield cases("AR", ["W02"], [3])
+        raise RuntimeError("staged block unreadable")
+
+    with pytest.raises(RuntimeError, match="unreadable"):
+        commit_cases(store, replace_all=failing())
+    with pytest.raises(ValueError, match="!="):   # a batch whose columns differ from the first's
+        commit_cases(store, replace_all=iter([cases("BR", ["W02"], [2]),
+                                              cases("AR", ["W02"], [3]).with_columns(pl.col("cases").cast(pl.Float64))]))
+    with pytest.raises(TypeError, match="LazyFrame"):
+        commit_cases(store, replace_all=cases("BR", ["W02"], [2]).lazy())
+    assert current_manifest(store, "cases") == before and rows(store, "cases") == [(1, "BR", "W01")]
+    after = commit_cases(store, replace_all=iter([]))   # an empty stream: an empty version with the parent's schema
+    assert after.rows == 0 and after.columns == before.columns
+    assert list_versions(store, "cases") == [before.version, after.version]
+    assert store.children("datasets/cases/versions") == [before.version, after.version]   # leftovers vacuumed
+
+
 def test_bad_input_is_rejected_and_changes_nothing(store: Storage) -> None:  # noqa: F811
     before = commit_cases(
         store, replace={("BR",): cases("BR", ["W01"], [1]), ("AR",): cases("AR", ["W01"], [2])}

@@ -30,6 +30,9 @@ DATASET = "alerts"
 PARTITION_BY = ["method"]
 SERIES_KEY = ["source_id", "country_iso3", "geo_level", "geo_code", "disease"]
 ALERT_COLUMNS = list(Alert.to_schema().columns)
+ORDER = ["method", "source_id", "disease", "series_id", "week_start"]
+"""Row order of a published `alerts` version (by method: its partitions; then the order in which
+`scale.plan_detection` cuts blocks, so a distributed publish can write blocks one after the other)."""
 GapPolicy = Literal["split", "zero"]
 
 
@@ -236,7 +239,7 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
     alerts = alerts.with_columns(
         pl.lit(version).alias("cases_weekly_version"), pl.lit(as_of, pl.Date).alias("as_of"), pl.lit(run_id).alias("run_id"),
         pl.lit(computed_at).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
-    ).select(ALERT_COLUMNS).sort("method", "series_id", "week_start")
+    ).select(ALERT_COLUMNS).sort(ORDER)
     Alert.validate(alerts)
     manifest = publish.commit(storage, DATASET, partition_by=PARTITION_BY, replace_all=alerts, run_id=run_id,
                               schema_version=ALERTS_SCHEMA_VERSION,

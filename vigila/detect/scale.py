@@ -1,5 +1,6 @@
 """Scale-out helpers (no Prefect, no Dask here): detection cut into blocks of series that cluster workers
-compute from the warehouse Parquet themselves, merged into one atomic `alerts` publish; the leases of a publish.
+compute from the warehouse Parquet themselves, streamed block by block into one atomic `alerts` publish; the
+leases of a publish.
 
 In: a warehouse (`Storage` or root), a `DetectionConfig`, the pinned input version; out: a plan (blocks of
 (source_id, disease) groups with the partitions they read, JSON-able), one block's result as a Parquet file
@@ -60,7 +61,8 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
     was built from the same input version, as_of and config (and not `force`), else {"input", "version",
     "fingerprint", "series", "blocks": [{"ranges": [[source, disease, first place, last place]...], "partitions":
     [[country, disease]...], "series": n}]}: blocks of about `block_series` series, cut only between places (and
-    never inside a (source, disease) of a source under the `zero` gap policy). Reads only the key columns."""
+    never inside a (source, disease) of a source under the `zero` gap policy), in `alerts.ORDER` (source, disease,
+    then places in series id order: "first"/"last" place bound that order). Reads only the key columns."""
     storage = Storage.open(warehouse)
     name, manifest = _input(storage, as_of)
     fingerprint = publish.fingerprint(input=manifest.version, as_of=str(as_of), config=config.model_dump(mode="json"))
@@ -70,7 +72,9 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
                                 version=current.version, cases_weekly_version=manifest.version)
     keys = (_rows(storage, name, manifest.version, as_of, config).select(alerts.SERIES_KEY).unique()
             .group_by([*GROUP, "geo_code"]).agg(pl.len().alias("series"), pl.col("country_iso3").unique().alias("countries"))
-            .sort([*GROUP, "geo_code"]).collect(engine="streaming"))   # region scale: never all rows' keys at once
+            .sort([*GROUP, _series_id("geo_code")])   # = alerts.ORDER: blocks are published one after the other
+            .select(*GROUP, "geo_code", "series", "countries")
+            .collect(engine="streaming"))   # region scale: never all rows' keys at once
     units: list[list[Any]] = []   # [source, disease, first place, last place, series, countries]: never cut inside
     for source_id, disease, code, n, countries in keys.iter_rows():
         whole = config.gaps.sources.get(source_id, config.gaps.default) == "zero"   # its period spans the group
@@ -96,6 +100,12 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
             "as_of": as_of.isoformat() if as_of else None, "series": int(keys["series"].sum()), "blocks": blocks}
 
 
+def _series_id(code: str) -> pl.Expr:
+    """The series id of place column `code` in its (source, disease): places of a group are ordered and
+    cut by it, as `alerts.ORDER` sorts them ("BR10|..." before "BR1|...", unlike the bare codes)."""
+    return pl.format("{}|{}|{}", code, "disease", "source_id")
+
+
 def block_key(run_id: str, index: int) -> str:
     return f"{STAGING}/{run_id}/block-{index:05d}.parquet"
 
@@ -112,7 +122,7 @@ def detect_block(warehouse: str | Storage, config: alerts.DetectionConfig, plan:
         ranges = pl.DataFrame(block["ranges"], schema=[*GROUP, "_first", "_last"], orient="row")
         rows = (_rows(storage, plan["input"], plan["version"], as_of, config, [tuple(p) for p in block["partitions"]])
                 .join(ranges.lazy(), on=GROUP, how="inner")        # a group is at most one range of a block
-                .filter(pl.col("geo_code") >= pl.col("_first"), pl.col("geo_code") <= pl.col("_last"))
+                .filter(_series_id("geo_code") >= _series_id("_first"), _series_id("geo_code") <= _series_id("_last"))
                 .drop("_first", "_last").collect())
         series = alerts.weekly_series(rows, config.gaps)
         del rows
@@ -129,27 +139,50 @@ def detect_block(warehouse: str | Storage, config: alerts.DetectionConfig, plan:
 
 def publish_blocks(warehouse: str | Storage, config: alerts.DetectionConfig, plan: dict[str, Any],
                    blocks: list[dict[str, Any]], *, run_id: str) -> dict[str, Any]:
-    """The blocks' rows (their staged Parquet files) as one new `alerts` version, committed atomically
-    like `alerts.run_detection` (same columns, order, manifest extras); the staging folder is then removed."""
+    """The blocks' rows (their staged Parquet files, `blocks` in plan order) as one new `alerts` version,
+    committed atomically like `alerts.run_detection` (same columns, row order, manifest extras, summary); the
+    staging folder is then removed. Streams: one staged block at a time is read, sorted, validated, counted
+    and appended to its method partitions' files (blocks are cut in `alerts.ORDER`, see `plan_detection`),
+    so the publish holds about one block's rows whatever the region's size."""
     storage = Storage.open(warehouse)
     keys = [b["key"] for b in blocks if b.get("key")]
     if not keys:   # nothing to evaluate anywhere: the one-process path publishes the (empty) result
         return alerts.run_detection(storage, config, run_id=run_id, as_of=_as_of(plan), force=True)
     opts = storage.storage_options()
-    result = pl.concat([pl.scan_parquet(storage.uri(k), storage_options=opts) for k in keys], how="vertical_relaxed")
     computed_at = dt.datetime.now(dt.UTC)
-    frame = result.with_columns(
-        pl.lit(plan["version"]).alias("cases_weekly_version"), pl.lit(_as_of(plan), pl.Date).alias("as_of"),
-        pl.lit(run_id).alias("run_id"), pl.lit(computed_at).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
-    ).select(alerts.ALERT_COLUMNS).sort("method", "series_id", "week_start").collect()
-    alerts.Alert.validate(frame)
-    manifest = publish.commit(storage, alerts.DATASET, partition_by=alerts.PARTITION_BY, replace_all=frame, run_id=run_id,
+    total: dict[str, Any] = {"series": 0, "rows": 0, "evaluated": 0, "alarms": {}, "latest_week_alarms": {}}
+    seen: set[str] = set()
+
+    def frames():
+        for key in keys:
+            frame = pl.scan_parquet(storage.uri(key), storage_options=opts).with_columns(
+                pl.lit(plan["version"]).alias("cases_weekly_version"), pl.lit(_as_of(plan), pl.Date).alias("as_of"),
+                pl.lit(run_id).alias("run_id"), pl.lit(computed_at).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
+            ).select(alerts.ALERT_COLUMNS).sort(alerts.ORDER).collect()
+            alerts.Alert.validate(frame)
+            ids = set(frame["series_id"].unique().to_list())
+            if ids & seen:   # a series split over two blocks would be evaluated twice (and its rows duplicated)
+                raise ValueError(f"{key}: series {sorted(ids & seen)[:3]} also in an earlier block")
+            seen.update(ids)
+            _add(total, alerts.summarise(frame))
+            yield frame
+            del frame
+
+    manifest = publish.commit(storage, alerts.DATASET, partition_by=alerts.PARTITION_BY, replace_all=frames(), run_id=run_id,
                               schema_version=alerts.ALERTS_SCHEMA_VERSION,
                               extra={"fingerprint": plan["fingerprint"], "input": plan["version"], "as_of": plan.get("as_of"),
                                      "config": config.model_dump(mode="json"), "blocks": len(plan["blocks"])})
     publish.write_catalog(storage)
     storage.delete_prefix(f"{STAGING}/{run_id}")
-    return alerts.summarise(frame, status="published", version=manifest.version, cases_weekly_version=plan["version"])
+    return {"status": "published", "version": manifest.version, "cases_weekly_version": plan["version"], **total}
+
+
+def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
+    """`alerts.summarise` of the rows so far plus one block's (series never span blocks)."""
+    for k in ("series", "rows", "evaluated"):
+        total[k] += part[k]
+    for k in ("alarms", "latest_week_alarms"):
+        total[k] = dict(sorted({m: total[k].get(m, 0) + part[k].get(m, 0) for m in {*total[k], *part[k]}}.items()))
 
 
 def _as_of(plan: dict[str, Any]) -> dt.date | None:

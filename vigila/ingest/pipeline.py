@@ -9,12 +9,13 @@ the progress listeners.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,11 +422,28 @@ def publish_run(storage: Storage, source: SourceConfig, landed: Landed, processe
     """Publish staged rows: append new revisions, rebuild touched `cases_weekly` partitions as the
     latest issue per key, replace this file's quarantine records, save the report, refresh the catalog."""
     fields = {"source": source.id, "run_id": run_id, "epi_week": epi_week_label(dt.date.fromisoformat(processed.report["issue_date"]))}
-    with vlog.stage("publish", **fields) as logged:
+    with vlog.stage("publish", **fields) as logged, partition_locks(storage, processed):
         report = _publish_run(storage, source, landed, processed, run_id)
         logged.update(rows=report["harmonised_rows"], revisions=report["revisions_added"],
                       quarantined=report["rows_quarantined"], versions=report["versions"])
     return report
+
+
+@contextlib.contextmanager
+def partition_locks(storage: Storage, processed: Processed) -> Iterator[list[tuple[str, ...]]]:
+    """Storage locks (`Storage.lock`: fcntl locally, a lease object on S3) on every `cases_weekly` partition
+    the staged file touches, taken in sorted order (no deadlock) and held from the read of the partitions'
+    revisions to the `cases_weekly` commit: each `publish.commit` locks only itself, so two publishes into
+    one country x disease (any two processes, with or without Prefect, whose flow also takes
+    `scale.partition_lease` limits) would each rebuild the partition from the revisions read before the
+    other's commit, and the first one's rows would vanish from `cases_weekly`. None for a rejected run."""
+    parts: list[tuple[str, ...]] = []
+    if not processed.report.get("rejected_because"):
+        parts = sorted(pl.scan_parquet(processed.harmonised).select(PARTITION_BY).unique().collect().iter_rows())
+    with contextlib.ExitStack() as stack:
+        for part in parts:
+            stack.enter_context(storage.lock(f"datasets/cases_weekly/.partition-{'-'.join(part)}.lock".lower()))
+        yield parts
 
 
 class RunRejected(RuntimeError):

@@ -29,6 +29,7 @@ and ``pyarrow.dataset.dataset(uri, partitioning='hive')``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import uuid
@@ -342,6 +343,42 @@ def _plan(
     return carried, written, schema
 
 
+def _write_stream(
+    storage: Storage, name: str, vkey: str, partition_by: list[str], batches: Iterable[pl.DataFrame],
+    parent: Manifest | None,
+) -> tuple[list[ManifestFile], tuple[dict[str, str], str]]:
+    """``commit``'s streamed ``replace_all``: every batch split by partition and appended (one row group
+    per batch and partition) to that partition's one file under ``vkey``; returns (files, schema)."""
+    import pyarrow.parquet as pq
+
+    schema: tuple[dict[str, str], str] | None = None
+    open_files: dict[tuple[str, ...], list[Any]] = {}  # values -> [path, ParquetWriter, rows]
+    with contextlib.ExitStack() as stack:
+        for batch in batches:
+            if schema is None:
+                schema = _version_schema(batch.drop(partition_by, strict=False))
+            for key, df in _split(batch, partition_by).items():
+                vals = _partition_values(key, partition_by)
+                data = _data_frame(df, partition_by, vals)
+                if _columns(data) != schema[0]:
+                    raise ValueError(f"{name} partition {vals}: columns {_columns(data)} != the version's {schema[0]}")
+                if not data.height:
+                    continue
+                table = data.to_arrow()
+                if vals not in open_files:
+                    path = f"{_partition_dir(partition_by, vals)}/part-{uuid.uuid4().hex}.parquet".lstrip("/")
+                    out = stack.enter_context(storage.open_output(f"{vkey}/{path}"))
+                    writer = stack.enter_context(pq.ParquetWriter(out, table.schema, compression="zstd"))
+                    open_files[vals] = [path, writer, 0]
+                open_files[vals][1].write_table(table)
+                open_files[vals][2] += data.height
+                del table, data, df
+            del batch  # not held while the iterable makes the next one
+    files = [ManifestFile(path, vals, rows, storage.size(f"{vkey}/{path}"))
+             for vals, (path, _, rows) in open_files.items()]
+    return files, schema or _version_schema(parent)
+
+
 def commit(
     storage: Storage,
     name: str,
@@ -351,7 +388,7 @@ def commit(
     run_id: str,
     replace: Mapping[PartitionKey, pl.DataFrame] | None = None,
     append: Mapping[PartitionKey, pl.DataFrame] | None = None,
-    replace_all: pl.DataFrame | None = None,
+    replace_all: pl.DataFrame | Iterable[pl.DataFrame] | None = None,
     extra: dict[str, Any] | None = None,
     keep: int = 5,
     grace_seconds: float = 600.0,
@@ -364,29 +401,41 @@ def commit(
     be combined with ``replace``/``append``). Keys are tuples of partition values in
     ``partition_by`` order (a bare value is fine for one column); frames may include the partition
     columns (checked, then dropped) or not. All files of a version must share one schema.
+    ``replace_all`` may also be an iterable of frames (batches, e.g. a generator reading staged
+    files one by one): the same version as their concatenation given whole — one file per partition,
+    rows in arrival order — but each batch is split and appended to its partitions' open Parquet
+    writers as it comes, so the commit holds one batch at a time, whatever the dataset's size (the
+    iterable is consumed under the dataset lock; an error raised by it commits nothing).
     ``keep`` / ``grace_seconds``: passed to ``vacuum``, which runs first.
     """
     if replace_all is not None and (replace or append):
         raise ValueError("replace_all cannot be combined with replace/append")
     partition_by = list(partition_by)
     base = _dataset_key(name)
+    if isinstance(replace_all, pl.LazyFrame):
+        raise TypeError("replace_all: a DataFrame or an iterable of DataFrames, not a LazyFrame")
+    streamed = replace_all is not None and not isinstance(replace_all, pl.DataFrame)
     with storage.lock(f"{base}/.lock"):
         vacuum(storage, name, keep, grace_seconds)
         parent = current_manifest(storage, name)
-        carried, written, (columns, arrow_schema) = _plan(
-            name, parent, partition_by, replace or {}, append or {}, replace_all
-        )
+        if not streamed:
+            carried, written, (columns, arrow_schema) = _plan(
+                name, parent, partition_by, replace or {}, append or {}, replace_all  # type: ignore[arg-type]
+            )
         sequence = (parent.sequence if parent else 0) + 1
         version = f"v{sequence:06d}-{uuid.uuid4().hex[:8]}"
         vkey = _version_key(name, version)
         files = []
-        for f in carried:
-            storage.copy(f"{parent.path}/{f.path}", f"{vkey}/{f.path}")  # type: ignore[union-attr]
-            files.append(f)
-        for vals, df in written:
-            path = f"{_partition_dir(partition_by, vals)}/part-{uuid.uuid4().hex}.parquet".lstrip("/")
-            size = storage.write_parquet(f"{vkey}/{path}", df)
-            files.append(ManifestFile(path, vals, df.height, size))
+        if streamed:
+            files, (columns, arrow_schema) = _write_stream(storage, name, vkey, partition_by, replace_all, parent)  # type: ignore[arg-type]
+        else:
+            for f in carried:
+                storage.copy(f"{parent.path}/{f.path}", f"{vkey}/{f.path}")  # type: ignore[union-attr]
+                files.append(f)
+            for vals, df in written:
+                path = f"{_partition_dir(partition_by, vals)}/part-{uuid.uuid4().hex}.parquet".lstrip("/")
+                size = storage.write_parquet(f"{vkey}/{path}", df)
+                files.append(ManifestFile(path, vals, df.height, size))
         files.sort(key=lambda f: (f.partition, f.path))
 
         manifest = Manifest(

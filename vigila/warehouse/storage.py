@@ -201,6 +201,38 @@ class Storage:
         """Write ``df`` as one zstd Parquet file at ``key``; return its size in bytes."""
         return self._atomic_write(key, lambda f: df.write_parquet(f, compression="zstd"))
 
+    @contextlib.contextmanager
+    def open_output(self, key: str) -> Iterator[IO[bytes]]:
+        """A binary file to stream a large object into, published at ``key`` when the block exits without
+        an error (its size is then ``size(key)``). Local: a temp file beside it, fsynced, then ``os.replace``;
+        on an error it is removed. S3: a multipart upload (the object appears when it completes), so
+        nothing is held in memory beyond one part; on an error the upload may still complete: write
+        only under a folder that is not committed yet (a version folder before its manifest)."""
+        if self._s3 is not None:
+            with self.fs.open_output_stream(self.path(key)) as out:
+                yield out  # type: ignore[misc]
+            return
+        final = Path(self.path(key))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}{TMP_MARKER}{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+
+    def size(self, key: str) -> int:
+        """Size in bytes of the object at ``key``."""
+        info = self.fs.get_file_info(self.path(key))
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(self.uri(key))
+        return int(info.size)
+
     def put_file(self, key: str, local: str | Path) -> int:
         """Upload a local file to ``key`` in chunks (atomic like every write); return its size."""
         if self._s3 is not None:  # a multipart upload only becomes visible when it completes
