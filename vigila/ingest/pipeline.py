@@ -82,52 +82,42 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: str | None = None,
-         executor: Executor | None = None) -> Landed:
+def land(storage: Storage, source: SourceConfig, path: str | Path, *, origin: str | None = None) -> Landed:
     """Copy the raw bytes to `raw/<source>/<sha256>` (once: content-addressed, immutable) with the
-    provenance record of their first arrival; the same bytes arriving again add nothing.
-
-    With an `executor`, only the hash is computed here: the copy (and its provenance record) is submitted to it,
-    so it overlaps the processing; the caller waits for `landing(landed)` before anything is published."""
-    path = Path(path)
-    with vlog.stage("land", source=source.id, file=path.name) as logged:
-        landed = _land(storage, source, path, origin, executor)
-        logged.update(sha256=landed.sha256[:12], bytes=landed.size, already_ingested=landed.already_ingested)
+    provenance record of their first arrival; the same bytes arriving again add nothing."""
+    landed, _ = _land(storage, source, Path(path), origin, lambda store: store())
     return landed
 
 
-_COPYING: dict[tuple[int, str], Future] = {}    # (storage id, raw key) -> copy in progress (see `land(executor=)`)
+def land_beside(storage: Storage, source: SourceConfig, path: str | Path, executor: Executor, *,
+                origin: str | None = None) -> tuple[Landed, Future]:
+    """`land`, with only the hash computed here: the copy (and its provenance record) runs on `executor`, so it
+    overlaps the processing; the caller waits for the returned future before anything is published."""
+    return _land(storage, source, Path(path), origin, executor.submit)
 
 
-def landing(storage: Storage, landed: Landed) -> None:
-    """Wait until the raw bytes of `landed` (copied in the background by `land(executor=)`) are stored; a failed
-    copy raises here."""
-    copy = _COPYING.pop((id(storage), landed.key), None)
-    if copy is not None:
-        copy.result()
+def _land(storage: Storage, source: SourceConfig, path: Path, origin: str | None,
+          run: Callable[[Callable[[], None]], Future | None]) -> tuple[Landed, Future | None]:
+    with vlog.stage("land", source=source.id, file=path.name) as logged:
+        digest = sha256_file(path)
+        ext = "".join(s for s in path.suffixes[-2:] if len(s) <= 8) or ".bin"
+        ext = ".report.json" if ext.lower() == ".json" else ext.lower()   # <sha256>.json is the provenance record
+        key = f"raw/{source.id}/{digest}{ext}"
+        fetched_at = _now()
+        provenance = {"source_id": source.id, "sha256": digest, "size": path.stat().st_size, "key": key,
+                      "original_name": path.name, "origin": origin or str(path.resolve()), "fetched_at": fetched_at}
 
+        def store() -> None:       # the raw bytes first, then their provenance record
+            if not storage.exists(key):
+                storage.put_file(key, path)
+            if not storage.exists(f"raw/{source.id}/{digest}.json"):
+                storage.write_json(f"raw/{source.id}/{digest}.json", provenance)
 
-def _land(storage: Storage, source: SourceConfig, path: Path, origin: str | None, executor: Executor | None = None) -> Landed:
-    digest = sha256_file(path)
-    ext = "".join(s for s in path.suffixes[-2:] if len(s) <= 8) or ".bin"
-    ext = ".report.json" if ext.lower() == ".json" else ext.lower()   # <sha256>.json is the provenance record
-    key = f"raw/{source.id}/{digest}{ext}"
-    fetched_at = _now()
-    provenance = {"source_id": source.id, "sha256": digest, "size": path.stat().st_size, "key": key,
-                  "original_name": path.name, "origin": origin or str(path.resolve()), "fetched_at": fetched_at}
-
-    def store() -> None:       # the raw bytes first, then their provenance record
-        if not storage.exists(key):
-            storage.put_file(key, path)
-        if not storage.exists(f"raw/{source.id}/{digest}.json"):
-            storage.write_json(f"raw/{source.id}/{digest}.json", provenance)
-
-    if executor is None:
-        store()
-    else:
-        _COPYING[(id(storage), key)] = executor.submit(store)
-    done = storage.exists(f"raw/{source.id}/ingested/{digest}.json")
-    return Landed(source.id, digest, provenance["size"], key, path.name, fetched_at, done)
+        copy = run(store)
+        done = storage.exists(f"raw/{source.id}/ingested/{digest}.json")
+        landed = Landed(source.id, digest, provenance["size"], key, path.name, fetched_at, done)
+        logged.update(sha256=landed.sha256[:12], bytes=landed.size, already_ingested=landed.already_ingested)
+    return landed, copy
 
 
 # --------------------------------------------------------------------------- process
@@ -559,21 +549,18 @@ def ingest(source: SourceConfig, path: str | Path, warehouse: str | Path | Stora
     # the raw copy (a large file: its write and fsync) runs beside the processing; nothing is published before it ends
     with ThreadPoolExecutor(1, thread_name_prefix="vigila-land") as copying, \
             tempfile.TemporaryDirectory(prefix="vigila-run-") as tmp:
-        landed = land(storage, source, path, origin=origin, executor=copying)
+        landed, copy = land_beside(storage, source, path, copying, origin=origin)
+        if landed.already_ingested and not force:
+            copy.result()
+            return unchanged_report(source, landed, run_id)
         try:
-            if landed.already_ingested and not force:
-                landing(storage, landed)
-                return unchanged_report(source, landed, run_id)
-            try:
-                processed = process(path, source, run_id=run_id, file_sha256=landed.sha256,
-                                    issue_date=resolve_issue_date(source, issue_date), workdir=Path(tmp), progress=progress)
-            except ReadError as e:
-                landing(storage, landed)
-                reject(storage, source, landed, run_id, e)
-                raise
-            landing(storage, landed)
-        finally:
-            _COPYING.pop((id(storage), landed.key), None)
+            processed = process(path, source, run_id=run_id, file_sha256=landed.sha256,
+                                issue_date=resolve_issue_date(source, issue_date), workdir=Path(tmp), progress=progress)
+        except ReadError as e:
+            copy.result()
+            reject(storage, source, landed, run_id, e)
+            raise
+        copy.result()   # a failed copy raises here: nothing is published
         report = publish_run(storage, source, landed, processed, run_id)
     if report["status"] == "rejected":
         raise RunRejected(report)
