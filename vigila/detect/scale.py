@@ -117,7 +117,7 @@ def detect_block(warehouse: str | Storage, config: alerts.DetectionConfig, plan:
     "alarms"} ("key" None when the block has no rows to write). Idempotent: a rerun rewrites the same key."""
     storage = Storage.open(warehouse)
     block = plan["blocks"][index]
-    as_of = dt.date.fromisoformat(plan["as_of"]) if plan.get("as_of") else None
+    as_of = _as_of(plan)
     with vlog.stage("detect_block", block=index, series=block["series"], ranges=len(block["ranges"])) as logged:
         ranges = pl.DataFrame(block["ranges"], schema=[*GROUP, "_first", "_last"], orient="row")
         rows = (_rows(storage, plan["input"], plan["version"], as_of, config, [tuple(p) for p in block["partitions"]])

@@ -126,13 +126,6 @@ def gather_outputs(rows: pl.DataFrame, domains: list[Domain]) -> pl.DataFrame:
     return pl.DataFrame(list(out.values()), height=rows.height)
 
 
-def _any(rows: pl.DataFrame, domains: list[Domain], test) -> pl.Series:
-    mask = pl.repeat(False, rows.height, eager=True)
-    for d in domains:
-        mask = mask | test(d).fill_null(False).gather(rows[d.id]).fill_null(False)
-    return mask
-
-
 def _flags(rows: pl.DataFrame, domains: list[Domain]) -> tuple[pl.Series, pl.Series]:
     """Per row: any failed check (flagged), any failed check that holds the row back (error or set aside).
     Each domain row's two flags are one small integer (1 flagged, 2 held), gathered once per domain."""

@@ -343,6 +343,11 @@ def _plan(
     return carried, written, schema
 
 
+def _new_part(partition_by: list[str], vals: tuple[str, ...]) -> str:
+    """Path (under a version folder) of a new data file of partition `vals`."""
+    return f"{_partition_dir(partition_by, vals)}/part-{uuid.uuid4().hex}.parquet".lstrip("/")
+
+
 def _write_stream(
     storage: Storage, name: str, vkey: str, partition_by: list[str], batches: Iterable[pl.DataFrame],
     parent: Manifest | None,
@@ -366,7 +371,7 @@ def _write_stream(
                     continue
                 table = data.to_arrow()
                 if vals not in open_files:
-                    path = f"{_partition_dir(partition_by, vals)}/part-{uuid.uuid4().hex}.parquet".lstrip("/")
+                    path = _new_part(partition_by, vals)
                     out = stack.enter_context(storage.open_output(f"{vkey}/{path}"))
                     writer = stack.enter_context(pq.ParquetWriter(out, table.schema, compression="zstd"))
                     open_files[vals] = [path, writer, 0]
@@ -433,7 +438,7 @@ def commit(
                 storage.copy(f"{parent.path}/{f.path}", f"{vkey}/{f.path}")  # type: ignore[union-attr]
                 files.append(f)
             for vals, df in written:
-                path = f"{_partition_dir(partition_by, vals)}/part-{uuid.uuid4().hex}.parquet".lstrip("/")
+                path = _new_part(partition_by, vals)
                 size = storage.write_parquet(f"{vkey}/{path}", df)
                 files.append(ManifestFile(path, vals, df.height, size))
         files.sort(key=lambda f: (f.partition, f.path))

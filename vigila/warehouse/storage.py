@@ -174,21 +174,9 @@ class Storage:
             with self.fs.open_output_stream(self.path(key)) as out:  # a single PUT
                 out.write(data)
             return len(data)
-        final = Path(self.path(key))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}{TMP_MARKER}{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-                size = f.tell()
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(final.parent)
-        return size
+        with self.open_output(key) as f:   # a temp file beside it, fsynced, then renamed
+            write(f)
+            return f.tell()
 
     def write_bytes(self, key: str, data: bytes) -> int:
         return self._atomic_write(key, lambda f: f.write(data))
