@@ -209,6 +209,36 @@ def test_a_publish_killed_between_revisions_and_weekly_heals_on_the_next_run(tmp
     assert weekly.extra["revisions_version"] == publish.current_manifest(Storage.open(warehouse), "cases_revisions").version
 
 
+def test_the_healing_run_locks_every_partition_it_rebuilds(tmp_path, warehouse, monkeypatch):
+    """A run that finds cases_weekly behind its revisions rebuilds every partition, so it holds every partition's
+    lock, not only its own file's: a publisher into another country x disease cannot commit in between and
+    lose its rows to the rebuild."""
+    zika = source_from_dict(weekly_source(id="mex_dgepi_zika", diseases=["zika"]))
+    pipeline.ingest(zika, write(tmp_path, "z.csv", HEADER + "Jalisco,2024,1,3,0\n"), warehouse, issue_date=dt.date(2024, 1, 20))
+    cfg = source_from_dict(weekly_source())
+    real_commit, real_lock = publish.commit, Storage.lock
+    monkeypatch.setattr(publish, "commit", lambda storage, name, **kw: (_ for _ in ()).throw(SystemExit("killed"))
+                        if name == "cases_weekly" else real_commit(storage, name, **kw))
+    with pytest.raises(SystemExit):
+        pipeline.ingest(cfg, write(tmp_path, "w1.csv", HEADER + "Jalisco,2024,1,10,0\n"), warehouse, issue_date=dt.date(2024, 1, 20))
+    monkeypatch.setattr(publish, "commit", real_commit)
+    held: list[str] = []
+
+    def spying(self, key, **kw):
+        held.append(key)
+        return real_lock(self, key, **kw)
+
+    monkeypatch.setattr(Storage, "lock", spying)
+    pipeline.ingest(cfg, write(tmp_path, "w2.csv", HEADER + "Jalisco,2024,2,4,0\n"), warehouse, issue_date=dt.date(2024, 1, 27))
+    parts = [k for k in held if ".partition-" in k]
+    assert parts == ["datasets/cases_weekly/.partition-mex-dengue.lock", "datasets/cases_weekly/.partition-mex-zika.lock"]
+    rows = read.cases_weekly(warehouse).select("disease", "epi_week", "cases").sort("disease", "epi_week").collect().rows()
+    assert rows == [("dengue", 1, 10), ("dengue", 2, 4), ("zika", 1, 3)]
+    held.clear()   # healed: the next run locks only its own partition
+    pipeline.ingest(cfg, write(tmp_path, "w3.csv", HEADER + "Jalisco,2024,3,5,0\n"), warehouse, issue_date=dt.date(2024, 2, 3))
+    assert [k for k in held if ".partition-" in k] == ["datasets/cases_weekly/.partition-mex-dengue.lock"]
+
+
 def test_other_sources_partitions_are_untouched(tmp_path, warehouse):
     a = source_from_dict(weekly_source())
     b = source_from_dict(weekly_source(id="mex_imss_weekly", reporter={"institution": "IMSS", "type": "social_security"}))

@@ -426,14 +426,20 @@ def partition_locks(storage: Storage, processed: Processed) -> Iterator[list[tup
     revisions to the `cases_weekly` commit: each `publish.commit` locks only itself, so two publishes into
     one country x disease (any two processes, with or without Prefect, whose flow also takes
     `scale.partition_lease` limits) would each rebuild the partition from the revisions read before the
-    other's commit, and the first one's rows would vanish from `cases_weekly`. None for a rejected run."""
-    parts: list[tuple[str, ...]] = []
+    other's commit, and the first one's rows would vanish from `cases_weekly`. When `cases_weekly` lags its
+    revisions (a run died between its two commits), this run rebuilds every partition: it locks every
+    partition of `cases_revisions` too. None for a rejected run."""
+    from vigila.warehouse import publish
+
+    parts: set[tuple[str, ...]] = set()
     if not processed.report.get("rejected_because"):
-        parts = sorted(pl.scan_parquet(processed.harmonised).select(PARTITION_BY).unique().collect().iter_rows())
+        parts = set(pl.scan_parquet(processed.harmonised).select(PARTITION_BY).unique().collect().iter_rows())
+        if _weekly_lags_revisions(storage):
+            parts |= {f.partition for f in publish.current_manifest(storage, "cases_revisions").files}
     with contextlib.ExitStack() as stack:
-        for part in parts:
+        for part in sorted(parts):
             stack.enter_context(storage.lock(f"datasets/cases_weekly/.partition-{'-'.join(part)}.lock".lower()))
-        yield parts
+        yield sorted(parts)
 
 
 class RunRejected(RuntimeError):
