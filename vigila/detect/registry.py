@@ -177,9 +177,10 @@ def detect_blocks(source: pl.DataFrame | pl.LazyFrame | Iterable[pl.DataFrame], 
         return
     last = None
     for block in series_blocks(source if stream else (frame.iter_slices(rows) if frame.height else [frame]), rows):
-        if stream and not _contiguous_in_order(block, after=last):
+        runs = _runs(block) if stream else None     # one run-length pass for the check and the prepare
+        if stream and not _contiguous_in_order(block, after=last, runs=runs):
             raise NeedsWholeInput("the input's series are not contiguous and in series_id order")
-        series = _as_prepared(block, gaps)
+        series = _as_prepared(block, gaps, runs=runs)
         if series is None:
             try:
                 series = prepare(block, gaps=gaps)
@@ -207,7 +208,7 @@ def series_blocks(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.Dat
         if size < rows or "series_id" not in batch.columns:
             continue
         block = pl.concat(pending, how="vertical_relaxed", rechunk=False) if len(pending) > 1 else pending[0]
-        tail = block.select(pl.col("series_id").rle().struct.field("len").last()).item()
+        tail = _tail_length(block)
         if tail == block.height:                              # one series so far: read on
             pending, size = [block], block.height
             continue
@@ -219,17 +220,36 @@ def series_blocks(batches: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.Dat
                else pending[0] if pending else pl.DataFrame())
 
 
+def _tail_length(block: pl.DataFrame) -> int:
+    """Rows of the block's last series: a binary search for its first row when the ids are sorted (as the blocks'
+    checks require; a block that is not fails them after the cut), else the length of the last run."""
+    ids = block["series_id"]
+    last = ids[-1]
+    if last is not None and ids.dtype == pl.String:
+        first = ids.search_sorted(last, side="left")
+        if first < block.height and ids[first] == last and (first == 0 or ids[first - 1] < last):
+            return block.height - first
+    return block.select(pl.col("series_id").rle().struct.field("len").last()).item()
+
+
 def _ids(df: pl.DataFrame) -> pl.Expr:
     """The series ids as `prepare` reads them."""
     return pl.col("series_id").cast(pl.String) if "series_id" in df.columns else pl.lit("1")
 
 
-def _contiguous_in_order(df: pl.DataFrame, after: str | None = None) -> bool:
+def _runs(df: pl.DataFrame) -> pl.DataFrame | None:
+    """Runs of equal series id (len, value as `prepare` reads it) in row order; None without series_id or rows."""
+    if "series_id" not in df.columns or df.height == 0:
+        return None
+    return df.select(_ids(df).rle()).unnest("series_id")
+
+
+def _contiguous_in_order(df: pl.DataFrame, after: str | None = None, runs: pl.DataFrame | None = None) -> bool:
     """Each series in one run of rows, the runs in increasing series_id (as `prepare` sorts them), the
-    first after `after`. No series_id: one series."""
+    first after `after`. No series_id: one series. `runs`: `_runs(df)` when the caller has it."""
     if "series_id" not in df.columns or df.height == 0:
         return after is None
-    runs = df.select(_ids(df).rle().struct.field("value"))["value"]
+    runs = (runs if runs is not None else _runs(df))["value"]
     if runs.null_count():
         return False
     increasing = runs.len() < 2 or bool((runs.slice(1) > runs.slice(0, runs.len() - 1)).all())
@@ -241,7 +261,7 @@ def _slices(series: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
     yield from series_blocks(series.iter_slices(rows) if series.height else [series], rows)
 
 
-def _as_prepared(df: pl.DataFrame, gaps: str) -> pl.DataFrame | None:
+def _as_prepared(df: pl.DataFrame, gaps: str, runs: pl.DataFrame | None = None) -> pl.DataFrame | None:
     """`prepare(df)` without its sorts and window checks when `df` is already its result in all but types
     (whole non-negative integer cases; each series' rows consecutive weeks in order, t step 1 and/or
     week_start a Date stepping 7 days, t >= 1; no nulls); None when it is not: then call `prepare`."""
@@ -255,7 +275,7 @@ def _as_prepared(df: pl.DataFrame, gaps: str) -> pl.DataFrame | None:
     if any(df.select(pl.col(c).null_count() for c in keys).row(0)):
         return None
     sid = _ids(df)
-    lengths = (df.select(sid.rle().struct.field("len")).to_series().to_numpy().astype(np.int64)
+    lengths = ((runs if runs is not None else _runs(df))["len"].to_numpy().astype(np.int64)
                if "series_id" in cols else np.array([df.height], np.int64))
     starts = np.cumsum(lengths) - lengths
     bounds = df.select(pl.col("cases").min().alias("c0"), pl.col("cases").max().alias("c1"),
