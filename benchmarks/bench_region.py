@@ -101,9 +101,12 @@ def linelist(cluster: LocalProcesses, csv: Path, warehouse: Path) -> dict:
     shutil.rmtree(warehouse, ignore_errors=True)
     cluster.fresh()
     load0, t0 = os.getloadavg()[0], time.perf_counter()
-    future = cluster.client.submit(oneoff.ingest_source, str(HERE / "source_brazil_sinan.yaml"), str(warehouse), str(csv),
-                                   ISSUED, True, pure=False)
-    (report,) = cluster.client.gather(future)
+    try:
+        future = cluster.client.submit(oneoff.ingest_source, str(HERE / "source_brazil_sinan.yaml"), str(warehouse),
+                                       str(csv), ISSUED, True, pure=False)
+        (report,) = cluster.client.gather(future)
+    finally:
+        shutil.rmtree(warehouse, ignore_errors=True)
     out = {"seconds": round(time.perf_counter() - t0, 1), "peak_mb_per_worker": cluster.peaks_mb(),
            "file_mb": round(csv.stat().st_size / 2**20), "status": report["status"], "rows": report["rows"],
            "cases": report["cases"], "load_start": round(load0, 2), "load_end": round(os.getloadavg()[0], 2)}
@@ -202,8 +205,7 @@ def main() -> None:
             res["linelist"] = linelist(cluster, args.linelist.resolve(), WORK / "wh-linelist")
         finally:
             cluster.close()
-        shutil.rmtree(WORK / "wh-linelist", ignore_errors=True)
-        write(res, argparse.Namespace(**{**res["args"], **{"block_series": res["args"]["block_series"]}}))
+        write(res, argparse.Namespace(**res["args"]))
         return
     wh = WORK / "wh"
     built = WORK / "build.json"
@@ -233,7 +235,6 @@ def main() -> None:
         print(res["ingest"], flush=True)
         if args.linelist:
             res["linelist"] = linelist(cluster, args.linelist.resolve(), WORK / "wh-linelist")
-            shutil.rmtree(WORK / "wh-linelist", ignore_errors=True)
     finally:
         cluster.close()
     write(res, args)

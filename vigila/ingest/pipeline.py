@@ -436,10 +436,11 @@ def partition_locks(storage: Storage, processed: Processed) -> Iterator[list[tup
         parts = set(pl.scan_parquet(processed.harmonised).select(PARTITION_BY).unique().collect().iter_rows())
         if _weekly_lags_revisions(storage):
             parts |= {f.partition for f in publish.current_manifest(storage, "cases_revisions").files}
+    ordered = sorted(parts)
     with contextlib.ExitStack() as stack:
-        for part in sorted(parts):
+        for part in ordered:
             stack.enter_context(storage.lock(f"datasets/cases_weekly/.partition-{'-'.join(part)}.lock".lower()))
-        yield sorted(parts)
+        yield ordered
 
 
 class RunRejected(RuntimeError):
