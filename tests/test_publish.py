@@ -224,6 +224,35 @@ def test_streamed_replace_all_failing_midway_commits_nothing(store: Storage) -> 
     assert store.children("datasets/cases/versions") == [before.version, after.version]   # leftovers vacuumed
 
 
+def test_a_lazy_partition_replacement_is_written_in_batches_like_the_frame(store: Storage, monkeypatch) -> None:  # noqa: F811
+    """`replace` with a LazyFrame (a source's quarantine records streamed from staged Parquet): the same version
+    as the frame given whole, written LAZY_BATCH_ROWS at a time; an empty one removes the partition; a
+    LazyFrame whose columns differ from the version's commits nothing."""
+    import pyarrow.parquet as pq
+
+    from vigila.warehouse import publish
+
+    base = commit_cases(store, replace={("AR",): cases("AR", ["W01"], [1])})
+    br = cases("BR", [f"W{w:02d}" for w in range(1, 24)], list(range(1, 24)))
+    monkeypatch.setattr(publish, "LAZY_BATCH_ROWS", 5)
+    written: list[int] = []
+    real = pq.ParquetWriter.write_table
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", lambda self, t, *a, **k: (written.append(t.num_rows),
+                                                                                     real(self, t, *a, **k))[1])
+    lazy = commit_cases(store, replace={("BR",): br.lazy().filter(pl.col("cases") > 0)})
+    assert written and max(written) <= 5 and sum(written) == br.height
+    whole = commit(store, "whole", partition_by=["country"], schema_version="1", run_id="r",
+                   replace={("AR",): cases("AR", ["W01"], [1]), ("BR",): br})
+    assert (lazy.columns, lazy.arrow_schema, lazy.rows) == (whole.columns, whole.arrow_schema, whole.rows)
+    assert scan(store, "cases", partitions=[("BR",)]).collect().equals(scan(store, "whole", partitions=[("BR",)]).collect())
+    assert rows(store, "cases") == rows(store, "whole")
+    with pytest.raises(ValueError, match="!="):
+        commit_cases(store, replace={("BR",): br.lazy().with_columns(pl.col("cases").cast(pl.Float64))})
+    assert current_manifest(store, "cases") == lazy
+    gone = commit_cases(store, replace={("BR",): br.lazy().filter(pl.col("cases") < 0)})
+    assert [f.partition for f in gone.files] == [("AR",)] and gone.rows == base.rows
+
+
 def test_bad_input_is_rejected_and_changes_nothing(store: Storage) -> None:  # noqa: F811
     before = commit_cases(
         store, replace={("BR",): cases("BR", ["W01"], [1]), ("AR",): cases("AR", ["W01"], [2])}

@@ -126,16 +126,19 @@ def _land(storage: Storage, source: SourceConfig, path: Path, origin: str | None
 HARMONISE_CHECKS = r"^(unknown_|unmapped_|temporal_resolution|week_not_in_year|excluded_value)"
 
 
-def _error_records(errors: pl.DataFrame, source: SourceConfig, run_id: str, sha: str, stage: str | None) -> pl.DataFrame:
+def _error_records(errors: pl.DataFrame | pl.LazyFrame, source: SourceConfig, run_id: str, sha: str,
+                   stage: str | None) -> pl.LazyFrame:
     """Error records -> quarantine records; `stage` None: raw-contract or harmonisation by check."""
-    mapped = source.mapped
-    return errors.select(
+    have = errors.collect_schema().names()
+    column = pl.col("field")
+    for field, name in source.mapped.items():   # a when-chain, not replace(): replace is not streamed (1.4 GB
+        column = pl.when(pl.col("field") == field).then(pl.lit(name)).otherwise(column)   # on 15 M records)
+    return errors.lazy().select(
         pl.lit(source.id).alias("source_id"), pl.lit(run_id).alias("run_id"), pl.lit(sha).alias("file_sha256"),
         pl.col(ROW).cast(pl.Int64).alias("row"),
-        pl.col("field").replace_strict(mapped, default=pl.col("field")).alias("column") if "field" in errors.columns
-        else pl.lit(None, pl.Utf8).alias("column"),
+        column.cast(pl.Utf8).alias("column") if "field" in have else pl.lit(None, pl.Utf8).alias("column"),
         pl.col("check"), pl.col("value").cast(pl.Utf8).str.slice(0, source.limits.max_value_chars),
-        (pl.col("severity") if "severity" in errors.columns else pl.lit("error")).alias("severity"),
+        (pl.col("severity") if "severity" in have else pl.lit("error")).alias("severity"),
         (pl.lit(stage) if stage else pl.when(pl.col("check").str.contains(HARMONISE_CHECKS))
          .then(pl.lit("harmonise")).otherwise(pl.lit("raw"))).alias("stage"),
     )
@@ -162,11 +165,12 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
         with vlog.stage("harmonise", **common) as logged:
             lf = select_fields(table.frame, table.columns, source)
             parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
-            planned = plan.run(lf, source, hz.Context.build(source, issue_date), exclude=parse_errs[ROW])
+            planned = plan.run(lf, source, hz.Context.build(source, issue_date), exclude=parse_errs[ROW],
+                               spill=workdir / "errors")
             rows, errors, rows_read = planned.rows, planned.errors, planned.rows_read
             if rows_read == 0:
                 raise ReadError(f"{Path(path).name}: header only, no data rows")
-            logged.update(rows=rows_read, problems=parse_errs.height + errors.height)
+            logged.update(rows=rows_read, problems=parse_errs.height + errors.select(pl.len()).collect().item())
         if progress:
             progress(rows_read)
         vlog.progress("rows", **common, rows=rows_read)
@@ -186,26 +190,33 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
             logged.update(rows=rows.height)
     finally:
         table.close()
-    quarantine = pl.concat([pl.DataFrame(schema=QUARANTINE.polars_schema()),
-                            *(_with_counts(q, planned.ledger, source).select(QUARANTINE_COLUMNS) for q in qparts)])
-    harmonised = rows.select(WEEKLY.columns)
-    report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, planned.ledger, issue_date, started)
+    records = pl.concat([pl.LazyFrame(schema=QUARANTINE.polars_schema()),
+                         *(_with_counts(q, planned.ledger, source).select(QUARANTINE_COLUMNS) for q in qparts)])
     paths = workdir / "harmonised.parquet", workdir / "quarantine.parquet"
+    harmonised = rows.select(WEEKLY.columns)
     harmonised.write_parquet(paths[0])
-    (table.locate(quarantine).select(QUARANTINE_COLUMNS) if table.locate else quarantine).write_parquet(paths[1])
+    if table.locate:     # a layout (a spreadsheet's cells): small, located whole; the report counts cells
+        quarantine = records.collect()
+        table.locate(quarantine).select(QUARANTINE_COLUMNS).write_parquet(paths[1])
+    else:                # streamed from the spilled records: a file of millions of failing rows is never held
+        records.sink_parquet(paths[1])
+        quarantine = pl.scan_parquet(paths[1])
+    report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, planned.ledger, issue_date, started)
     (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return Processed(paths[0], paths[1], report)
 
 
-def _with_counts(records: pl.DataFrame, ledger: pl.DataFrame, source: SourceConfig) -> pl.DataFrame:
+def _with_counts(records: pl.LazyFrame, ledger: pl.DataFrame, source: SourceConfig) -> pl.LazyFrame:
     """Quarantine records with their row's own cases and deaths (line lists: 1 case; a death when flagged)."""
     if source.shape == "line_list":
         one = pl.col("row") >= 1
-        out = records.join(ledger.select(pl.col(ROW).alias("row"), pl.col("deaths").alias("__d")), on="row", how="left")
+        out = records.join(ledger.lazy().select(pl.col(ROW).alias("row"), pl.col("deaths").alias("__d")), on="row",
+                           how="left", maintain_order="left")
         return out.with_columns(pl.when(one).then(pl.lit(1, pl.Int64)).alias("cases"),
                                 (pl.when(one).then(pl.col("__d").fill_null(0)) if source.columns.deaths
                                  else pl.lit(None, pl.Int64)).alias("deaths"))
-    return records.join(ledger.select(pl.col(ROW).alias("row"), "cases", "deaths"), on="row", how="left")
+    return records.join(ledger.lazy().select(pl.col(ROW).alias("row"), "cases", "deaths"), on="row", how="left",
+                        maintain_order="left")
 
 
 SUB_ROW_EXAMPLES = 3
@@ -265,16 +276,16 @@ def _stamp(rows: pl.DataFrame, source: SourceConfig, run_id: str, issue_date: dt
     )
 
 
-def accounting(source: SourceConfig, rows_read: int, harmonised: pl.DataFrame, quarantine: pl.DataFrame,
+def accounting(source: SourceConfig, rows_read: int, harmonised: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame,
                ledger: pl.DataFrame) -> dict:
     """Rows, cases (and deaths where mapped) read = published + quarantined + set aside, each row in
     exactly one category: set aside (out of scope) wins over quarantined (an error), which wins over
     published; a row listed under several checks is counted once. Count files: a row's cases are its own
     count (a count that cannot be read is no case: `rows_without_count`); line lists: one case a row.
     Cumulative files are accounted in rows only (their cases are differences of the rows' counts)."""
-    in_file = quarantine.filter(pl.col("row").is_between(1, rows_read))
-    aside = in_file.filter(pl.col("severity") == "set_aside")["row"].unique()
-    held = in_file.filter(pl.col("severity") == "error")["row"].unique()
+    in_file = quarantine.lazy().filter(pl.col("row").is_between(1, rows_read))
+    aside, held = (in_file.filter(pl.col("severity") == sev).select(pl.col("row").unique()).collect()["row"]
+                   for sev in ("set_aside", "error"))
     held = held.filter(~held.is_in(aside.implode()))
     out = {"rows": {"read": rows_read, "published": rows_read - aside.len() - held.len(),
                     "quarantined": held.len(), "set_aside": aside.len()}}
@@ -300,9 +311,10 @@ def accounting(source: SourceConfig, rows_read: int, harmonised: pl.DataFrame, q
 MOJIBAKE = r"Ã[\x80-\xbf]|Â[\xa0-\xbf]|Ã\s"   # UTF-8 bytes of á, é, ñ... read as Latin-1 / cp1252
 
 
-def _encoding_hint(quarantine: pl.DataFrame, encoding: str | None) -> list[str]:
+def _encoding_hint(quarantine: pl.DataFrame | pl.LazyFrame, encoding: str | None) -> list[str]:
     """A note when names that matched nothing look like UTF-8 read as Latin-1 ('JUNÃ\x8dN' for 'JUNÍN')."""
-    unknown = quarantine.filter(pl.col("check").str.starts_with("unknown_"), pl.col("value").str.contains(MOJIBAKE))
+    unknown = (quarantine.lazy().filter(pl.col("check").str.starts_with("unknown_"), pl.col("value").str.contains(MOJIBAKE))
+               .select("row", "value").collect())
     if unknown.height == 0:
         return []
     return [f"{unknown['row'].n_unique():,} unknown names look like UTF-8 text read as {encoding or 'Latin-1'} (e.g. "
@@ -330,11 +342,12 @@ def verdict(source: SourceConfig, counts: dict) -> list[str]:
 
 
 def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledger, issue_date, started) -> dict:
-    shown = table.locate(quarantine) if table.locate else quarantine.with_columns(pl.col("row").alias("__cell"))
-    by_check = (shown.group_by("severity", "stage", "check", "column")      # rows: the file's own (a layout's line)
-                .agg(pl.col("__cell").n_unique().alias("rows"), pl.col("cases").sum().alias("cases"),
+    shown = (table.locate(quarantine).lazy() if table.locate
+             else quarantine.lazy().with_columns(pl.col("row").alias("__cell")))
+    by_check = (shown.group_by("severity", "stage", "check", "column", maintain_order=True)   # rows: the file's own
+                .agg(pl.col("__cell").n_unique().alias("rows"), pl.col("cases").sum().alias("cases"),  # (a layout's line)
                      pl.col("row").min().alias("first_row"), pl.col("value").first().alias("example"))
-                .sort("severity", "rows", "check", descending=[False, True, False]))
+                .sort("severity", "rows", "check", descending=[False, True, False]).collect())
     counts = accounting(source, rows_read, harmonised, quarantine, ledger)
     reasons = verdict(source, counts)
     notes = [*table.notes, *_encoding_hint(quarantine, table.encoding)]
@@ -357,17 +370,19 @@ def _report(source, run_id, sha, table, rows_read, harmonised, quarantine, ledge
 # --------------------------------------------------------------------------- publish
 
 
-def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, records: pl.DataFrame, common: dict) -> dict:
-    """Replace this file's earlier quarantine records (a re-run reports the same rows once)."""
+def _publish_quarantine(storage: Storage, source: SourceConfig, sha: str, staged: Path, common: dict) -> dict:
+    """Replace this file's earlier quarantine records (a re-run reports the same rows once) by the staged
+    ones; the source's partition is streamed (the older files' records, then these), never held whole."""
     from vigila.warehouse import publish  # publishing needs pyarrow; `check` does not
 
+    records = pl.scan_parquet(staged)
     current = publish.current_manifest(storage, "quarantine")
-    old = (publish.scan(storage, "quarantine", partitions=[(source.id,)]).collect()
-           if current else pl.DataFrame(schema=QUARANTINE.polars_schema()))
-    old_same = old.filter(pl.col("file_sha256") == sha)
-    if records.height == 0 and old_same.height == 0:
+    old = (publish.scan(storage, "quarantine", partitions=[(source.id,)])
+           if current else pl.LazyFrame(schema=QUARANTINE.polars_schema()))
+    new_rows = records.select(pl.len()).collect().item()
+    if new_rows == 0 and old.filter(pl.col("file_sha256") == sha).select(pl.len()).collect().item() == 0:
         return {}
-    older = pl.concat([pl.DataFrame(schema=QUARANTINE.polars_schema()), old.filter(pl.col("file_sha256") != sha)],
+    older = pl.concat([pl.LazyFrame(schema=QUARANTINE.polars_schema()), old.filter(pl.col("file_sha256") != sha)],
                       how="diagonal_relaxed")   # records published before quarantine carried cases have none
     merged = pl.concat([older.select(QUARANTINE_COLUMNS), records.select(QUARANTINE_COLUMNS)])
     return {"quarantine": publish.commit(storage, "quarantine", partition_by=["source_id"],
@@ -458,8 +473,7 @@ def _reject_run(storage: Storage, source: SourceConfig, landed: Landed, processe
 
     from vigila.ingest import completeness
 
-    quarantine = pl.read_parquet(processed.quarantine)
-    versions = _publish_quarantine(storage, source, landed.sha256, quarantine,
+    versions = _publish_quarantine(storage, source, landed.sha256, processed.quarantine,
                                    {"schema_version": SCHEMA_VERSION, "run_id": run_id})
     report = dict(processed.report)
     reason = "; ".join(report["rejected_because"])
@@ -487,7 +501,6 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
     if processed.report.get("rejected_because"):
         return _reject_run(storage, source, landed, processed, run_id)
     staged = pl.read_parquet(processed.harmonised)
-    quarantine = pl.read_parquet(processed.quarantine)
     ingested_at = dt.datetime.now(dt.UTC)
     revisions_cols = REVISIONS.columns
     new_parts: dict[tuple[str, ...], pl.DataFrame] = {}
@@ -523,7 +536,7 @@ def _publish_run(storage: Storage, source: SourceConfig, landed: Landed, process
         else:
             versions["cases_weekly"] = publish.commit(storage, "cases_weekly", partition_by=PARTITION_BY,
                                                       replace=weekly_parts, extra=extra, **common).version
-    versions.update(_publish_quarantine(storage, source, landed.sha256, quarantine, common))
+    versions.update(_publish_quarantine(storage, source, landed.sha256, processed.quarantine, common))
     report = dict(processed.report)
     report.update(status="published", revisions_added=sum(p.height for p in new_parts.values()),
                   versions=versions, published_at=_now(),

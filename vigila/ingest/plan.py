@@ -12,6 +12,7 @@ by index and split into good and bad.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -181,32 +182,44 @@ LEDGER_SCHEMA = {ROW: pl.Int64, "cases": pl.Int64, "deaths": pl.Int64, LINE: pl.
 @dataclass
 class Planned:
     rows: pl.DataFrame      # harmonised rows (line lists counted), with _row (count files: one row of the file each)
-    errors: pl.DataFrame    # one record per (row, failed check)
+    errors: pl.DataFrame | pl.LazyFrame   # one record per (row, failed check); with `spill`, a scan of the spilled files
     rows_read: int
     ledger: pl.DataFrame    # LEDGER_SCHEMA: count files, every row's own cases / deaths and line / row-key hashes;
                             # line lists, only the rows that are deaths (a case each)
 
 
 def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Series | None = None,
-        batch_rows: int = BATCH_ROWS) -> Planned:
+        batch_rows: int = BATCH_ROWS, spill: Path | None = None) -> Planned:
     """Harmonised rows, error records, rows read and the ledger, in eager batches of `batch_rows`
-    so memory stays bounded whatever the file size."""
+    so memory stays bounded whatever the file size. With `spill` (a folder), each batch's error records
+    are written there as they come and `errors` is a LazyFrame over them: a file whose rows mostly fail
+    (a SINAN export's ~35 % discarded notifications: millions of records) holds none of them in memory."""
     goods, errors, ledgers, n_rows = [], [], [], 0
+    if spill is not None:
+        spill.mkdir(parents=True, exist_ok=True)
     for batch in _batches(lf, batch_rows):
         n_rows += batch.height
         if n_rows > source.limits.max_rows:
             raise ReadError(f"more than {source.limits.max_rows:,} data rows (limits.max_rows): refused while reading")
         good, bad, ledger = harmonise_batch(batch, source, ctx, exclude)
         goods.append(good)
-        errors.append(bad)
+        if spill is not None and bad.height:
+            bad.write_parquet(spilled := spill / f"errors-{len(errors):05d}.parquet", compression="lz4")
+            errors.append(spilled)
+        elif spill is None:
+            errors.append(bad)
         ledgers.append(ledger)
         if source.shape == "line_list" and len(goods) >= 4:   # every batch repeats most place-weeks: add them up as
             goods = [_sum_counts(goods)]                       # we go, so memory stays flat however long the file
     empty_ledger = pl.DataFrame(schema=LEDGER_SCHEMA)
+    if spill is not None:
+        errs = pl.scan_parquet(errors) if errors else pl.LazyFrame(schema=ERROR_SCHEMA)
+    else:
+        errs = pl.concat(errors) if errors else pl.DataFrame(schema=ERROR_SCHEMA)
     if not goods:
-        return Planned(pl.DataFrame(), pl.DataFrame(schema=ERROR_SCHEMA), 0, empty_ledger)
+        return Planned(pl.DataFrame(), errs, 0, empty_ledger)
     good = _sum_counts(goods) if source.shape == "line_list" and len(goods) > 1 else pl.concat(goods)
-    return Planned(good, pl.concat(errors), n_rows, pl.concat([empty_ledger, *ledgers], how="diagonal_relaxed"))
+    return Planned(good, errs, n_rows, pl.concat([empty_ledger, *ledgers], how="diagonal_relaxed"))
 
 
 def _sum_counts(goods: list[pl.DataFrame]) -> pl.DataFrame:

@@ -384,6 +384,34 @@ def _write_stream(
     return files, schema or _version_schema(parent)
 
 
+LAZY_BATCH_ROWS = 1_000_000   # rows of a LazyFrame partition written at a time (one row group each)
+
+
+def _write_partition(storage: Storage, name: str, vkey: str, partition_by: list[str], vals: tuple[str, ...],
+                     lf: pl.LazyFrame, columns: dict[str, str]) -> list[ManifestFile]:
+    """``commit``'s LazyFrame ``replace``: the partition's rows collected in batches into one file under
+    ``vkey`` (none if it has no rows); returns its manifest entry."""
+    import pyarrow.parquet as pq
+
+    path, rows = _new_part(partition_by, vals), 0
+    with contextlib.ExitStack() as stack:
+        writer = None
+        for batch in lf.collect_batches(chunk_size=LAZY_BATCH_ROWS):
+            data = _data_frame(batch, partition_by, vals)
+            if _columns(data) != columns:
+                raise ValueError(f"{name} partition {vals}: columns {_columns(data)} != the version's {columns}")
+            if not data.height:
+                continue
+            table = data.to_arrow()
+            if writer is None:
+                out = stack.enter_context(storage.open_output(f"{vkey}/{path}"))
+                writer = stack.enter_context(pq.ParquetWriter(out, table.schema, compression="zstd"))
+            writer.write_table(table)
+            rows += data.height
+            del table, data, batch
+    return [ManifestFile(path, vals, rows, storage.size(f"{vkey}/{path}"))] if rows else []
+
+
 def commit(
     storage: Storage,
     name: str,
@@ -391,7 +419,7 @@ def commit(
     partition_by: list[str],
     schema_version: str,
     run_id: str,
-    replace: Mapping[PartitionKey, pl.DataFrame] | None = None,
+    replace: Mapping[PartitionKey, pl.DataFrame | pl.LazyFrame] | None = None,
     append: Mapping[PartitionKey, pl.DataFrame] | None = None,
     replace_all: pl.DataFrame | Iterable[pl.DataFrame] | None = None,
     extra: dict[str, Any] | None = None,
@@ -411,6 +439,8 @@ def commit(
     rows in arrival order — but each batch is split and appended to its partitions' open Parquet
     writers as it comes, so the commit holds one batch at a time, whatever the dataset's size (the
     iterable is consumed under the dataset lock; an error raised by it commits nothing).
+    A ``replace`` value may be a LazyFrame: collected in batches into the partition's one file, so a
+    partition larger than memory (a file's millions of quarantine records) is never held whole.
     ``keep`` / ``grace_seconds``: passed to ``vacuum``, which runs first.
     """
     if replace_all is not None and (replace or append):
@@ -420,12 +450,14 @@ def commit(
     if isinstance(replace_all, pl.LazyFrame):
         raise TypeError("replace_all: a DataFrame or an iterable of DataFrames, not a LazyFrame")
     streamed = replace_all is not None and not isinstance(replace_all, pl.DataFrame)
+    lazy = {k: v for k, v in (replace or {}).items() if isinstance(v, pl.LazyFrame)}
+    eager = {k: (v.clear().collect() if k in lazy else v) for k, v in (replace or {}).items()}   # schema now, rows later
     with storage.lock(f"{base}/.lock"):
         vacuum(storage, name, keep, grace_seconds)
         parent = current_manifest(storage, name)
         if not streamed:
             carried, written, (columns, arrow_schema) = _plan(
-                name, parent, partition_by, replace or {}, append or {}, replace_all  # type: ignore[arg-type]
+                name, parent, partition_by, eager, append or {}, replace_all  # type: ignore[arg-type]
             )
         sequence = (parent.sequence if parent else 0) + 1
         version = f"v{sequence:06d}-{uuid.uuid4().hex[:8]}"
@@ -441,6 +473,9 @@ def commit(
                 path = _new_part(partition_by, vals)
                 size = storage.write_parquet(f"{vkey}/{path}", df)
                 files.append(ManifestFile(path, vals, df.height, size))
+            for key, lf in lazy.items():
+                vals = _partition_values(key, partition_by)
+                files += _write_partition(storage, name, vkey, partition_by, vals, lf, columns)
         files.sort(key=lambda f: (f.partition, f.path))
 
         manifest = Manifest(
