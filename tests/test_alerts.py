@@ -188,3 +188,73 @@ def test_flow_publishes_alerts(prefect_harness, ingested, tmp_path):
     assert summary["status"] == "published" and summary["series"] == 71
     assert read.dataset(wh, "alerts").select(pl.len()).collect().item() == summary["rows"]
     assert detect_alerts(str(wh))["status"] == "unchanged"
+
+
+def test_the_alerts_command_publishes_what_the_flow_computes(ingested, detected, tmp_path):
+    """`vigila alerts` (the weekly detection as a command, no Prefect API): the same `alerts` rows as
+    run_detection; a second run publishes nothing; --config narrows the methods; a bad --as-of is refused."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+
+    def vigila(*args):
+        return subprocess.run([sys.executable, "-m", "vigila.cli", "alerts", *map(str, args)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    wh = copy(ingested, tmp_path / "wh")
+    run = vigila("--warehouse", wh)
+    assert run.returncode == 0, run.stderr
+    assert "(published): 71 series" in run.stdout and "PREFECT_API_URL" in run.stdout
+    key = ["method", "series_id", "week_start"]
+    got = read.dataset(wh, "alerts").collect().drop("run_id", "computed_at").sort(key)
+    assert got.equals(detected[2].drop("run_id", "computed_at").sort(key))
+    again = vigila("--warehouse", wh, "--quiet")
+    assert again.returncode == 0 and "(unchanged)" in again.stdout
+    (cfg := tmp_path / "c1.yaml").write_text("methods:\n  - method: ears\n    params: {method: C1}\n")
+    narrowed = vigila("--warehouse", wh, "--config", cfg, "--quiet")
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert read.dataset(wh, "alerts").select(pl.col("method").unique()).collect()["method"].to_list() == ["ears_C1"]
+    bad = vigila("--warehouse", wh, "--as-of", "2024-13-01")
+    assert bad.returncode == 2 and "--as-of" in bad.stderr
+
+
+def _reference_runs(rows: list[dict]) -> dict:
+    """(a, b, week_start) -> (segment, t), by walking each series' sorted weeks in Python."""
+    out, by = {}, {}
+    for r in rows:
+        by.setdefault((r["a"], r["b"]), []).append(r["week_start"])
+    for key, weeks in by.items():
+        segment, t, prev = 0, 0, None
+        for w in sorted(weeks):
+            if prev is not None and (w - prev).days != 7:
+                segment, t = segment + 1, 0
+            t += 1
+            out[(*key, w)] = (segment, t)
+            prev = w
+    return out
+
+
+def test_series_runs_and_weekly_sums_match_a_plain_walk():
+    """`runs` and `_sum_weeks` find series and unbroken runs by comparing sorted neighbours (no window, no text
+    hash): on random series with null keys, gaps and repeated weeks they give what a plain walk gives."""
+    import numpy as np
+
+    rng = np.random.default_rng(20261203)
+    for trial in range(150):
+        n = int(rng.integers(1, 200))
+        frame = pl.DataFrame({
+            "a": pl.Series(rng.choice(["x", "y", "z"], n)).replace("z", None), "b": rng.choice(["p", "q"], n),
+            "week_start": [dt.date(2020, 1, 5) + dt.timedelta(weeks=int(w)) for w in rng.integers(0, 30, n)],
+            "geo_name": [f"n{i}" for i in range(n)], "epi_year": 2020, "epi_week": 1, "cases": rng.integers(0, 9, n)})
+        key = ["a", "b", "week_start"]
+        summed = alerts._sum_weeks(frame, key)
+        want = frame.group_by(key).agg(pl.col("geo_name").first(), pl.col("cases").sum())   # first: input order
+        assert summed.select(want.columns).sort(key, nulls_last=True).equals(want.sort(key, nulls_last=True)), trial
+        assert summed.equals(summed.sort(key, maintain_order=True)) and not summed["imputed"].any()
+        got = alerts.runs(summed.sample(fraction=1.0, shuffle=True, seed=trial), ["a", "b"])
+        ref = _reference_runs(summed.to_dicts())
+        assert {(r["a"], r["b"], r["week_start"]): (r["segment"], r["t"]) for r in got.iter_rows(named=True)} == ref, trial

@@ -415,6 +415,40 @@ def demo(warehouse: Annotated[str, typer.Option(help="where to publish")] = "war
         out.print(f"[dim]{NO_API_HINT}[/]")
 
 
+@app.command("alerts")
+def alerts_command(warehouse: Annotated[str, typer.Option(help="warehouse root: a folder or s3://bucket/prefix")] = "warehouse",
+                   config: Annotated[Path | None, typer.Option(help="detection YAML, layered over vigila/detect/detection.yaml")] = None,
+                   as_of: Annotated[str | None, typer.Option(help="YYYY-MM-DD: detect on cases_weekly as known that day")] = None,
+                   force: Annotated[bool, typer.Option(help="publish again when input, as-of and config are unchanged")] = False,
+                   flow: FLOW = None, quiet: QUIET = False, cluster: CLUSTER = None) -> None:
+    """Run the weekly detection (the `detect_alerts` flow: every configured method on every series of the
+    published cases_weekly) and publish `alerts`; in this process when no Prefect API is configured."""
+    address = _cluster(cluster)
+    flows = _use_flows(flow) or bool(address)
+    with _user_errors():
+        try:
+            when = dt.date.fromisoformat(as_of) if as_of else None
+        except ValueError:
+            _fail(f"--as-of {as_of!r} is not a YYYY-MM-DD date")
+        from vigila.detect import alerts
+
+        alerts.load_config(config)   # fail fast, naming the file and line
+        if flows:
+            _import_flows()
+            from flows.detect import detect_alerts
+        else:
+            from vigila.oneoff import detect_alerts
+        with stage_progress(quiet, prefect=flows):
+            kwargs = {"cluster": address} if address else {}
+            summary = detect_alerts(warehouse, str(config) if config else None, when, force, **kwargs)
+    out.print(f"alerts {summary['version']} ({summary['status']}): {summary['series']:,} series, {summary['rows']:,} rows, "
+              f"alarms {', '.join(f'{m} {n:,}' for m, n in summary['alarms'].items()) or 'none'}")
+    if not quiet and sum(summary["alarms"].values()):
+        print_alarms(warehouse, summary)
+    if not flows:
+        out.print(f"[dim]{NO_API_HINT}[/]")
+
+
 def print_regional(result: dict) -> None:
     """What the regional_summary flow published, and the bulletin's signals."""
     rec, s, b = result["reconciliation"], result["weekly_summary"], result["bulletin"]

@@ -58,13 +58,16 @@ def _refresh_reporting(storage, source) -> None:
         logged["version"] = completeness.publish_completeness(storage, [source], dt.datetime.now(dt.UTC)).version
 
 
-def detect_alerts(warehouse: str = "warehouse") -> dict:
-    """What the `detect_alerts` flow does: vigila/detect/detection.yaml's methods on cases_weekly -> `alerts`."""
+def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, as_of: dt.date | None = None,
+                  force: bool = False) -> dict:
+    """What the `detect_alerts` flow does: the detection config's methods (vigila/detect/detection.yaml, with
+    `config_path` layered over it) on cases_weekly -> `alerts`."""
     from vigila.detect import alerts
     from vigila.ingest import pipeline
 
-    with vlog.stage("detect_alerts") as logged:
-        summary = alerts.run_detection(warehouse, alerts.load_config(None), run_id=pipeline.new_run_id())
+    with vlog.stage("detect_alerts", as_of=as_of, force=force) as logged:
+        summary = alerts.run_detection(warehouse, alerts.load_config(config_path), run_id=pipeline.new_run_id(),
+                                       as_of=as_of, force=force)
         logged.update(status=summary["status"], version=summary["version"], series=summary["series"])
     return summary
 
