@@ -4,12 +4,14 @@ Rows (issue "fast where the user stands"): `vigila --help`; `vigila check` and `
 list (171 k rows); `vigila ingest` of a DHIS2 analytics response (the bundled fixture); `vigila ingest` of a
 SINAN-shaped line list of each --rows size (default 10 M and 50 M) beside a minimal polars read -> count -> Parquet process;
 `vigila detect` farrington_flexible (10 k series x 520 weeks, last 104) and ears C1, C2, C3 (100 k x 520, all weeks, to
-Parquet) beside R surveillance on a sample of the same series, results compared on that sample. Each figure is
+Parquet), and `vigila alerts` (the flow's weekly detection over a warehouse of 10 k series: detection.yaml's EARS C2
+and Farrington flexible on the last 52 weeks, published to `alerts`), each beside R surveillance on a sample of the
+same series, results compared on that sample. Each figure is
 the best of --repeat wall-clock times of a fresh process (imports, start-up and writing included); peak MB is
 the process's ru_maxrss. No Prefect API is configured (the one-off path). Writes results/commands.md/.json
 (--quick: commands_quick.*); the 1-minute load average at start and end goes in the table (a shared machine).
 
-    python benchmarks/bench_commands.py [--quick] [--repeat 3] [--rows 10000000,50000000] [--only startup,big_ingest,detect]
+    python benchmarks/bench_commands.py [--quick] [--repeat 3] [--rows 10000000,50000000] [--only startup,big_ingest,detect,alerts]
                                         [--detect farrington_flexible,ears_C1,ears_C2,ears_C3]
 """
 
@@ -136,31 +138,107 @@ def bench_detect(work: Path, quick: bool, repeat: int, jobs: list[str]) -> list[
             continue
         ids = pl.scan_parquet(data).select("series_id").unique(maintain_order=True).head(k).collect()["series_id"]
         sample = pl.scan_parquet(data).filter(pl.col("series_id").is_in(ids.implode())).collect()
-        sample.pivot("series_id", index="t", values="cases").sort("t").drop("t").write_csv(inp := work / "r_in.csv")
-        (work / "r.R").write_text(R_SCRIPT)
-        p = subprocess.run(["Rscript", str(work / "r.R"), str(inp), str(r_out := work / "r_out.csv"), r_call],
-                           capture_output=True, text=True)
-        if p.returncode:
-            out.append(row(what, got, goal_text, None, f"R failed: {p.stderr[-200:]}"))
-            continue
-        r_seconds = float(p.stdout.split()[-4])
-        ref = pl.read_csv(r_out, schema_overrides={"r_upperbound": pl.Float64, "r_alarm": pl.Boolean}, null_values="NA")
         mine = (pl.scan_parquet(result).filter(pl.col("series_id").is_in(ids.implode()))
                 .select("series_id", "t", "upperbound", "alarm").collect())
-        j = ref.join(mine, on=["series_id", "t"], how="full", coalesce=True)
-        ub, rub = pl.col("upperbound"), pl.col("r_upperbound")
-        same = j.select((~pl.col("alarm").eq_missing(pl.col("r_alarm"))).sum().alias("alarms"),
-                        (ub.is_null() != rub.is_null()).sum().alias("nulls"),
-                        ((ub - rub).abs() / pl.max_horizontal(rub.abs(), pl.lit(1e-12))).max().alias("rel")).row(0, named=True)
-        rows_equal = ref.height == mine.height == j.height
-        r_per_series_week = r_seconds / (k * weeks)
-        ratio = (n * weeks * r_per_series_week) / got["seconds"]
-        equal = rows_equal and same["alarms"] == 0 and same["nulls"] == 0 and (same["rel"] or 0) <= 1e-4
-        out.append(row(what, got, goal_text, ratio >= goal and got["peak_mb"] < 2048 and equal,
-                       f"R surveillance on {k} of the series: {r_seconds / k * 1000:.1f} ms/series; results equal: {equal} "
-                       f"({ref.height:,} rows, {same['alarms']} alarm and {same['nulls']} null-bound differences, max rel. "
-                       f"bound diff {same['rel'] or 0:.1e}); load {load:.1f}", f"{ratio:,.0f}× R"))
+        r = r_versus(work, sample, mine, r_call)
+        if "error" in r:
+            out.append(row(what, got, goal_text, None, f"R failed: {r['error']}"))
+            continue
+        ratio = n * r["seconds"] / k / got["seconds"]
+        out.append(row(what, got, goal_text, ratio >= goal and got["peak_mb"] < 2048 and r["equal"],
+                       f"R surveillance on {k} of the series: {r['seconds'] / k * 1000:.1f} ms/series; {r['text']}; "
+                       f"load {load:.1f}", f"{ratio:,.0f}× R"))
     return out
+
+
+R_DATED = """suppressMessages(library(surveillance)); a <- commandArgs(TRUE)
+d <- read.csv(a[1], check.names = FALSE); y <- as.matrix(d[-1])
+x <- sts(observed = y, epoch = as.Date(d[[1]]), epochAsDate = TRUE, frequency = 52)
+el <- system.time(invisible(capture.output(r <- suppressWarnings(eval(parse(text = a[3]))))))[["elapsed"]]
+ub <- upperbound(r); ub[!is.finite(ub)] <- NA; n <- nrow(ub)
+write.csv(data.frame(series_id = rep(colnames(y), each = n), t = nrow(y) - n + seq_len(n), r_upperbound = as.vector(ub),
+                     r_alarm = as.logical(as.vector(alarms(r)))), a[2], row.names = FALSE)
+cat(el, as.character(packageVersion("surveillance")), R.version$major, R.version$minor, "\\n")"""
+
+
+def r_versus(work: Path, sample, mine, r_call: str) -> dict:
+    """R surveillance's `r_call` on the long frame `sample` (series_id, t, cases[, week_start]): its elapsed seconds,
+    and its upperbound/alarm against `mine` (series_id, t, upperbound, alarm) on the same series and weeks. With
+    week_start (the warehouse's series) R gets an sts of dates (epochAsDate), as Vigila's methods then count
+    reference weeks by date; without, an index-based sts of frequency 52."""
+    import polars as pl
+    from bench_detect import R_SCRIPT
+
+    dated = "week_start" in sample.columns
+    wide = sample.pivot("series_id", index=["t", "week_start"] if dated else "t", values="cases").sort("t").drop("t")
+    wide.write_csv(inp := work / "r_in.csv")
+    (work / "r.R").write_text(R_DATED if dated else R_SCRIPT)
+    p = subprocess.run(["Rscript", str(work / "r.R"), str(inp), str(r_out := work / "r_out.csv"), r_call],
+                       capture_output=True, text=True)
+    if p.returncode:
+        return {"error": p.stderr[-200:]}
+    ref = pl.read_csv(r_out, schema_overrides={"r_upperbound": pl.Float64, "r_alarm": pl.Boolean}, null_values="NA")
+    j = ref.join(mine, on=["series_id", "t"], how="full", coalesce=True)
+    ub, rub = pl.col("upperbound"), pl.col("r_upperbound")
+    same = j.select((~pl.col("alarm").eq_missing(pl.col("r_alarm"))).sum().alias("alarms"),
+                    (ub.is_null() != rub.is_null()).sum().alias("nulls"),
+                    ((ub - rub).abs() / pl.max_horizontal(rub.abs(), pl.lit(1e-12))).max().alias("rel")).row(0, named=True)
+    equal = (ref.height == mine.height == j.height and same["alarms"] == 0 and same["nulls"] == 0
+             and (same["rel"] or 0) <= 1e-4)
+    return {"seconds": float(p.stdout.split()[-4]), "equal": equal, "rows": ref.height,
+            "text": f"results equal: {equal} ({ref.height:,} rows, {same['alarms']} alarm and {same['nulls']} null-bound "
+                    f"differences, max rel. bound diff {same['rel'] or 0:.1e})"}
+
+
+ALERTS_SERIES = (10_000, 500)   # full, --quick: synthetic admin2 series x 520 weeks in the warehouse
+ALERTS_SAMPLE = 10
+ALERTS_R = {"ears_C2": 'earsC(x, control = list(method = "C2", range = 469:520))',   # detection.yaml's methods,
+            "farrington_flexible": "farringtonFlexible(x, control = list(range = 469:520))"}   # its last 52 weeks
+
+
+def bench_alerts(work: Path, quick: bool, repeat: int) -> list[dict]:
+    """`vigila alerts` (the flow's weekly detection: detection.yaml's EARS C2 and Farrington flexible on the last 52
+    weeks of every series of cases_weekly, published to `alerts`) over a warehouse of synthetic series, beside R
+    surveillance running both methods on a sample of them, results compared."""
+    import polars as pl
+    import yaml
+    from dask_load import publish_cases_weekly
+
+    n = ALERTS_SERIES[quick]
+    wh = work / "wh-alerts"
+    shutil.rmtree(wh, ignore_errors=True)
+    publish_cases_weekly(str(wh), n)
+    config = work / "alerts.yaml"
+    config.write_text(yaml.safe_dump({"levels": ["admin2"]}))   # the synthetic places; methods and weeks: detection.yaml's
+    load = os.getloadavg()[0]
+    got = timed([VIGILA, "alerts", "--warehouse", str(wh), "--config", str(config), "--force", "--quiet"], repeat)
+    what = f"`vigila alerts` (the flow's weekly detection: EARS C2 + Farrington flexible, last 52 weeks), {n:,} series × 520 weeks"
+    goal_text = "≥ 1000× R, < 2 GB"
+    if got["exit"] != 0 or shutil.which("Rscript") is None:
+        return [row(what, got, goal_text, False if got["exit"] else None,
+                    f"vigila failed (load {load:.1f})" if got["exit"] else "R not installed here: no same-run yardstick")]
+    from vigila.warehouse import read
+
+    published = read.dataset(str(wh), "alerts")
+    ids = published.select("series_id").unique().sort("series_id").head(ALERTS_SAMPLE).collect()["series_id"]
+    full = (read.cases_weekly(str(wh))     # the sampled series' 520 weeks, t = 1..520 as the command numbers them
+            .with_columns(pl.format("{}|{}|{}", "geo_code", "disease", "source_id").alias("series_id"))
+            .filter(pl.col("series_id").is_in(ids.implode())).sort("series_id", "week_start")
+            .select("series_id", pl.int_range(1, pl.len() + 1).over("series_id").alias("t"), "week_start", "cases").collect())
+    r_seconds, texts, equal = 0.0, [], True
+    for method, call in ALERTS_R.items():
+        mine = (published.filter(pl.col("series_id").is_in(ids.implode()), pl.col("method") == method)
+                .select("series_id", "t", "upperbound", "alarm").collect())
+        r = r_versus(work, full, mine, call)
+        if "error" in r:
+            return [row(what, got, goal_text, None, f"R failed ({method}): {r['error']}")]
+        r_seconds += r["seconds"]
+        equal &= r["equal"]
+        texts.append(f"{method} {r['text']}")
+    ratio = n * r_seconds / ALERTS_SAMPLE / got["seconds"]
+    return [row(what, got, goal_text, ratio >= 1000 and got["peak_mb"] < 2048 and equal,
+                f"R surveillance, both methods on {ALERTS_SAMPLE} of the series: {r_seconds / ALERTS_SAMPLE * 1000:.1f} "
+                f"ms/series; {'; '.join(texts)}; load {load:.1f}", f"{ratio:,.0f}× R")]
 
 
 def write(rows: list[dict], meta: dict, stem: str = "commands") -> None:
@@ -183,12 +261,13 @@ def write(rows: list[dict], meta: dict, stem: str = "commands") -> None:
 
 def section(r: dict) -> str:
     return r.get("section") or ("detect" if r["what"].startswith("`vigila detect`") else
+                                "alerts" if r["what"].startswith("`vigila alerts`") else
                                 "big_ingest" if "SINAN" in r["what"] else "startup")
 
 
 def keep_earlier(rows: list[dict], only: set[str], stem: str) -> list[dict]:
     """A run of some sections (--only, --detect) keeps the earlier table's other rows, each with the date it was
-    measured, in the table's order: startup, big_ingest, detect."""
+    measured, in the table's order: startup, big_ingest, detect, alerts."""
     earlier = RESULTS / f"{stem}.json"
     if not earlier.exists():
         return rows
@@ -197,7 +276,7 @@ def keep_earlier(rows: list[dict], only: set[str], stem: str) -> list[dict]:
     kept = [{**r, "measured": r.get("measured") or old.get("when")} for r in old.get("rows", [])
             if (section(r) not in only or (section(r) == "detect" and r["what"] not in fresh_what and
                                            not any(w.split(",")[0] == r["what"].split(",")[0] for w in fresh_what)))]
-    order = ["startup", "big_ingest", "detect"]
+    order = ["startup", "big_ingest", "detect", "alerts"]
     return sorted(kept + rows, key=lambda r: order.index(section(r)))
 
 
@@ -207,7 +286,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rows", default=None, help="line-list sizes for the big ingest rows, comma-separated "
                     "(default 10000000,50000000; --quick 1000000)")
-    ap.add_argument("--only", default="startup,big_ingest,detect")
+    ap.add_argument("--only", default="startup,big_ingest,detect,alerts")
     ap.add_argument("--detect", default=",".join(DETECT_JOBS), help=f"detection rows: {', '.join(DETECT_JOBS)}")
     args = ap.parse_args()
     rows = [int(n) for n in args.rows.split(",")] if args.rows else [1_000_000] if args.quick else [10_000_000, 50_000_000]
@@ -224,6 +303,8 @@ def main() -> None:
         if "detect" in only:
             out += [{**r, "section": "detect"} for r in
                     bench_detect(work, args.quick, max(1, args.repeat - 1), args.detect.split(","))]
+        if "alerts" in only:
+            out += [{**r, "section": "alerts"} for r in bench_alerts(work, args.quick, max(1, args.repeat - 1))]
     out = keep_earlier(out, only, "commands_quick" if args.quick else "commands")
     write(out, {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "code": code_fingerprint(),
                 "repeat": args.repeat, "load": [round(started, 1), round(os.getloadavg()[0], 1)]},
