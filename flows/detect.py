@@ -1,8 +1,9 @@
 """Prefect flow `detect_alerts`: the configured detection methods on the published cases_weekly -> `alerts`.
 
 Input: a warehouse root and an optional detection YAML (layered over vigila/detect/detection.yaml);
-output: the run summary (dict). Thin on purpose: the work is `vigila.detect.alerts.run_detection` (or, given a
-Dask cluster, the same computed by blocks of series on its workers: `flows.cluster`).
+output: the run summary (dict). Thin on purpose: the work is `vigila.detect.scale.run_blocks` (the series in
+blocks, one after the other, then one streamed publish: `alerts.run_detection`'s answer in one block's memory),
+or, given a Dask cluster, the same blocks on its workers (`flows.cluster`).
 Logs one `vigila.operate.log` line per method (`event=detect method=...`) and one for the run
 (`event=detect_alerts`) through the Prefect run logger.
 """
@@ -32,7 +33,7 @@ def check_config(config_path: str | None) -> None:
 @task(cache_policy=NO_CACHE)
 def detect(warehouse: str, config_path: str | None, run_id: str, as_of: dt.date | None, force: bool) -> dict:
     with vlog.to_logger(get_run_logger()):
-        return alerts.run_detection(warehouse, alerts.load_config(config_path), run_id=run_id, as_of=as_of, force=force)
+        return scale.run_blocks(warehouse, alerts.load_config(config_path), run_id=run_id, as_of=as_of, force=force)
 
 
 @flow(name="detect_alerts", flow_run_name=lambda: f"detect-{dt.date.today():%G-W%V}", log_prints=True,

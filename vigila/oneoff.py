@@ -62,12 +62,12 @@ def detect_alerts(warehouse: str = "warehouse", config_path: str | None = None, 
                   force: bool = False) -> dict:
     """What the `detect_alerts` flow does: the detection config's methods (vigila/detect/detection.yaml, with
     `config_path` layered over it) on cases_weekly -> `alerts`."""
-    from vigila.detect import alerts
+    from vigila.detect import alerts, scale
     from vigila.ingest import pipeline
 
-    with vlog.stage("detect_alerts", as_of=as_of, force=force) as logged:
-        summary = alerts.run_detection(warehouse, alerts.load_config(config_path), run_id=pipeline.new_run_id(),
-                                       as_of=as_of, force=force)
+    with vlog.stage("detect_alerts", as_of=as_of, force=force) as logged:   # by blocks of series: bounded memory
+        summary = scale.run_blocks(warehouse, alerts.load_config(config_path), run_id=pipeline.new_run_id(),
+                                   as_of=as_of, force=force)
         logged.update(status=summary["status"], version=summary["version"], series=summary["series"])
     return summary
 

@@ -217,8 +217,14 @@ def evaluate(series: pl.DataFrame, run: MethodRun, *, weeks: int, min_history: i
         pl.lit(json.dumps(run.effective_params(), sort_keys=True)).alias("params"))
 
 
-def published_input(storage: Storage, as_of: dt.date | None) -> tuple[pl.DataFrame, str]:
-    """The weekly counts (as published, or as known on `as_of`) and the version id they were read from."""
+SERIES_INPUT = [*SERIES_KEY, "week_start", "geo_name", "epi_year", "epi_week", "cases", "classification", "sex",
+                "age_group"]   # the cases_weekly columns `weekly_series` reads
+
+
+def published_input(storage: Storage, as_of: dt.date | None, config: DetectionConfig | None = None
+                    ) -> tuple[pl.DataFrame, str]:
+    """The weekly counts (as published, or as known on `as_of`) and the version id they were read from; with
+    `config`, only its levels' and diseases' rows and the columns detection reads (half the memory)."""
     name = "cases_weekly" if as_of is None else "cases_revisions"
     manifest = publish.current_manifest(storage, name)
     if manifest is None:
@@ -226,7 +232,11 @@ def published_input(storage: Storage, as_of: dt.date | None) -> tuple[pl.DataFra
     rows = read.with_contract_columns(publish.scan(storage, name, version=manifest.version), name)  # pinned version
     if as_of is not None:
         rows = read.latest_issue(rows.filter(pl.col("issue_date") <= as_of))
-    return rows.select(list(CasesWeekly.to_schema().columns)).collect(), manifest.version
+    rows = rows.select(list(CasesWeekly.to_schema().columns))
+    if config is not None:
+        rows = rows.filter(pl.col("geo_level").is_in(config.levels),
+                           pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True)).select(SERIES_INPUT)
+    return rows.collect(), manifest.version
 
 
 def summarise(alerts: pl.DataFrame, **info: Any) -> dict[str, Any]:
@@ -244,15 +254,14 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
     atomically). The same input version, `as_of` and config as the current version publish
     nothing (status "unchanged") unless `force`."""
     storage = Storage.open(storage)
-    rows, version = published_input(storage, as_of)
+    rows, version = published_input(storage, as_of, config)
     fingerprint = publish.fingerprint(input=version, as_of=str(as_of), config=config.model_dump(mode="json"))
     current = publish.built_from(storage, DATASET, fingerprint)
     if current and not force:
         return summarise(publish.scan(storage, DATASET).collect(), status="unchanged", version=current.version,
                          cases_weekly_version=version)
-    rows = rows.filter(pl.col("geo_level").is_in(config.levels),
-                       pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True))
     series = weekly_series(rows, config.gaps)
+    del rows
     computed_at = dt.datetime.now(dt.UTC)
     parts = []
     for i, run in enumerate(config.methods, 1):   # one logged `detect` stage per method (the CLI shows them)
