@@ -11,6 +11,8 @@ A block is a set of places of (source_id, disease) groups: every step of `alerts
 `alerts.evaluate` groups within one place of one group (a series id is place|disease|source), except the
 `zero` gap policy, whose period is per source x level x disease: such a group is never cut. So a block
 computes exactly the rows the one-process run computes, and its size is bounded by `block_series`.
+`run_blocks` runs the same blocks one after the other in this process (the one-off command and the flow
+without a cluster): memory of one block, whatever the warehouse's size.
 """
 
 from __future__ import annotations
