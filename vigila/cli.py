@@ -306,6 +306,14 @@ NO_API_HINT = ("runs are recorded in the warehouse (reports/, `vigila status`); 
                "set PREFECT_API_URL or run `vigila serve`")
 
 
+def _date_option(value: str | None, option: str) -> dt.date | None:
+    """A YYYY-MM-DD option's date (None when not given); a one-line error naming the option otherwise."""
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError:
+        _fail(f"{option} {value!r} is not a YYYY-MM-DD date")
+
+
 def _use_flows(flow: bool | None) -> bool:
     from vigila.operate.runtime import prefect_api_configured
 
@@ -360,10 +368,7 @@ def ingest(sources: Annotated[list[Path], typer.Argument(help="source config YAM
     address = _cluster(cluster)
     flows = _use_flows(flow) or bool(address)
     with _user_errors():
-        try:
-            when = dt.date.fromisoformat(issue_date) if issue_date else None
-        except ValueError:
-            _fail(f"--issue-date {issue_date!r} is not a YYYY-MM-DD date")
+        when = _date_option(issue_date, "--issue-date")
         if file and len(sources) > 1:
             _fail("--file goes with one SOURCE")
         try:
@@ -426,10 +431,7 @@ def alerts_command(warehouse: Annotated[str, typer.Option(help="warehouse root: 
     address = _cluster(cluster)
     flows = _use_flows(flow) or bool(address)
     with _user_errors():
-        try:
-            when = dt.date.fromisoformat(as_of) if as_of else None
-        except ValueError:
-            _fail(f"--as-of {as_of!r} is not a YYYY-MM-DD date")
+        when = _date_option(as_of, "--as-of")
         from vigila.detect import alerts
 
         alerts.load_config(config)   # fail fast, naming the file and line
