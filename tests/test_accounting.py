@@ -301,3 +301,20 @@ def test_config_errors_for_ignored_mappings():
         source_from_dict({**base, "columns": {"epi_year": "y", "epi_week": "w"}, "include": {"sex": ["F"]}})
     with pytest.raises(ConfigError):
         load_source(SOURCES / "does_not_exist.yaml")
+
+
+def test_check_lists_the_first_failures_and_counts_them_all(tmp_path):
+    """`vigila check` prints the first --limit failing records by row and how many there are, from the staged
+    quarantine (`pipeline.check_head`), never loading every record: the same records `pipeline.check` returns."""
+    cfg = source_from_dict(arg_config(tmp_path, aggregate="sum"))
+    _, records = pipeline.check(cfg, ARG_CSV)
+    failing = records.filter(pl.col("severity") != "set_aside").sort("row", maintain_order=True)
+    assert failing.height > 5
+    report, head, total = pipeline.check_head(cfg, ARG_CSV, 5)
+    assert total == failing.height and head.equals(failing.head(5))
+    assert report["rows_quarantined"] == failing["row"].n_unique()
+    yml = tmp_path / "arg.yaml"
+    yml.write_text(yaml.safe_dump(arg_config(tmp_path, aggregate="sum")))
+    res = run_cli("check", str(yml), "--limit", "5")
+    assert res.returncode == 3, res.stderr                       # 58.7 % of the cases unplaced: would be rejected
+    assert f"failures (first 5 of {total:,})" in res.stdout

@@ -219,16 +219,14 @@ def print_report(report: dict, *, title: str | None = None) -> None:
         out.print(f"[dim]note: {esc(note)}[/]")
 
 
-def print_failures(quarantine, limit: int) -> None:
-    import polars as pl
-
-    rows = quarantine.filter(pl.col("severity") != "set_aside").sort("row")
-    if rows.height == 0:
+def print_failures(first, total: int) -> None:
+    """The first failing records (`pipeline.check_head`) of `total`."""
+    if total == 0:
         return
-    t = Table(title=f"failures (first {min(limit, rows.height)} of {rows.height:,})", title_justify="left", show_edge=False)
+    t = Table(title=f"failures (first {first.height} of {total:,})", title_justify="left", show_edge=False)
     for col in ("row", "column", "check", "value", "severity"):
         t.add_column(col, justify="right" if col == "row" else "left")
-    for r in rows.head(limit).iter_rows(named=True):
+    for r in first.iter_rows(named=True):
         t.add_row(str(r["row"]), esc(r["column"] or ""), esc(r["check"]), esc(str(r["value"])[:60]), r["severity"])
     out.print(t)
 
@@ -256,16 +254,16 @@ def check(source: Annotated[Path, typer.Argument(help="source config YAML")],
             results = []
             for path in paths:
                 with _row_progress(f"checking {path.name}", quiet) as progress:
-                    results.append(pipeline.check(cfg, path, progress=progress))
+                    results.append(pipeline.check_head(cfg, path, limit, progress=progress))
         finally:
             for f in fetched:
                 f.discard()
     if json_out:   # written first: nothing printed below can lose it
-        json_out.write_text(json.dumps(results[0][0] if len(results) == 1 else [r for r, _ in results], indent=2, default=str))
-    for report, quarantine in results:
+        json_out.write_text(json.dumps(results[0][0] if len(results) == 1 else [r for r, *_ in results], indent=2, default=str))
+    for report, first, total in results:
         print_report(report)
-        print_failures(quarantine, limit)
-    reports = [r for r, _ in results]
+        print_failures(first, total)
+    reports = [r for r, *_ in results]
     raise typer.Exit(EXIT_REJECTED if any(r["rejected_because"] for r in reports)
                      else 1 if any(r["rows_quarantined"] for r in reports) else 0)
 

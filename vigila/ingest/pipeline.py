@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import polars as pl
@@ -694,10 +695,26 @@ def not_modified_report(source: SourceConfig, origin: str, state: dict, run_id: 
 
 def check(source: SourceConfig, path: str | Path, *, progress: Progress | None = None) -> tuple[dict, pl.DataFrame]:
     """Validate only: the report and the quarantine records, nothing written to a warehouse."""
+    return _check(source, path, progress, pl.read_parquet)
+
+
+def check_head(source: SourceConfig, path: str | Path, limit: int, *, progress: Progress | None = None
+               ) -> tuple[dict, pl.DataFrame, int]:
+    """`check` for a terminal: the report, the first `limit` failing records (set-aside rows excluded) by row,
+    and how many failing records there are: never every record (a file whose rows mostly fail has millions)."""
+    def first(staged: Path) -> tuple[pl.DataFrame, int]:
+        failing = pl.scan_parquet(staged).filter(pl.col("severity") != "set_aside")
+        return failing.sort("row", maintain_order=True).head(limit).collect(), failing.select(pl.len()).collect().item()
+
+    report, (head, n) = _check(source, path, progress, first)
+    return report, head, n
+
+
+def _check(source: SourceConfig, path: str | Path, progress: Progress | None, records: Callable[[Path], Any]):
     if not Path(path).is_file():
         raise ReadError(f"{path}: no such file")
     with tempfile.TemporaryDirectory(prefix="vigila-check-") as tmp:
         processed = process(path, source, run_id="check", file_sha256=sha256_file(Path(path)),
                             issue_date=resolve_issue_date(source), workdir=Path(tmp), progress=progress)
         report = {**processed.report, "status": "rejected" if processed.report["rejected_because"] else "checked"}
-        return report, pl.read_parquet(processed.quarantine)
+        return report, records(processed.quarantine)
