@@ -348,40 +348,55 @@ def _new_part(partition_by: list[str], vals: tuple[str, ...]) -> str:
     return f"{_partition_dir(partition_by, vals)}/part-{uuid.uuid4().hex}.parquet".lstrip("/")
 
 
+class _PartFile:
+    """The one new data file of a partition under a version folder, opened at its first rows (zstd Parquet, a
+    row group per write) inside `stack`: what the streamed commits append their batches to."""
+
+    def __init__(self, stack: contextlib.ExitStack, storage: Storage, vkey: str, partition_by: list[str],
+                 vals: tuple[str, ...]) -> None:
+        self.stack, self.storage, self.vkey, self.vals = stack, storage, vkey, vals
+        self.path, self.rows, self.writer = _new_part(partition_by, vals), 0, None
+
+    def write(self, name: str, data: pl.DataFrame, columns: dict[str, str]) -> None:
+        """Append `data` (partition columns dropped) after checking its columns are the version's."""
+        if _columns(data) != columns:
+            raise ValueError(f"{name} partition {self.vals}: columns {_columns(data)} != the version's {columns}")
+        if not data.height:
+            return
+        table = data.to_arrow()
+        if self.writer is None:
+            import pyarrow.parquet as pq
+
+            out = self.stack.enter_context(self.storage.open_output(f"{self.vkey}/{self.path}"))
+            self.writer = self.stack.enter_context(pq.ParquetWriter(out, table.schema, compression="zstd"))
+        self.writer.write_table(table)
+        self.rows += data.height
+
+    def entry(self) -> list[ManifestFile]:
+        """Its manifest entry once `stack` has closed it (none when no rows came)."""
+        return [ManifestFile(self.path, self.vals, self.rows, self.storage.size(f"{self.vkey}/{self.path}"))] if self.rows else []
+
+
 def _write_stream(
     storage: Storage, name: str, vkey: str, partition_by: list[str], batches: Iterable[pl.DataFrame],
     parent: Manifest | None,
 ) -> tuple[list[ManifestFile], tuple[dict[str, str], str]]:
     """``commit``'s streamed ``replace_all``: every batch split by partition and appended (one row group
     per batch and partition) to that partition's one file under ``vkey``; returns (files, schema)."""
-    import pyarrow.parquet as pq
-
     schema: tuple[dict[str, str], str] | None = None
-    open_files: dict[tuple[str, ...], list[Any]] = {}  # values -> [path, ParquetWriter, rows]
+    parts: dict[tuple[str, ...], _PartFile] = {}
     with contextlib.ExitStack() as stack:
         for batch in batches:
             if schema is None:
                 schema = _version_schema(batch.drop(partition_by, strict=False))
             for key, df in _split(batch, partition_by).items():
                 vals = _partition_values(key, partition_by)
-                data = _data_frame(df, partition_by, vals)
-                if _columns(data) != schema[0]:
-                    raise ValueError(f"{name} partition {vals}: columns {_columns(data)} != the version's {schema[0]}")
-                if not data.height:
-                    continue
-                table = data.to_arrow()
-                if vals not in open_files:
-                    path = _new_part(partition_by, vals)
-                    out = stack.enter_context(storage.open_output(f"{vkey}/{path}"))
-                    writer = stack.enter_context(pq.ParquetWriter(out, table.schema, compression="zstd"))
-                    open_files[vals] = [path, writer, 0]
-                open_files[vals][1].write_table(table)
-                open_files[vals][2] += data.height
-                del table, data, df
+                if vals not in parts:
+                    parts[vals] = _PartFile(stack, storage, vkey, partition_by, vals)
+                parts[vals].write(name, _data_frame(df, partition_by, vals), schema[0])
+                del df
             del batch  # not held while the iterable makes the next one
-    files = [ManifestFile(path, vals, rows, storage.size(f"{vkey}/{path}"))
-             for vals, (path, _, rows) in open_files.items()]
-    return files, schema or _version_schema(parent)
+    return [e for part in parts.values() for e in part.entry()], schema or _version_schema(parent)
 
 
 LAZY_BATCH_ROWS = 1_000_000   # rows of a LazyFrame partition written at a time (one row group each)
@@ -391,25 +406,12 @@ def _write_partition(storage: Storage, name: str, vkey: str, partition_by: list[
                      lf: pl.LazyFrame, columns: dict[str, str]) -> list[ManifestFile]:
     """``commit``'s LazyFrame ``replace``: the partition's rows collected in batches into one file under
     ``vkey`` (none if it has no rows); returns its manifest entry."""
-    import pyarrow.parquet as pq
-
-    path, rows = _new_part(partition_by, vals), 0
     with contextlib.ExitStack() as stack:
-        writer = None
+        part = _PartFile(stack, storage, vkey, partition_by, vals)
         for batch in lf.collect_batches(chunk_size=LAZY_BATCH_ROWS):
-            data = _data_frame(batch, partition_by, vals)
-            if _columns(data) != columns:
-                raise ValueError(f"{name} partition {vals}: columns {_columns(data)} != the version's {columns}")
-            if not data.height:
-                continue
-            table = data.to_arrow()
-            if writer is None:
-                out = stack.enter_context(storage.open_output(f"{vkey}/{path}"))
-                writer = stack.enter_context(pq.ParquetWriter(out, table.schema, compression="zstd"))
-            writer.write_table(table)
-            rows += data.height
-            del table, data, batch
-    return [ManifestFile(path, vals, rows, storage.size(f"{vkey}/{path}"))] if rows else []
+            part.write(name, _data_frame(batch, partition_by, vals), columns)
+            del batch
+    return part.entry()
 
 
 def commit(
