@@ -4,7 +4,7 @@ Input: a warehouse root and an optional detection YAML (layered over vigila/dete
 output: the run summary (dict). Thin on purpose: the work is `vigila.detect.scale.run_blocks` (the series in
 blocks, one after the other, then one streamed publish: `alerts.run_detection`'s answer in one block's memory),
 or, given a Dask cluster, the same blocks on its workers (`flows.cluster`).
-Logs one `vigila.operate.log` line per method (`event=detect method=...`) and one for the run
+Logs one `vigila.operate.log` line per method and block (`event=detect method=... block=...`) and one for the run
 (`event=detect_alerts`) through the Prefect run logger.
 """
 

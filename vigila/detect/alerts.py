@@ -221,22 +221,35 @@ SERIES_INPUT = [*SERIES_KEY, "week_start", "geo_name", "epi_year", "epi_week", "
                 "age_group"]   # the cases_weekly columns `weekly_series` reads
 
 
-def published_input(storage: Storage, as_of: dt.date | None, config: DetectionConfig | None = None
-                    ) -> tuple[pl.DataFrame, str]:
-    """The weekly counts (as published, or as known on `as_of`) and the version id they were read from; with
-    `config`, only its levels' and diseases' rows and the columns detection reads (half the memory)."""
+def input_manifest(storage: Storage, as_of: dt.date | None) -> tuple[str, publish.Manifest]:
+    """The dataset detection reads (cases_weekly, or cases_revisions for `as_of`) and its current manifest."""
     name = "cases_weekly" if as_of is None else "cases_revisions"
     manifest = publish.current_manifest(storage, name)
     if manifest is None:
         raise FileNotFoundError(f"{storage.root}: no published dataset {name!r}; ingest a source first")
-    rows = read.with_contract_columns(publish.scan(storage, name, version=manifest.version), name)  # pinned version
+    return name, manifest
+
+
+def input_rows(storage: Storage, name: str, version: str, as_of: dt.date | None, config: DetectionConfig | None = None,
+               partitions: list[tuple[str, ...]] | None = None) -> pl.LazyFrame:
+    """The weekly counts of version `version` of `name` (as known on `as_of`), lazily, in `partitions` when given;
+    with `config`, only its levels' and diseases' rows and the columns detection reads (half the memory)."""
+    rows = read.with_contract_columns(publish.scan(storage, name, version=version, partitions=partitions), name)
     if as_of is not None:
         rows = read.latest_issue(rows.filter(pl.col("issue_date") <= as_of))
     rows = rows.select(list(CasesWeekly.to_schema().columns))
-    if config is not None:
-        rows = rows.filter(pl.col("geo_level").is_in(config.levels),
-                           pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True)).select(SERIES_INPUT)
-    return rows.collect(), manifest.version
+    if config is None:
+        return rows
+    return rows.filter(pl.col("geo_level").is_in(config.levels),
+                       pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True)).select(SERIES_INPUT)
+
+
+def published_input(storage: Storage, as_of: dt.date | None, config: DetectionConfig | None = None
+                    ) -> tuple[pl.DataFrame, str]:
+    """The weekly counts (as published, or as known on `as_of`; see `input_rows` for `config`) and the version
+    id they were read from (pinned: the rows are that version's)."""
+    name, manifest = input_manifest(storage, as_of)
+    return input_rows(storage, name, manifest.version, as_of, config).collect(), manifest.version
 
 
 def summarise(alerts: pl.DataFrame, **info: Any) -> dict[str, Any]:

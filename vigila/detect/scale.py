@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from vigila.detect import alerts
-from vigila.warehouse import publish, read
+from vigila.warehouse import publish
 from vigila.operate import log as vlog
 from vigila.operate.runtime import CLUSTER_ENV, cluster_address  # noqa: F401  (light; flows read them here)
 from vigila.warehouse.storage import Storage
@@ -37,26 +37,6 @@ STAGING = "staging/detect"
 # --------------------------------------------------------------------------- detection
 
 
-def _input(storage: Storage, as_of: dt.date | None) -> tuple[str, publish.Manifest]:
-    name = "cases_weekly" if as_of is None else "cases_revisions"
-    manifest = publish.current_manifest(storage, name)
-    if manifest is None:
-        raise FileNotFoundError(f"{storage.root}: no published dataset {name!r}; ingest a source first")
-    return name, manifest
-
-
-def _rows(storage: Storage, name: str, version: str, as_of: dt.date | None, config: alerts.DetectionConfig,
-          partitions: list[tuple[str, ...]] | None = None) -> pl.LazyFrame:
-    """The input rows detection reads (as `alerts.published_input` then the level/disease filter), lazily."""
-    rows = read.with_contract_columns(publish.scan(storage, name, version=version, partitions=partitions), name)
-    if as_of is not None:
-        rows = read.latest_issue(rows.filter(pl.col("issue_date") <= as_of))
-    columns = list(alerts.CasesWeekly.to_schema().columns)
-    return rows.select(columns).filter(
-        pl.col("geo_level").is_in(config.levels),
-        pl.col("disease").is_in(config.diseases) if config.diseases else pl.lit(True))
-
-
 def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, as_of: dt.date | None = None,
                    force: bool = False, block_series: int = BLOCK_SERIES) -> dict[str, Any]:
     """What a distributed detection run does: {"status": "unchanged", summary...} when the current `alerts`
@@ -66,13 +46,13 @@ def plan_detection(warehouse: str | Storage, config: alerts.DetectionConfig, *, 
     never inside a (source, disease) of a source under the `zero` gap policy), in `alerts.ORDER` (source, disease,
     then places in series id order: "first"/"last" place bound that order). Reads only the key columns."""
     storage = Storage.open(warehouse)
-    name, manifest = _input(storage, as_of)
+    name, manifest = alerts.input_manifest(storage, as_of)
     fingerprint = publish.fingerprint(input=manifest.version, as_of=str(as_of), config=config.model_dump(mode="json"))
     current = publish.built_from(storage, alerts.DATASET, fingerprint)
     if current and not force:
         return alerts.summarise(publish.scan(storage, alerts.DATASET).collect(), status="unchanged",
                                 version=current.version, cases_weekly_version=manifest.version)
-    keys = (_rows(storage, name, manifest.version, as_of, config).select(alerts.SERIES_KEY).unique()
+    keys = (alerts.input_rows(storage, name, manifest.version, as_of, config).select(alerts.SERIES_KEY).unique()
             .group_by([*GROUP, "geo_code"]).agg(pl.len().alias("series"), pl.col("country_iso3").unique().alias("countries"))
             .sort([*GROUP, _series_id("geo_code")])   # = alerts.ORDER: blocks are published one after the other
             .select(*GROUP, "geo_code", "series", "countries")
@@ -122,7 +102,8 @@ def detect_block(warehouse: str | Storage, config: alerts.DetectionConfig, plan:
     as_of = _as_of(plan)
     with vlog.stage("detect_block", block=index, series=block["series"], ranges=len(block["ranges"])) as logged:
         ranges = pl.DataFrame(block["ranges"], schema=[*GROUP, "_first", "_last"], orient="row")
-        rows = (_rows(storage, plan["input"], plan["version"], as_of, config, [tuple(p) for p in block["partitions"]])
+        rows = (alerts.input_rows(storage, plan["input"], plan["version"], as_of, config,
+                                   [tuple(p) for p in block["partitions"]])
                 .join(ranges.lazy(), on=GROUP, how="inner")        # a group is at most one range of a block
                 .filter(_series_id("geo_code") >= _series_id("_first"), _series_id("geo_code") <= _series_id("_last"))
                 .drop("_first", "_last").collect())
