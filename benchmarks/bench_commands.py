@@ -165,16 +165,6 @@ def bench_detect(work: Path, quick: bool, repeat: int, jobs: list[str]) -> list[
     return out
 
 
-R_DATED = """suppressMessages(library(surveillance)); a <- commandArgs(TRUE)
-d <- read.csv(a[1], check.names = FALSE); y <- as.matrix(d[-1])
-x <- sts(observed = y, epoch = as.Date(d[[1]]), epochAsDate = TRUE, frequency = 52)
-el <- system.time(invisible(capture.output(r <- suppressWarnings(eval(parse(text = a[3]))))))[["elapsed"]]
-ub <- upperbound(r); ub[!is.finite(ub)] <- NA; n <- nrow(ub)
-write.csv(data.frame(series_id = rep(colnames(y), each = n), t = nrow(y) - n + seq_len(n), r_upperbound = as.vector(ub),
-                     r_alarm = as.logical(as.vector(alarms(r)))), a[2], row.names = FALSE)
-cat(el, as.character(packageVersion("surveillance")), R.version$major, R.version$minor, "\\n")"""
-
-
 def r_versus(work: Path, sample, mine, r_call: str) -> dict:
     """R surveillance's `r_call` on the long frame `sample` (series_id, t, cases[, week_start]): its elapsed seconds,
     and its upperbound/alarm against `mine` (series_id, t, upperbound, alarm) on the same series and weeks. With
@@ -186,7 +176,7 @@ def r_versus(work: Path, sample, mine, r_call: str) -> dict:
     dated = "week_start" in sample.columns
     wide = sample.pivot("series_id", index=["t", "week_start"] if dated else "t", values="cases").sort("t").drop("t")
     wide.write_csv(inp := work / "r_in.csv")
-    (work / "r.R").write_text(R_DATED if dated else R_SCRIPT)
+    (work / "r.R").write_text(R_SCRIPT)
     p = subprocess.run(["Rscript", str(work / "r.R"), str(inp), str(r_out := work / "r_out.csv"), r_call],
                        capture_output=True, text=True)
     if p.returncode:

@@ -131,8 +131,12 @@ def measure(job: str, data: Path, work: Path) -> dict:
     return {"ok": True, **json.loads(result.read_text()), "peak_mb": round(usage.ru_maxrss / 1024)}
 
 
+# a[1]: one column per series; a first column `week_start` makes an sts of dates (epochAsDate: Farrington counts
+# reference weeks by date, as Vigila does for series with week_start), else an index-based one of frequency 52
 R_SCRIPT = """suppressMessages(library(surveillance)); a <- commandArgs(TRUE)
-y <- as.matrix(read.csv(a[1], check.names = FALSE)); x <- sts(observed = y, start = c(2000, 1), frequency = 52)
+d <- read.csv(a[1], check.names = FALSE); dated <- names(d)[1] == "week_start"; y <- as.matrix(if (dated) d[-1] else d)
+x <- if (dated) sts(observed = y, epoch = as.Date(d[[1]]), epochAsDate = TRUE, frequency = 52) else
+  sts(observed = y, start = c(2000, 1), frequency = 52)
 el <- system.time(invisible(capture.output(r <- suppressWarnings(eval(parse(text = a[3]))))))[["elapsed"]]
 ub <- upperbound(r); ub[!is.finite(ub)] <- NA; n <- nrow(ub)
 write.csv(data.frame(series_id = rep(colnames(y), each = n), t = nrow(y) - n + seq_len(n), r_upperbound = as.vector(ub),
