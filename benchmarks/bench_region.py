@@ -123,6 +123,12 @@ def linelist(cluster: LocalProcesses, csv: Path, warehouse: Path, issued: dt.dat
     return out
 
 
+def linelist_loads(cluster: LocalProcesses, csv: Path) -> dict:
+    """The line list issued after its last week (published), then before (31 % quarantined, rejected)."""
+    return {"linelist": linelist(cluster, csv.resolve(), WORK / "wh-linelist"),
+            "linelist_quarantined": linelist(cluster, csv.resolve(), WORK / "wh-linelist", ISSUED)}
+
+
 def linelist_lines(d: dict | None, q: dict | None = None) -> list[str]:
     if not d:
         return []
@@ -219,8 +225,7 @@ def main() -> None:
         res = json.loads((RESULTS / "dask_region.json").read_text())
         cluster = LocalProcesses(2, WORK / "logs")
         try:
-            res["linelist"] = linelist(cluster, args.linelist.resolve(), WORK / "wh-linelist")
-            res["linelist_quarantined"] = linelist(cluster, args.linelist.resolve(), WORK / "wh-linelist", ISSUED)
+            res.update(linelist_loads(cluster, args.linelist))
         finally:
             cluster.close()
         write(res, argparse.Namespace(**res["args"]))
@@ -252,8 +257,7 @@ def main() -> None:
                          "load_end": round(os.getloadavg()[0], 2)}
         print(res["ingest"], flush=True)
         if args.linelist:
-            res["linelist"] = linelist(cluster, args.linelist.resolve(), WORK / "wh-linelist")
-            res["linelist_quarantined"] = linelist(cluster, args.linelist.resolve(), WORK / "wh-linelist", ISSUED)
+            res.update(linelist_loads(cluster, args.linelist))
     finally:
         cluster.close()
     write(res, args)
