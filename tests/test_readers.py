@@ -95,7 +95,37 @@ def test_a_2gb_file_claimed_as_csv_is_refused_before_reading(tmp_path):
 
 
 def test_short_and_long_rows_are_quarantined_not_padded(tmp_path):
+    """The short row and the long one hold as many delimiters together as two good rows: the byte counts
+    cannot see them, the strict parse meets the long one and the file is read again, row by row."""
     text = "departamento;semana;año;casos\nLoreto;1;2023;12\nLoreto;2;2023\nLoreto;3;2023;5;99\nLoreto;4;2023;6\n"
+    (tmp_path / "r.csv").write_text(text)
+    assert read_raw(tmp_path / "r.csv", src()).recount is not None      # so the strict path is what runs below
     report, q = check(tmp_path, text.encode())
     assert q.filter(pl.col("check") == "field_count")["row"].to_list() == [2, 3]
     assert report["cases_published"] == 18    # rows 1 and 4
+
+
+@pytest.mark.parametrize("text, strict", [
+    ("departamento;semana;año;casos\r\nLoreto;1;2023;12\r\nLoreto;2;2023;3", True),      # no final newline
+    ("departamento;semana;año;casos\nLoreto;1;2023;12\nLoreto;2;2023\n", False),          # short row
+    ('departamento;semana;año;casos\n"Loreto";1;2023;12\n', False),                      # quotes: counted per row
+    ("departamento;semana;año;casos\nLoreto;1;2023;12\n\nLoreto;2;2023;3\n", False),      # blank line
+])
+def test_a_file_is_parsed_strictly_only_when_its_byte_counts_rule_out_ragged_rows(tmp_path, text, strict):
+    (tmp_path / "r.csv").write_text(text)
+    table = read_raw(tmp_path / "r.csv", src())
+    try:
+        assert (table.recount is not None) is strict
+    finally:
+        table.close()
+
+
+def test_a_blank_line_is_a_row_and_the_rows_after_it_keep_their_numbers(tmp_path):
+    """polars reads a blank line as a row of nulls: the field-count pass numbers rows the same way, so the short
+    row after it is the one quarantined (numbering without the blank line put the mark on the row before)."""
+    text = "departamento;semana;año;casos\nLoreto;1;2023;12\n\nLoreto;2;2023;3\nLoreto;3;2023\nLoreto;4;2023;6\n"
+    report, q = check(tmp_path, text.encode())
+    assert q.filter(pl.col("check") == "field_count")["row"].to_list() == [4]
+    assert set(q.filter(pl.col("row") == 2)["check"]) == {"unknown_place", "missing_epi_week", "not_nullable"}
+    assert report["rows"] == {"read": 5, "published": 3, "quarantined": 2, "set_aside": 0}
+    assert report["cases_published"] == 12 + 3 + 6

@@ -29,7 +29,7 @@ from vigila.ingest import plan
 from vigila.operate import log as vlog
 from vigila.ingest.cast import select_fields
 from vigila.config import SourceConfig
-from vigila.ingest.readers import ROW, ReadError, read_raw
+from vigila.ingest.readers import ROW, RaggedRows, ReadError, read_raw
 from vigila.warehouse.contract import contract, dictionary_docs, schema_version
 
 PARTITION_BY = ["country_iso3", "disease"]
@@ -164,10 +164,11 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
         logged.update(format=table.format, encoding=table.encoding)
     try:
         with vlog.stage("harmonise", **common) as logged:
-            lf = select_fields(table.frame, table.columns, source)
-            parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
-            planned = plan.run(lf, source, hz.Context.build(source, issue_date), exclude=parse_errs[ROW],
-                               spill=workdir / "errors")
+            try:
+                planned, parse_errs = _plan(table, source, issue_date, workdir)
+            except RaggedRows:           # the byte counts could not rule out a short row beside a long one
+                table = table.recount()
+                planned, parse_errs = _plan(table, source, issue_date, workdir)
             rows, errors, rows_read = planned.rows, planned.errors, planned.rows_read
             if rows_read == 0:
                 raise ReadError(f"{Path(path).name}: header only, no data rows")
@@ -205,6 +206,14 @@ def process(path: str | Path, source: SourceConfig, *, run_id: str, file_sha256:
     report = _report(source, run_id, file_sha256, table, rows_read, harmonised, quarantine, planned.ledger, issue_date, started)
     (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return Processed(paths[0], paths[1], report)
+
+
+def _plan(table, source: SourceConfig, issue_date: dt.date, workdir: Path) -> tuple[plan.Planned, pl.DataFrame]:
+    """The table's rows through the plan, its parse-stage problems (rows with a wrong field count) held back."""
+    lf = select_fields(table.frame, table.columns, source)
+    parse_errs = table.bad_rows if table.bad_rows is not None else pl.DataFrame(schema={ROW: pl.Int64, "check": pl.Utf8, "value": pl.Utf8})
+    planned = plan.run(lf, source, hz.Context.build(source, issue_date), exclude=parse_errs[ROW], spill=workdir / "errors")
+    return planned, parse_errs
 
 
 def _with_counts(records: pl.LazyFrame, ledger: pl.DataFrame, source: SourceConfig) -> pl.LazyFrame:

@@ -11,6 +11,7 @@ by index and split into good and bad.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from vigila.ingest.cast import LINE, ROW_KEY
 from vigila.ingest.fields import Domain, country_names
 from vigila.warehouse.contract import contract
 from vigila.config import SourceConfig
-from vigila.ingest.readers import ROW, ReadError
+from vigila.ingest.readers import ROW, RaggedRows, ReadError
 
 ERROR_SCHEMA = hz.HARMONISE_ERROR_SCHEMA  # _row, field, check, value, severity
 
@@ -195,8 +196,9 @@ def run(lf: pl.LazyFrame, source: SourceConfig, ctx: hz.Context, exclude: pl.Ser
     are written there as they come and `errors` is a LazyFrame over them: a file whose rows mostly fail
     (a SINAN export's ~35 % discarded notifications: millions of records) holds none of them in memory."""
     goods, errors, ledgers, n_rows = [], [], [], 0
-    if spill is not None:
-        spill.mkdir(parents=True, exist_ok=True)
+    if spill is not None:     # emptied first: a run read again (`RaggedRows`) leaves no record of the first try
+        shutil.rmtree(spill, ignore_errors=True)
+        spill.mkdir(parents=True)
     for batch in _batches(lf, batch_rows):
         n_rows += batch.height
         if n_rows > source.limits.max_rows:
@@ -238,6 +240,8 @@ def _batches(lf: pl.LazyFrame, batch_rows: int):
         except StopIteration:
             return
         except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as e:
+            if "more fields than defined" in str(e):   # a strict parse (readers.RawTable.recount) met a long row
+                raise RaggedRows(str(e).splitlines()[0]) from None
             raise ReadError(f"the rows cannot be parsed ({str(e).splitlines()[0][:160]}): an unterminated quote, "
                             "a wrong delimiter or a broken line") from None
         yield batch

@@ -15,6 +15,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,11 @@ class ReadError(ValueError):
     """The file cannot be read at all (empty, binary, wrong encoding, missing column...)."""
 
 
+class RaggedRows(ReadError):
+    """A strict parse (`RawTable.recount` set) met a row with more fields than the header: read it again
+    with `recount()`, which finds and reports every row whose field count is wrong."""
+
+
 @dataclass
 class RawTable:
     frame: pl.LazyFrame                     # Utf8 columns, in file order
@@ -43,6 +49,8 @@ class RawTable:
     _tmp: tempfile.TemporaryDirectory | None = None
     locate: Callable[[pl.DataFrame], pl.DataFrame] | None = None   # layouts: quarantine records numbered by table
                                             # row -> the file's own line and column (vigila.ingest.layouts)
+    recount: Callable[[], RawTable] | None = None   # CSV whose byte counts showed no ragged row: `frame` parses
+                                            # strictly; on `RaggedRows`, this table counting fields row by row
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -138,25 +146,56 @@ def _check_text(path: Path) -> None:
         raise ReadError(f"{path.name}: binary content (NUL byte at offset {nul}), not a CSV text file")
 
 
-def _first_invalid_utf8(path: Path) -> int | None:
-    """Byte offset of the first invalid UTF-8 sequence, or None when the file is valid UTF-8."""
+@dataclass(frozen=True)
+class TextCounts:
+    """One pass over a text file's bytes: its first invalid UTF-8 byte and, for a delimiter, how many lines,
+    delimiters and double quotes it holds (counted on the bytes: valid for UTF-8 and single-byte encodings)."""
+    first_invalid_utf8: int | None
+    delimiter: str | None = None
+    lines: int = 0
+    delimiters: int = 0
+    quotes: bool = False
+
+    def fields_all(self, n_columns: int) -> bool:
+        """No quote and exactly `n_columns - 1` delimiters per line on average: then a row with too few fields
+        implies one with too many, which a parse without `truncate_ragged_lines` refuses (`RaggedRows`)."""
+        return not self.quotes and self.delimiter is not None and self.delimiters == (n_columns - 1) * self.lines
+
+
+def _scan_text(path: Path, delimiter: str | None = None) -> TextCounts:
+    """`TextCounts` of `path`. The UTF-8 check and the quote search run here; the newline and delimiter counts
+    (numpy, which releases the GIL) on a helper thread, chunk by chunk, so the two overlap."""
+    import numpy as np
+
+    counted = delimiter is not None and len(delimiter.encode()) == 1
     dec = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    with path.open("rb") as f:
+    offset, invalid, lines, delims, quotes, last = 0, None, 0, 0, False, b"\n"
+
+    def count(chunk: bytes) -> tuple[int, int]:
+        a = np.frombuffer(chunk, np.uint8)
+        return int(np.count_nonzero(a == 10)), int(np.count_nonzero(a == ord(delimiter)))
+
+    with path.open("rb") as f, ThreadPoolExecutor(1, thread_name_prefix="vigila-scan") as pool:
         while chunk := f.read(_CHUNK):
-            if chunk.isascii() and not dec.getstate()[0]:  # fast path: nothing pending, pure ASCII
-                offset += len(chunk)
-                continue
-            try:
-                dec.decode(chunk)
-            except UnicodeDecodeError as e:
-                return offset + e.start
-            offset += len(chunk)
-    try:
-        dec.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return offset
-    return None
+            pending = pool.submit(count, chunk) if counted else None
+            if invalid is None and not (chunk.isascii() and not dec.getstate()[0]):   # fast path: pure ASCII
+                try:
+                    dec.decode(chunk)
+                except UnicodeDecodeError as e:
+                    invalid = offset + e.start
+            quotes = quotes or b'"' in chunk
+            offset, last = offset + len(chunk), chunk[-1:]
+            if pending is not None:
+                n, d = pending.result()
+                lines, delims = lines + n, delims + d
+    if invalid is None:
+        try:
+            dec.decode(b"", final=True)
+        except UnicodeDecodeError:
+            invalid = offset
+    if not counted:
+        return TextCounts(invalid)
+    return TextCounts(invalid, delimiter, lines + (last != b"\n"), delims, quotes)
 
 
 def _transcode(path: Path, encoding: str, tmp: Path) -> Path:
@@ -166,25 +205,39 @@ def _transcode(path: Path, encoding: str, tmp: Path) -> Path:
     return out
 
 
-def _resolve_encoding(path: Path, declared: str, tmp: Path, notes: list[str]) -> tuple[Path, str]:
+def _resolve_encoding(path: Path, declared: str, tmp: Path, notes: list[str], delimiter: str | None = None
+                      ) -> tuple[Path, str, TextCounts | None]:
+    """The file as UTF-8 text (itself, or transcoded into `tmp`) and its encoding; with a `delimiter` (or
+    "auto": sniffed from the first line), the UTF-8 check also counts lines and delimiters (`TextCounts`,
+    None when the file was transcoded from a declared encoding: counted after)."""
     head = path.open("rb").read(4)
     if declared == "auto" or codecs.lookup(declared).name in ("utf-8", "utf-8-sig"):
-        bad = _first_invalid_utf8(path)
+        if delimiter is not None:
+            delimiter = _sniff_delimiter(_first_line(path), delimiter)
+        counts = _scan_text(path, delimiter)
+        bad = counts.first_invalid_utf8
         if bad is None:
-            return path, "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+            return path, "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8", counts
         if declared != "auto":
             line = path.open("rb").read(bad).count(b"\n") + 1
             raise ReadError(f"{path.name}: not valid UTF-8 (byte {bad}, line {line}); "
                             "set csv.encoding (e.g. latin-1) in the source config")
         notes.append(f"not valid UTF-8 (first bad byte at {bad}): read as cp1252/latin-1")
-        try:
-            return _transcode(path, "cp1252", tmp), "cp1252"
+        try:         # single-byte encodings: the newlines, delimiters and quotes counted are the same bytes
+            return _transcode(path, "cp1252", tmp), "cp1252", counts
         except UnicodeDecodeError:
-            return _transcode(path, "latin-1", tmp), "latin-1"
+            return _transcode(path, "latin-1", tmp), "latin-1", counts
     try:
-        return _transcode(path, declared, tmp), declared
+        return _transcode(path, declared, tmp), declared, None
     except UnicodeDecodeError as e:
         raise ReadError(f"{path.name}: cannot be decoded as {declared} ({e.reason} at byte {e.start})") from None
+
+
+def _first_line(path: Path) -> str:
+    """The first line (at most SNIFF_BYTES), for sniffing the delimiter: ASCII delimiters read the same in any
+    of the encodings read here."""
+    with path.open("rb") as f:
+        return f.readline(SNIFF_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff")
 
 
 def _sniff_delimiter(header: str, declared: str) -> str:
@@ -199,17 +252,16 @@ def _field_counts(path: Path, delimiter: str, n_columns: int) -> pl.DataFrame:
     """Rows whose field count differs from the header's (polars would pad or fail on them).
 
     One pass over the lines counting delimiters; only lines with a quote get the slower count
-    that ignores quoted delimiters. Rows are numbered like polars numbers data rows (blank
-    lines skipped)."""
+    that ignores quoted delimiters. Rows are numbered like polars numbers data rows: a blank line
+    is a row (of nulls, reported by the checks of the fields it lacks), not a wrong field count."""
     lines = (
         pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False,
                     new_columns=["line"], empty_string_is_null=False, truncate_ragged_lines=True)
-        .filter(pl.col("line").str.strip_chars("\r").str.len_bytes() > 0)
         .with_row_index(ROW, offset=0)
         .filter(pl.col(ROW) > 0)
         .with_columns(n=pl.col("line").str.count_matches(delimiter, literal=True) + 1,
                       quoted=pl.col("line").str.contains('"', literal=True))
-        .filter((pl.col("n") != n_columns) | pl.col("quoted"))
+        .filter((pl.col("n") != n_columns) | pl.col("quoted"), ~pl.col("line").is_in(["", "\r"]))
         .with_columns(n=pl.when(pl.col("quoted")).then(
             pl.col("line").str.replace_all(r'"[^"]*"', "").str.count_matches(delimiter, literal=True) + 1).otherwise("n"),
             odd_quotes=pl.col("line").str.count_matches('"', literal=True) % 2 == 1)
@@ -227,7 +279,7 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
     if path.open("rb").read(2) == b"\x1f\x8b":
         path = _decompressed(path, tmp, source)
     _check_text(path)
-    text_path, encoding = _resolve_encoding(path, opts.encoding, tmp, notes)
+    text_path, encoding, counts = _resolve_encoding(path, opts.encoding, tmp, notes, opts.delimiter)
     with text_path.open("r", encoding="utf-8-sig", newline="") as f:
         header = f.readline().rstrip("\r\n")
     delimiter = _sniff_delimiter(header, opts.delimiter)
@@ -238,23 +290,33 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
     dupes = [c for c in columns if "_duplicated_" in c]
     if dupes:
         raise ReadError(f"{path.name}: duplicate column name {dupes[0].split('_duplicated_')[0][:80]!r} in the header")
-    bad = _field_counts(text_path, delimiter, len(columns))
-    if bad["odd_quotes"].any():  # a quoted field spans lines: line numbers are not row numbers
-        notes.append("quoted fields span several lines: field counts not checked per row")
-        bad = bad.clear()
+    if counts is None or counts.delimiter != delimiter:   # transcoded from a declared encoding: count the UTF-8
+        counts = _scan_text(text_path, delimiter)
     # a line list's mapped columns are read dictionary-encoded (Categorical: a few hundred distinct values over
     # millions of rows), so the plan hashes integers; vigila.plan decodes the values it reports
     encode = {c: pl.Categorical(pl.Categories.random()) for c in source.mapped.values()
               if c in columns} if source.shape == "line_list" else None
-    frame = pl.scan_csv(
-        text_path, separator=delimiter, infer_schema=False, null_values=opts.na_values or None,
-        truncate_ragged_lines=True, encoding="utf8", schema_overrides=encode,
-    )
-    bad_rows = None
-    if bad.height:
-        bad_rows = bad.select(ROW, pl.lit("field_count").alias("check"),
-                              (pl.format("{} fields, header has {}: ", "n", pl.lit(len(columns))) + pl.col("value")).alias("value"))
-    return RawTable(frame, columns, "csv", encoding, delimiter, bad_rows, notes, tmpdir)
+
+    def table(strict: bool, bad_rows: pl.DataFrame | None, recount: Callable[[], RawTable] | None) -> RawTable:
+        frame = pl.scan_csv(text_path, separator=delimiter, infer_schema=False, null_values=opts.na_values or None,
+                            truncate_ragged_lines=not strict, encoding="utf8", schema_overrides=encode)
+        return RawTable(frame, columns, "csv", encoding, delimiter, bad_rows, notes, tmpdir, recount=recount)
+
+    def counted() -> RawTable:
+        """Every row's field count (one more pass): the rows whose count differs from the header's."""
+        bad = _field_counts(text_path, delimiter, len(columns))
+        if bad["odd_quotes"].any():  # a quoted field spans lines: line numbers are not row numbers
+            notes.append("quoted fields span several lines: field counts not checked per row")
+            bad = bad.clear()
+        bad_rows = None
+        if bad.height:
+            bad_rows = bad.select(ROW, pl.lit("field_count").alias("check"),
+                                  (pl.format("{} fields, header has {}: ", "n", pl.lit(len(columns))) + pl.col("value")).alias("value"))
+        return table(False, bad_rows, None)
+
+    if counts.fields_all(len(columns)):   # no row can be short without another being long: a strict parse
+        return table(True, None, counted)   # refuses a long one (`RaggedRows`) and the caller asks `recount`
+    return counted()
 
 
 # --------------------------------------------------------------------------- other formats

@@ -63,7 +63,7 @@ def _csv_grid(path: Path, source: SourceConfig, workdir: Path | None) -> Grid:
         if path.open("rb").read(2) == b"\x1f\x8b":
             path = _decompressed(path, tmp, source)
         _check_text(path)
-        text_path, encoding = _resolve_encoding(path, source.csv.encoding, tmp, notes)
+        text_path, encoding, _ = _resolve_encoding(path, source.csv.encoding, tmp, notes)
         with text_path.open("r", encoding="utf-8-sig", newline="") as f:
             delimiter = _sniff_delimiter(f.read(SNIFF_BYTES), source.csv.delimiter)
         rows: list[tuple[int, list[str]]] = []
