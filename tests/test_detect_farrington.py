@@ -261,3 +261,24 @@ def test_detect_command_path_on_r_datasets_equals_r(name):
     assert j.height == got.height == r.height == 104
     assert ((j["upperbound"] - j["upperbound_right"]).abs() <= 1e-6 * j["upperbound_right"].abs() + 1e-9).all()
     assert (j["alarm"] == (j["alarm_right"] == 1)).all()
+
+
+def test_quantiles_from_scipy_special_are_scipy_stats_own():
+    """The Noufaily quantiles and the trend test read scipy.special (scipy.stats costs a second of import): the
+    values are scipy.stats' to the bit, NaN for parameters it refuses, over means from 0 to 1e15 and every
+    dispersion the fits give (just over 1 to 1e6)."""
+    import importlib
+
+    from scipy import special, stats
+
+    module = importlib.import_module("vigila.detect.farrington")
+    rng = np.random.default_rng(20261203)
+    q = np.concatenate([rng.lognormal(1, 3, 50_000), [0, 1e-300, 1e-10, 0.5, 1, 1e6, 1e12, 1e15, np.nan, np.inf, -1]])
+    phi = np.concatenate([1 + rng.lognormal(-1, 2, 50_000), [1 + 1e-7, 1.5, 2, 1 + 1e-9, 3, 100, 1e6, 2, 2, 2, 2]])
+    for alpha in (0.001, 0.01, 0.025, 0.05, 0.5):
+        n, p = q / (phi - 1), 1 / phi
+        assert np.array_equal(module.nbinom_ppf(1 - alpha, n, p), stats.nbinom.ppf(1 - alpha, n, p), equal_nan=True)
+        assert np.array_equal(module.poisson_ppf(1 - alpha, q), stats.poisson.ppf(1 - alpha, q), equal_nan=True)
+        assert special.ndtri(1 - alpha) == stats.norm.ppf(1 - alpha)
+    tval, df = rng.normal(0, 5, 50_000), rng.integers(1, 60, 50_000).astype(float)
+    assert np.array_equal(2 * special.stdtr(df, -np.abs(tval)), 2 * stats.t.sf(np.abs(tval), df))

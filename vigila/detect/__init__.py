@@ -25,8 +25,8 @@ __all__ = ["cusum", "ears", "farrington", "farrington_flexible"]
 
 
 class _Package(types.ModuleType):
-    """Farrington's two functions are imported on first use: EARS and CUSUM do not pay for its scipy.stats
-    import (about a second of a `vigila detect` process). `vigila.detect.farrington` stays the function, as
+    """Farrington's two functions are imported on first use: EARS and CUSUM do not pay for its scipy.special
+    import (half a second of a `vigila detect` process). `vigila.detect.farrington` stays the function, as
     when it was imported here, even after its module is imported."""
 
     def __getattr__(self, name: str):

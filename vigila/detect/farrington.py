@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
+from scipy import special
 
 from vigila.detect.arrays import Series, in_parallel, to_arrays
 
@@ -529,7 +529,7 @@ def _trend_p(fit: Fit) -> np.ndarray:
     """Two-sided t-test p-value of the trend coefficient (summary.glm, quasi family)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         tval = fit.beta[:, 1] / np.sqrt(fit.cov[:, 1, 1] * fit.dispersion)
-        return 2 * stats.t.sf(np.abs(tval), np.maximum(fit.df, 1)) + np.where(fit.df > 0, 0, np.nan)
+        return 2 * special.stdtr(np.maximum(fit.df, 1), -np.abs(tval)) + np.where(fit.df > 0, 0, np.nan)
 
 
 POWER = {"none": 1.0, "1/2": 0.5, "2/3": 2 / 3}
@@ -553,16 +553,34 @@ def _noufaily_upper(eta0, se_link, phi, alpha, method, needed):
     Computed only where `needed` (limit54 met); a mean beyond 1e15 (R: usually Inf, giving NA)
     uses the normal approximation of the quantile."""
     with np.errstate(over="ignore", invalid="ignore"):
-        q = np.exp(eta0) if method == "nbPlugin" else np.exp(eta0 + stats.norm.ppf(1 - alpha) * se_link)
+        q = np.exp(eta0) if method == "nbPlugin" else np.exp(eta0 + special.ndtri(1 - alpha) * se_link)
     upper = np.full(q.shape, np.nan)
     finite = needed & np.isfinite(q) & np.isfinite(phi)
     huge = finite & (q > HUGE)
-    upper[huge] = np.ceil(q[huge] + stats.norm.ppf(1 - alpha) * np.sqrt(q[huge] * phi[huge]))
+    upper[huge] = np.ceil(q[huge] + special.ndtri(1 - alpha) * np.sqrt(q[huge] * phi[huge]))
     finite &= ~huge
     nb, po = finite & (phi > 1), finite & (phi <= 1)
-    upper[nb] = stats.nbinom.ppf(1 - alpha, q[nb] / (phi[nb] - 1), 1 / phi[nb])
-    upper[po] = stats.poisson.ppf(1 - alpha, q[po])
+    upper[nb] = nbinom_ppf(1 - alpha, q[nb] / (phi[nb] - 1), 1 / phi[nb])
+    upper[po] = poisson_ppf(1 - alpha, q[po])
     return upper
+
+
+# scipy.stats' nbinom.ppf and poisson.ppf for 0 < p < 1, from the scipy.special functions they call: importing
+# scipy.stats costs a `vigila detect` / `vigila alerts` process about a second, scipy.special a third of that.
+# Invalid parameters give NaN, as rv_discrete.ppf does (tests/test_detect_farrington.py compares them).
+
+def nbinom_ppf(p: float, n: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    ok = (n > 0) & (prob > 0) & (prob <= 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(ok, special._ufuncs._nbinom_ppf(p, n, prob), np.nan)
+
+
+def poisson_ppf(p: float, mu: np.ndarray) -> np.ndarray:
+    ok = mu >= 0
+    with np.errstate(invalid="ignore"):
+        vals = np.ceil(special.pdtrik(p, mu))
+        below = np.maximum(vals - 1, 0)
+        return np.where(ok, np.where(special.pdtr(below, mu) >= p, below, vals), np.nan)
 
 
 def _enough_cases(s: Series, sid, k, limit54) -> np.ndarray:
@@ -795,13 +813,13 @@ def farrington_flexible(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: in
         overflow = np.zeros(len(pk), bool)
         if threshold_method == "delta":
             mu0 = np.maximum(np.exp(eta0), EPS)  # predict(type = "response"): R's log linkinv is pmax(exp(eta), eps)
-            up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha))
+            up = _power_upper(mu0, se * mu0, phi, powertrans, special.ndtri(1 - alpha))
             centre, mean = mu0, mu0
         else:
             up = _noufaily_upper(eta0, se, phi, alpha, threshold_method, enough[idx])
             centre, mean = eta0, np.exp(eta0)
             with np.errstate(over="ignore", invalid="ignore"):   # R: if (mu0Quantile == Inf), if (phi > 1) on NA
-                q = eta0 if threshold_method == "nbPlugin" else eta0 + stats.norm.ppf(1 - alpha) * se
+                q = eta0 if threshold_method == "nbPlugin" else eta0 + special.ndtri(1 - alpha) * se
                 stops |= ok & (np.isnan(q) | np.isnan(phi))
                 overflow = np.exp(q) == np.inf
         up = np.where(ok & ~stops & np.isfinite(up), up, np.nan)
@@ -867,7 +885,7 @@ def farrington(frame: pl.DataFrame | pl.LazyFrame, *, b: int = 5, w: int = 3, re
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             eta0, se = _predict(fit, x0, off0, phi)      # algo.farrington predicts with dispersion = phi
             mu0 = np.maximum(np.exp(eta0), EPS)          # R's log linkinv: pmax(exp(eta), eps)
-            up = _power_upper(mu0, se * mu0, phi, powertrans, stats.norm.ppf(1 - alpha / 2))
+            up = _power_upper(mu0, se * mu0, phi, powertrans, special.ndtri(1 - alpha / 2))
         obs = s.y[s.start[ps] + pk - 1]
         en = enough[sl]
         with np.errstate(divide="ignore", invalid="ignore"):
