@@ -194,7 +194,7 @@ def _scan_text(path: Path, delimiter: str | None = None) -> TextCounts:
         except UnicodeDecodeError:
             invalid = offset
     if not counted:
-        return TextCounts(invalid)
+        return TextCounts(invalid, quotes=quotes)
     return TextCounts(invalid, delimiter, lines + (last != b"\n"), delims, quotes)
 
 
@@ -248,27 +248,31 @@ def _sniff_delimiter(header: str, declared: str) -> str:
     return best if counts[best] else ","
 
 
-def _field_counts(path: Path, delimiter: str, n_columns: int) -> pl.DataFrame:
+def _field_counts(path: Path, delimiter: str, n_columns: int, quotes: bool = True) -> pl.DataFrame:
     """Rows whose field count differs from the header's (polars would pad or fail on them).
 
     One pass over the lines counting delimiters; only lines with a quote get the slower count
-    that ignores quoted delimiters. Rows are numbered like polars numbers data rows: a blank line
-    is a row (of nulls, reported by the checks of the fields it lacks), not a wrong field count."""
+    that ignores quoted delimiters (`quotes` False: the file has none, no line is looked at for one).
+    Rows are numbered like polars numbers data rows: a blank line is a row (of nulls, reported by the
+    checks of the fields it lacks), not a wrong field count."""
     lines = (
         pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False,
                     new_columns=["line"], empty_string_is_null=False, truncate_ragged_lines=True)
         .with_row_index(ROW, offset=0)
         .filter(pl.col(ROW) > 0)
-        .with_columns(n=pl.col("line").str.count_matches(delimiter, literal=True) + 1,
-                      quoted=pl.col("line").str.contains('"', literal=True))
-        .filter((pl.col("n") != n_columns) | pl.col("quoted"), ~pl.col("line").is_in(["", "\r"]))
-        .with_columns(n=pl.when(pl.col("quoted")).then(
-            pl.col("line").str.replace_all(r'"[^"]*"', "").str.count_matches(delimiter, literal=True) + 1).otherwise("n"),
-            odd_quotes=pl.col("line").str.count_matches('"', literal=True) % 2 == 1)
-        .filter((pl.col("n") != n_columns) | pl.col("odd_quotes"))
-        .select(pl.col(ROW).cast(pl.Int64), "n", "odd_quotes", pl.col("line").str.slice(0, 200).alias("value"))
+        .with_columns(n=pl.col("line").str.count_matches(delimiter, literal=True) + 1)
     )
-    return lines.collect()
+    if not quotes:
+        lines = (lines.filter(pl.col("n") != n_columns, ~pl.col("line").is_in(["", "\r"]))
+                 .with_columns(odd_quotes=pl.lit(False)))
+    else:
+        lines = (lines.with_columns(quoted=pl.col("line").str.contains('"', literal=True))
+                 .filter((pl.col("n") != n_columns) | pl.col("quoted"), ~pl.col("line").is_in(["", "\r"]))
+                 .with_columns(n=pl.when(pl.col("quoted")).then(
+                     pl.col("line").str.replace_all(r'"[^"]*"', "").str.count_matches(delimiter, literal=True) + 1).otherwise("n"),
+                     odd_quotes=pl.col("line").str.count_matches('"', literal=True) % 2 == 1)
+                 .filter((pl.col("n") != n_columns) | pl.col("odd_quotes")))
+    return lines.select(pl.col(ROW).cast(pl.Int64), "n", "odd_quotes", pl.col("line").str.slice(0, 200).alias("value")).collect()
 
 
 def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTable:
@@ -304,7 +308,7 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
 
     def counted() -> RawTable:
         """Every row's field count (one more pass): the rows whose count differs from the header's."""
-        bad = _field_counts(text_path, delimiter, len(columns))
+        bad = _field_counts(text_path, delimiter, len(columns), quotes=counts.quotes)
         if bad["odd_quotes"].any():  # a quoted field spans lines: line numbers are not row numbers
             notes.append("quoted fields span several lines: field counts not checked per row")
             bad = bad.clear()
