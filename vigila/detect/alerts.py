@@ -7,6 +7,7 @@ version of the `alerts` dataset (schemas.outputs.Alert) and a summary dict. No P
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 import inspect
 import json
 from pathlib import Path
@@ -196,17 +197,37 @@ def build_series(cases_weekly: pl.LazyFrame | pl.DataFrame, level: str, disease:
 # --------------------------------------------------------------------------- detection
 
 
-def evaluate(series: pl.DataFrame, run: MethodRun, *, weeks: int, min_history: int) -> pl.DataFrame:
+@dataclass(frozen=True)
+class Windowed:
+    """Series keyed for the methods (`_key`: the series_id, or series_id#segment when some series has a gap) and
+    their last `weeks` weeks: what every method of a run shares (`windowed`), built once, not once per method."""
+    keyed: pl.DataFrame
+    window: pl.DataFrame
+
+
+def windowed(series: pl.DataFrame, weeks: int) -> Windowed:
+    """`keyed` also holds `__last_t`, the highest t of the row's key in the window (null: none there): a method
+    reads the keys whose last t passes its min_history, a filter instead of a join per method."""
+    segmented = series.height and (series["segment"].max() or 0) > 0
+    key = pl.format("{}#{}", "series_id", "segment") if segmented else pl.col("series_id")
+    inside = pl.col("week_start") > pl.col("week_start").max().over("series_id") - pl.duration(weeks=weeks)
+    keyed = (series.with_columns(key.alias("_key"), inside.alias("__in"))
+             .with_columns(pl.col("t").filter("__in").max().over("_key").alias("__last_t")))
+    return Windowed(keyed.drop("__in"), keyed.filter("__in").drop("__in", "__last_t"))
+
+
+def evaluate(series: pl.DataFrame | Windowed, run: MethodRun, *, weeks: int, min_history: int) -> pl.DataFrame:
     """One call of `run`'s method over every series: the last `weeks` weeks of each series with
-    expected/upperbound/alarm, null where a week has fewer than `min_history` earlier weeks."""
+    expected/upperbound/alarm, null where a week has fewer than `min_history` earlier weeks. Several methods
+    over the same series: pass `windowed(series, weeks)` to each."""
     need = min_history if run.min_history is None else run.min_history
-    keyed = series.with_columns(pl.format("{}#{}", "series_id", "segment").alias("_key"))
-    window = keyed.filter(pl.col("week_start") > pl.col("week_start").max().over("series_id") - pl.duration(weeks=weeks))
+    shared = series if isinstance(series, Windowed) else windowed(series, weeks)
+    keyed, window = shared.keyed, shared.window
     evaluable = window.filter(pl.col("t") > need)
     result = pl.DataFrame(schema={"_key": pl.String, "t": pl.Int64, "expected": pl.Float64,
                                   "upperbound": pl.Float64, "alarm": pl.Boolean})
     if evaluable.height:
-        frame = keyed.join(evaluable.select("_key").unique(), on="_key", how="semi")
+        frame = keyed.filter(pl.col("__last_t") > need)    # the series with a week to evaluate, all their weeks
         out = registry.detect(frame.select(pl.col("_key").alias("series_id"), "t", "week_start", "cases"), run.method,
                               run.params, range=(evaluable["t"].min(), evaluable["t"].max()))
         result = out.select(pl.col("series_id").alias("_key"), *result.columns[1:])
@@ -276,11 +297,11 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
     series = weekly_series(rows, config.gaps)
     del rows
     computed_at = dt.datetime.now(dt.UTC)
-    parts = []
+    parts, shared = [], windowed(series, config.weeks)
     for i, run in enumerate(config.methods, 1):   # one logged `detect` stage per method (the CLI shows them)
         with vlog.stage("detect", method=run.label, step=f"{i}/{len(config.methods)}",
                         series=series["series_id"].n_unique()) as logged:
-            parts.append(evaluate(series, run, weeks=config.weeks, min_history=config.min_history))
+            parts.append(evaluate(shared, run, weeks=config.weeks, min_history=config.min_history))
             logged.update(rows=parts[-1].height, alarms=int(parts[-1]["alarm"].sum() or 0))
     alerts = pl.concat(parts)
     alerts = alerts.with_columns(

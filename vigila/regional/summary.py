@@ -156,7 +156,8 @@ def detections(reconciled: pl.DataFrame, config, *, weeks: int) -> pl.DataFrame:
                                  "method": pl.Utf8, "upperbound": pl.Float64, "alarm": pl.Boolean})
     if series.is_empty():
         return empty
-    parts = [alerts.evaluate(series, run, weeks=weeks, min_history=config.min_history).select(empty.columns)
+    shared = alerts.windowed(series, weeks)
+    parts = [alerts.evaluate(shared, run, weeks=weeks, min_history=config.min_history).select(empty.columns)
              for run in config.methods]
     return pl.concat(parts)
 
