@@ -428,6 +428,7 @@ def alerts_command(warehouse: Annotated[str, typer.Option(help="warehouse root: 
     published cases_weekly) and publish `alerts`; in this process when no Prefect API is configured."""
     address = _cluster(cluster)
     flows = _use_flows(flow) or bool(address)
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")   # before numpy's import: blocks reuse memory (recycle_memory)
     with _user_errors():
         when = _date_option(as_of, "--as-of")
         from vigila.detect import alerts
