@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
-from bench_ingest import code_fingerprint, ensure_csv, machine  # noqa: E402
+from bench_ingest import code_fingerprint, ensure_csv, launched, machine  # noqa: E402
 
 RESULTS = HERE / "results"
 VIGILA = str(ROOT / ".venv" / "bin" / "vigila") if (ROOT / ".venv" / "bin" / "vigila").exists() else "vigila"
@@ -39,32 +39,14 @@ PERU = ROOT / "sources" / "per_minsa_dengue_linelist.yaml"
 DHIS2 = ROOT / "tests" / "fixtures" / "dhis2" / "analytics_dengue_weekly.json"
 
 
-# A command started straight from this process would report this process's peak as its own when this one is the
-# larger: Linux carries the parent's high-water RSS into a spawned child's ru_maxrss (fork copies it, exec records
-# it), and this process holds the detection inputs and warehouses it builds (2.9-4.5 GB). So each command is
-# started by a small launcher process, which times it and reads its rusage.
-LAUNCH = ("import os, subprocess, sys, time, json\n"
-          "t0 = time.perf_counter()\n"
-          "p = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)\n"
-          "_, status, usage = os.wait4(p.pid, 0)\n"
-          "s = time.perf_counter() - t0\n"
-          "open(sys.argv[1], 'w').write(json.dumps({'s': s, 'mb': usage.ru_maxrss / 1024, "
-          "'exit': os.waitstatus_to_exitcode(status)}))\n")
-
-
 def timed(cmd: list[str], repeat: int, before=None) -> dict:
     """Best and median wall seconds of `repeat` fresh processes, their peak RSS (MB), the last exit code."""
     runs = []
     for _ in range(repeat):
         if before:
             before()
-        with tempfile.NamedTemporaryFile(suffix=".json") as rec:
-            proc = subprocess.run([sys.executable, "-S", "-c", LAUNCH, rec.name, *cmd], cwd=ROOT, env=ENV,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            got = json.loads(Path(rec.name).read_text() or "{}")
-        if not got:
-            raise RuntimeError(f"the launcher failed: {proc.stderr[-400:]}")
-        runs.append({**got, "err": proc.stderr[-400:]})
+        got, stderr = launched(cmd, ENV)
+        runs.append({**got, "err": stderr[-400:]})
     best = min(runs, key=lambda r: r["s"])
     median = sorted(r["s"] for r in runs)[len(runs) // 2]
     return {"seconds": round(best["s"], 2), "median_s": round(median, 2), "peak_mb": round(max(r["mb"] for r in runs)),
@@ -102,9 +84,15 @@ MINIMAL = ("import sys, polars as pl\n"
            ".sink_parquet(sys.argv[2])")
 
 
+SAME = ("import sys; sys.path.insert(0, 'benchmarks')\n"     # bench_ingest imports only the standard library
+        "from bench_ingest import same_aggregate\n"
+        "same_aggregate(sys.argv[1]).sink_parquet(sys.argv[2])")
+
+
 def bench_big_ingest(work: Path, rows: int, repeat: int) -> list[dict]:
     csv = ensure_csv(Path("/tmp/vigila-bench") / f"linelist_{rows}.csv", rows, 20240101)
     minimal = timed([sys.executable, "-c", MINIMAL, csv["path"], str(work / "minimal.parquet")], repeat)
+    same = timed([sys.executable, "-c", SAME, csv["path"], str(work / "same.parquet")], repeat)
     wh = work / "wh-big"
     ingest = timed([VIGILA, "ingest", str(HERE / "source_brazil_sinan.yaml"), "--file", csv["path"], "--warehouse", str(wh),
                     "--quiet"], repeat, before=fresh(wh))
@@ -112,7 +100,9 @@ def bench_big_ingest(work: Path, rows: int, repeat: int) -> list[dict]:
     load = os.getloadavg()[0]
     return [row(f"`vigila ingest` SINAN-shaped line list, {rows:,} rows ({csv['mb']} MB)", ingest, "≤ 3× yardstick, < 2 GB",
                 ratio <= 3 and ingest["peak_mb"] < 2048, f"minimal polars read→count→Parquet process: {minimal['seconds']} s, "
-                f"{minimal['peak_mb']} MB; load {load:.1f}", f"{ratio:.1f}×")]
+                f"{minimal['peak_mb']} MB; Vigila's aggregate hand-written in polars (no checks) process: {same['seconds']} s "
+                f"= {same['seconds'] / minimal['seconds']:.1f}× minimal, ingest {ingest['seconds'] / same['seconds']:.1f}× it; "
+                f"load {load:.1f}", f"{ratio:.1f}×")]
 
 
 DETECT_JOBS = {   # name: (method, --param/--range args, series (full, --quick), R sample (full, quick), R call, weeks R evaluates, goal x R)
