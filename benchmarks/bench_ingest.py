@@ -237,6 +237,13 @@ LAUNCH = ("import os, subprocess, sys, time, json\n"
           "'cpu': usage.ru_utime + usage.ru_stime, 'exit': os.waitstatus_to_exitcode(status)}))\n")
 
 
+def data_roots_env() -> dict[str, str]:
+    """This environment with BENCH_DIR among the folders a source's `location` may read (VIGILA_DATA_ROOTS):
+    the benchmark's source config points at its generated list there."""
+    roots = os.pathsep.join(filter(None, [os.environ.get("VIGILA_DATA_ROOTS"), str(BENCH_DIR)]))
+    return {**os.environ, "VIGILA_DATA_ROOTS": roots}
+
+
 def launched(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict, str]:
     """Run `cmd` through the launcher: ({"s": wall seconds, "mb": its peak RSS, "cpu": its CPU seconds, "exit"},
     its stderr)."""
@@ -255,7 +262,7 @@ def measure(job: str, csv: Path, rows: int, work: Path) -> dict:
     result_path = out_dir / "result.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_job", job, "--csv", str(csv),
            "--rows", str(rows), "--_out", str(out_dir), "--_result", str(result_path)]
-    got, stderr = launched(cmd)
+    got, stderr = launched(cmd, data_roots_env())
     res = json.loads(result_path.read_text()) if result_path.exists() else {
         "ok": False, "error": f"exit code {got['exit']}", "traceback": stderr[-3000:]}
     wall = got["s"]

@@ -9,7 +9,7 @@ DataFrame methods called directly stay in their caller's self time.
 
 Output: a table on stdout and `benchmarks/results/profile_<mode>_<rows>.md` (+ `.json`).
 
-CLI:  python benchmarks/profile_ingest.py [--rows 2000000] [--mode check|ingest]
+CLI:  python benchmarks/profile_ingest.py [--rows 2000000 | --csv FILE] [--mode check|ingest]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,7 @@ sys.path.insert(0, str(HERE))
 
 import polars as pl  # noqa: E402
 
-from bench_ingest import BENCH_DIR, RESULTS, SOURCE_YAML, code_fingerprint, ensure_csv, label  # noqa: E402
+from bench_ingest import BENCH_DIR, RESULTS, SOURCE_YAML, code_fingerprint, data_roots_env, ensure_csv, label  # noqa: E402
 
 STACK: list[str] = []
 TOTAL: dict[str, float] = defaultdict(float)
@@ -125,7 +126,8 @@ class Sampler(threading.Thread):
             time.sleep(0.01)
 
 
-MODULES = ("pipeline", "plan", "readers", "cast", "validate", "harmonise", "epiweek", "places", "publish", "storage")
+MODULES = ("ingest.pipeline", "ingest.plan", "ingest.readers", "ingest.cast", "ingest.validate", "ingest.harmonise",
+           "ingest.fields", "core.epiweek", "core.places", "warehouse.publish", "warehouse.storage")   # under vigila.
 CHEAP = {"typed_expr", "normalise_expr", "age_band_expr", "normalise", "_number", "_integer", "_date", "_now",
          "polars_schema", "new_run_id", "label"}   # expression builders and trivia: not worth a row
 
@@ -140,7 +142,7 @@ def instrument() -> list[str]:
     mods = {}
     for name in MODULES:
         try:
-            mods[name] = importlib.import_module(f"vigila.{name}")
+            mods[name.rsplit(".", 1)[-1]] = importlib.import_module(f"vigila.{name}")
         except ImportError:
             continue
     for mod in mods.values():
@@ -209,18 +211,25 @@ def render(rows: int, mode: str, wall: float, sampler: Sampler, report: dict, co
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--csv", type=Path)
+    ap.add_argument("--rows", type=int, default=None, help="rows of the generated list (default 2 M; with --csv: the file as it is)")
+    ap.add_argument("--csv", type=Path, help="a line list to profile (generated with --rows when given)")
     ap.add_argument("--seed", type=int, default=20240101)
     ap.add_argument("--mode", choices=("check", "ingest"), default="check")
     ap.add_argument("--no-save", action="store_true")
     a = ap.parse_args(argv)
-    csv = a.csv or BENCH_DIR / f"linelist_{label(a.rows)}.csv"
-    ensure_csv(csv, a.rows, a.seed)
+    if a.csv is None or a.rows is not None:      # a given file is never regenerated over unless --rows says so
+        a.rows = a.rows or 2_000_000
+        csv = a.csv or BENCH_DIR / f"linelist_{label(a.rows)}.csv"
+        ensure_csv(csv, a.rows, a.seed)
+    else:
+        csv = a.csv
+        with csv.open("rb") as f:
+            a.rows = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b"")) - 1
 
     from vigila.ingest import pipeline
     from vigila.config import load_source
 
+    os.environ.update(data_roots_env())       # the source config's location is the generated list under BENCH_DIR
     source = load_source(SOURCE_YAML)
     code = code_fingerprint()
     instrument()
