@@ -105,6 +105,43 @@ def test_short_and_long_rows_are_quarantined_not_padded(tmp_path):
     assert report["cases_published"] == 18    # rows 1 and 4
 
 
+@pytest.mark.parametrize("shape, header, short, long", [
+    ("line_list", "fecha,depto,sexo,obs", "2024-01-06,Lima,F", "2024-01-06,Lima,Cusco,F,b"),   # a field shifted
+    ("weekly_counts", "departamento,semana,año,casos,obs", "Loreto,2,2023,7", "Loreto,3,2023,5,x,99"),
+])
+def test_a_short_and_a_long_row_beside_an_unread_column_are_quarantined(tmp_path, shape, header, short, long):
+    """The byte counts cannot see the pair; polars checks the field count only when it parses every column: a line
+    list reads its mapped columns (so it is never parsed strictly), a count file hashes whole lines (so it is)."""
+    good = {"line_list": ["2024-01-03,Lima,F,a", "2024-01-10,Cusco,M,c"],
+            "weekly_counts": ["Loreto,1,2023,12,a", "Loreto,4,2023,6,b"]}[shape]
+    f = tmp_path / "r.csv"
+    f.write_text("\n".join([header, good[0], short, long, good[1]]) + "\n")
+    if shape == "line_list":
+        cfg = source_from_dict({"id": "t_ll", "country": "PER", "reporter": {"institution": "x"}, "diseases": ["dengue"],
+                                "geo_level": "admin1", "shape": "line_list", "location": str(f),
+                                "columns": {"date": "fecha", "place": "depto", "sex": "sexo"},
+                                "limits": {"max_quarantined_share": 1}})
+    else:
+        cfg = src(location=str(f), limits={"max_quarantined_share": 1})
+    table = read_raw(f, cfg)
+    try:
+        assert (table.recount is not None) is (shape != "line_list")
+    finally:
+        table.close()
+    report, q = pipeline.check(cfg, f)
+    assert q.filter(pl.col("check") == "field_count")["row"].to_list() == [2, 3]
+    assert report["rows"] == {"read": 4, "published": 2, "quarantined": 2, "set_aside": 0}
+    assert report["cases_published"] == (2 if shape == "line_list" else 18)
+
+
+def test_blank_lines_before_the_header_are_not_rows(tmp_path):
+    """polars skips them when it looks for the header: the field-count pass numbers rows from the header too."""
+    text = "\r\n\ndepartamento,semana,año,casos\r\nLoreto,1,2023,12\r\nLoreto,2,2023,7,99\r\nLoreto,3,2023,5\r\n"
+    report, q = check(tmp_path, text.encode())
+    assert q.select("row", "check").rows() == [(2, "field_count")]
+    assert report["cases_published"] == 17
+
+
 @pytest.mark.parametrize("text, strict", [
     ("departamento;semana;año;casos\r\nLoreto;1;2023;12\r\nLoreto;2;2023;3", True),      # no final newline
     ("departamento;semana;año;casos\nLoreto;1;2023;12\nLoreto;2;2023\n", False),          # short row

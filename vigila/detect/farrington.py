@@ -573,12 +573,16 @@ def _noufaily_upper(eta0, se_link, phi, alpha, method, needed):
 
 def nbinom_ppf(p: float, n: np.ndarray, prob: np.ndarray) -> np.ndarray:
     ok = (n > 0) & (prob > 0) & (prob <= 1)
+    if not 0 < p < 1:     # rv_discrete.ppf: the support's ends (an alpha below 1.1e-16 makes 1 - alpha 1)
+        return np.where(ok, np.inf if p >= 1 else -1.0, np.nan)
     with np.errstate(over="ignore", invalid="ignore"):
         return np.where(ok, special._ufuncs._nbinom_ppf(p, n, prob), np.nan)
 
 
 def poisson_ppf(p: float, mu: np.ndarray) -> np.ndarray:
     ok = mu >= 0
+    if not 0 < p < 1:
+        return np.where(ok, np.inf if p >= 1 else -1.0, np.nan)
     with np.errstate(invalid="ignore"):
         vals = np.ceil(special.pdtrik(p, mu))
         below = np.maximum(vals - 1, 0)

@@ -253,14 +253,15 @@ def _field_counts(path: Path, delimiter: str, n_columns: int, quotes: bool = Tru
 
     One pass over the lines counting delimiters; only lines with a quote get the slower count
     that ignores quoted delimiters (`quotes` False: the file has none, no line is looked at for one).
-    Rows are numbered like polars numbers data rows: a blank line is a row (of nulls, reported by the
-    checks of the fields it lacks), not a wrong field count."""
+    Rows are numbered like polars numbers data rows: a blank line after the header is a row (of nulls, reported
+    by the checks of the fields it lacks), not a wrong field count; blank lines before the header are skipped."""
+    header = _leading_blank_lines(path)     # polars skips blank lines before the header: its line is row 0
     lines = (
         pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False,
                     new_columns=["line"], empty_string_is_null=False, truncate_ragged_lines=True)
         .with_row_index(ROW, offset=0)
-        .filter(pl.col(ROW) > 0)
-        .with_columns(n=pl.col("line").str.count_matches(delimiter, literal=True) + 1)
+        .filter(pl.col(ROW) > header)
+        .with_columns(pl.col(ROW) - header, n=pl.col("line").str.count_matches(delimiter, literal=True) + 1)
     )
     if not quotes:
         lines = (lines.filter(pl.col("n") != n_columns, ~pl.col("line").is_in(["", "\r"]))
@@ -273,6 +274,15 @@ def _field_counts(path: Path, delimiter: str, n_columns: int, quotes: bool = Tru
                      odd_quotes=pl.col("line").str.count_matches('"', literal=True) % 2 == 1)
                  .filter((pl.col("n") != n_columns) | pl.col("odd_quotes")))
     return lines.select(pl.col(ROW).cast(pl.Int64), "n", "odd_quotes", pl.col("line").str.slice(0, 200).alias("value")).collect()
+
+
+def _leading_blank_lines(path: Path) -> int:
+    """Empty lines ("\\n" or "\\r\\n") before the first line with text."""
+    n = 0
+    with path.open("rb") as f:
+        while f.readline(SNIFF_BYTES) in (b"\n", b"\r\n"):     # bounded: a file of one huge line is not read whole
+            n += 1
+    return n
 
 
 def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTable:
@@ -318,8 +328,11 @@ def _read_csv(path: Path, source: SourceConfig, workdir: Path | None) -> RawTabl
                                   (pl.format("{} fields, header has {}: ", "n", pl.lit(len(columns))) + pl.col("value")).alias("value"))
         return table(False, bad_rows, None)
 
-    if counts.fields_all(len(columns)):   # no row can be short without another being long: a strict parse
-        return table(True, None, counted)   # refuses a long one (`RaggedRows`) and the caller asks `recount`
+    # no row can be short without another being long, and a strict parse refuses a long one (`RaggedRows`: the
+    # caller asks `recount`) -- when it parses every column: polars checks the field count only then. A count
+    # file does (its whole-line hash, vigila.ingest.cast.LINE); a line list reads only its mapped columns.
+    if counts.fields_all(len(columns)) and source.shape != "line_list":
+        return table(True, None, counted)
     return counted()
 
 
