@@ -145,6 +145,20 @@ def test_too_little_history_gives_null_bounds(detected, ingested):
         assert out.height == 21 * 52 and out["upperbound"].is_null().all() and out["alarm"].is_null().all()
 
 
+def test_methods_sharing_one_window_give_what_each_gives_alone(ingested):
+    """`alerts.windowed` is built once per run and read by every method; series with gaps (several segments) are
+    keyed series_id#segment, others by their series_id. A window built for other weeks is refused."""
+    series = alerts.build_series(read.cases_weekly(ingested), "admin1", "dengue")      # gaps: split
+    assert series["segment"].max() > 0
+    for frame in (series, series.filter(pl.col("segment") == 0)):
+        shared = alerts.windowed(frame, 52)
+        for run in alerts.load_config().methods:
+            alone = alerts.evaluate(frame, run, weeks=52, min_history=10)
+            assert alone.height and alerts.evaluate(shared, run, weeks=52, min_history=10).equals(alone)
+    with pytest.raises(ValueError, match="windowed to 52 weeks, not 26"):
+        alerts.evaluate(shared, run, weeks=26, min_history=10)
+
+
 def test_as_of_reads_what_was_known(detected, tmp_path):
     wh, _, got = detected
     wh = copy(wh, tmp_path / "wh")

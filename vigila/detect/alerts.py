@@ -203,6 +203,7 @@ class Windowed:
     their last `weeks` weeks: what every method of a run shares (`windowed`), built once, not once per method."""
     keyed: pl.DataFrame
     window: pl.DataFrame
+    weeks: int
 
 
 def windowed(series: pl.DataFrame, weeks: int) -> Windowed:
@@ -213,7 +214,7 @@ def windowed(series: pl.DataFrame, weeks: int) -> Windowed:
     inside = pl.col("week_start") > pl.col("week_start").max().over("series_id") - pl.duration(weeks=weeks)
     keyed = (series.with_columns(key.alias("_key"), inside.alias("__in"))
              .with_columns(pl.col("t").filter("__in").max().over("_key").alias("__last_t")))
-    return Windowed(keyed.drop("__in"), keyed.filter("__in").drop("__in", "__last_t"))
+    return Windowed(keyed.drop("__in"), keyed.filter("__in").drop("__in", "__last_t"), weeks)
 
 
 def evaluate(series: pl.DataFrame | Windowed, run: MethodRun, *, weeks: int, min_history: int) -> pl.DataFrame:
@@ -222,6 +223,8 @@ def evaluate(series: pl.DataFrame | Windowed, run: MethodRun, *, weeks: int, min
     over the same series: pass `windowed(series, weeks)` to each."""
     need = min_history if run.min_history is None else run.min_history
     shared = series if isinstance(series, Windowed) else windowed(series, weeks)
+    if shared.weeks != weeks:
+        raise ValueError(f"the series were windowed to {shared.weeks} weeks, not {weeks}")
     keyed, window = shared.keyed, shared.window
     evaluable = window.filter(pl.col("t") > need)
     result = pl.DataFrame(schema={"_key": pl.String, "t": pl.Int64, "expected": pl.Float64,
