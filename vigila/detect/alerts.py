@@ -241,6 +241,17 @@ def evaluate(series: pl.DataFrame | Windowed, run: MethodRun, *, weeks: int, min
         pl.lit(json.dumps(run.effective_params(), sort_keys=True)).alias("params"))
 
 
+def evaluate_methods(series: pl.DataFrame, config: DetectionConfig, /, **fields: Any) -> list[pl.DataFrame]:
+    """`evaluate` of every configured method over `series` (one shared `windowed`), each in its own logged
+    `detect` stage (the CLI shows them) carrying `fields` (e.g. the block)."""
+    parts, shared = [], windowed(series, config.weeks)
+    for i, run in enumerate(config.methods, 1):
+        with vlog.stage("detect", method=run.label, step=f"{i}/{len(config.methods)}", **fields) as logged:
+            parts.append(evaluate(shared, run, weeks=config.weeks, min_history=config.min_history))
+            logged.update(rows=parts[-1].height, alarms=int(parts[-1]["alarm"].sum() or 0))
+    return parts
+
+
 SERIES_INPUT = [*SERIES_KEY, "week_start", "geo_name", "epi_year", "epi_week", "cases", "classification", "sex",
                 "age_group"]   # the cases_weekly columns `weekly_series` reads
 
@@ -300,13 +311,7 @@ def run_detection(storage: Storage | str | Path, config: DetectionConfig, *, run
     series = weekly_series(rows, config.gaps)
     del rows
     computed_at = dt.datetime.now(dt.UTC)
-    parts, shared = [], windowed(series, config.weeks)
-    for i, run in enumerate(config.methods, 1):   # one logged `detect` stage per method (the CLI shows them)
-        with vlog.stage("detect", method=run.label, step=f"{i}/{len(config.methods)}",
-                        series=series["series_id"].n_unique()) as logged:
-            parts.append(evaluate(shared, run, weeks=config.weeks, min_history=config.min_history))
-            logged.update(rows=parts[-1].height, alarms=int(parts[-1]["alarm"].sum() or 0))
-    alerts = pl.concat(parts)
+    alerts = pl.concat(evaluate_methods(series, config, series=series["series_id"].n_unique()))
     alerts = alerts.with_columns(
         pl.lit(version).alias("cases_weekly_version"), pl.lit(as_of, pl.Date).alias("as_of"), pl.lit(run_id).alias("run_id"),
         pl.lit(computed_at).cast(pl.Datetime("us", "UTC")).alias("computed_at"),

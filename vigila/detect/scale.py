@@ -113,12 +113,7 @@ def detect_block(warehouse: str | Storage, config: alerts.DetectionConfig, plan:
                 .drop("_first", "_last").collect())
         series = alerts.weekly_series(rows, config.gaps)
         del rows
-        parts, shared = [], alerts.windowed(series, config.weeks)
-        for i, run in enumerate(config.methods, 1):   # one logged `detect` stage per method and block (the CLI shows them)
-            with vlog.stage("detect", method=run.label, step=f"{i}/{len(config.methods)}", block=index) as step:
-                parts.append(alerts.evaluate(shared, run, weeks=config.weeks, min_history=config.min_history))
-                step.update(rows=parts[-1].height, alarms=int(parts[-1]["alarm"].sum() or 0))
-        result = pl.concat(parts, how="vertical_relaxed")
+        result = pl.concat(alerts.evaluate_methods(series, config, block=index), how="vertical_relaxed")
         key = None
         if result.height:
             key = block_key(run_id, index)
