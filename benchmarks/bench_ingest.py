@@ -237,10 +237,10 @@ LAUNCH = ("import os, subprocess, sys, time, json\n"
           "'cpu': usage.ru_utime + usage.ru_stime, 'exit': os.waitstatus_to_exitcode(status)}))\n")
 
 
-def data_roots_env() -> dict[str, str]:
-    """This environment with BENCH_DIR among the folders a source's `location` may read (VIGILA_DATA_ROOTS):
-    the benchmark's source config points at its generated list there."""
-    roots = os.pathsep.join(filter(None, [os.environ.get("VIGILA_DATA_ROOTS"), str(BENCH_DIR)]))
+def data_roots_env(folder: Path = BENCH_DIR) -> dict[str, str]:
+    """This environment with `folder` among the folders a source's `location` may read (VIGILA_DATA_ROOTS): the
+    benchmark's source config points at its generated list there."""
+    roots = os.pathsep.join(filter(None, [os.environ.get("VIGILA_DATA_ROOTS"), str(folder)]))
     return {**os.environ, "VIGILA_DATA_ROOTS": roots}
 
 

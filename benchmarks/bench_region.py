@@ -33,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 import dask_load  # noqa: E402
 from bench_dask import EARS, FARRINGTON, ISSUED, LocalProcesses, ingest_on  # noqa: E402
+from bench_ingest import data_roots_env  # noqa: E402
 
 RESULTS, WORK = HERE / "results", Path("/tmp/vigila-bench-region")
 
@@ -219,8 +220,7 @@ def main() -> None:
         write(json.loads((RESULTS / "dask_region.json").read_text()), args)
         return
     if args.linelist:    # the source config's data root (a location outside it is refused)
-        os.environ["VIGILA_DATA_ROOTS"] = os.pathsep.join(filter(None, [os.environ.get("VIGILA_DATA_ROOTS"),
-                                                                        str(args.linelist.resolve().parent)]))
+        os.environ.update(data_roots_env(args.linelist.resolve().parent))
     if args.linelist_only:
         res = json.loads((RESULTS / "dask_region.json").read_text())
         cluster = LocalProcesses(2, WORK / "logs")
